@@ -1,0 +1,88 @@
+"""The constants dataclass is the command line.
+
+Every field of a script's constants dataclass becomes an option of the same name (`--tv_weight 0.01`); the
+comment at the end of the field's line is its help text. A class attribute `QUICK` (a dict) holds the preset that
+`--quick` applies before any explicit option, so `--quick --upper_iterations 5` runs the quick preset with five
+upper iterations. Bad input raises `RunError`, which `run_main` reports as one line with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import io
+import sys
+import textwrap
+import tokenize
+from typing import Any, Callable, Literal, get_args, get_origin, get_type_hints
+
+
+class RunError(Exception):
+    """A problem the user can fix (a missing file, a bad setting, a diverging run): one line, exit code 2."""
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """Map each dataclass field to the `# comment` that ends the line where it is defined."""
+    source = textwrap.dedent(inspect.getsource(cls))
+    first_name: dict[int, str] = {}
+    comment: dict[int, str] = {}
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        row = token.start[0]
+        if token.type == tokenize.NAME and row not in first_name:
+            first_name[row] = token.string
+        elif token.type == tokenize.COMMENT:
+            comment[row] = token.string.lstrip("#").strip()
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return {first_name[row]: text for row, text in comment.items() if first_name.get(row) in fields}
+
+
+def _argument_options(hint: Any) -> dict[str, Any]:
+    if hint is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if get_origin(hint) is Literal:
+        choices = get_args(hint)
+        return {"type": type(choices[0]), "choices": choices}
+    if get_origin(hint) is tuple:
+        return {"type": get_args(hint)[0], "nargs": "+"}
+    return {"type": hint}
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse prints the usage too; one line is enough
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def make_config(cls: type, **overrides: Any):
+    """The defaults, then the class's QUICK preset if `quick=True`, then the explicit overrides."""
+    values = dict(getattr(cls, "QUICK", {})) if overrides.get("quick", False) else {}
+    values.update(overrides)
+    unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise RunError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def parse_config(cls: type, argv: list[str] | None = None, description: str | None = None):
+    """Build `cls` from the command line (`argv`, default sys.argv[1:]); `--help` lists every field."""
+    parser = _OneLineParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    hints = get_type_hints(cls)
+    comments = field_comments(cls)
+    for field in dataclasses.fields(cls):
+        parser.add_argument(
+            f"--{field.name}",
+            dest=field.name,
+            default=argparse.SUPPRESS,
+            help=f"{comments.get(field.name, '')} (default: {field.default!r})",
+            **_argument_options(hints[field.name]),
+        )
+    return make_config(cls, **vars(parser.parse_args(argv)))
+
+
+def run_main(main: Callable[[], Any]) -> None:
+    """Call `main()`; a RunError becomes one line on stderr and exit code 2."""
+    try:
+        main()
+    except RunError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

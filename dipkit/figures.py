@@ -1,0 +1,109 @@
+"""Figures: image grids with PSNR/SSIM captions, kernel panels, curves. PNG files, no window."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+
+def to_display(image: torch.Tensor):
+    """(1, C, H, W) tensor in [0, 1] -> (H, W, C) or (H, W) array for imshow."""
+    array = image.detach().float().clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+    return array[..., 0] if array.shape[-1] == 1 else array
+
+
+def image_grid(
+    path: Path,
+    rows: Sequence[Sequence[tuple[torch.Tensor, str]]],
+    column_titles: Sequence[str],
+    row_titles: Sequence[str] = (),
+    panel_size: float = 3.0,
+) -> None:
+    """A grid of images, each with a caption below (for example its PSNR and SSIM)."""
+    n_rows, n_cols = len(rows), len(column_titles)
+    height, width = rows[0][0][0].shape[-2:]
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(panel_size * n_cols, panel_size * height / width * n_rows + 0.6 * n_rows),
+        squeeze=False,
+    )
+    for i, row in enumerate(rows):
+        for j, (image, caption) in enumerate(row):
+            ax = axes[i, j]
+            ax.imshow(to_display(image), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(caption, fontsize=9)
+            if i == 0:
+                ax.set_title(column_titles[j], fontsize=10)
+        if i < len(row_titles):
+            axes[i, 0].set_ylabel(row_titles[i], fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def kernel_grid(
+    path: Path,
+    rows: Sequence[Sequence[tuple[torch.Tensor, str]]],
+    row_titles: Sequence[str] = (),
+    log_scale: Sequence[bool] = (),
+) -> None:
+    """Kernels as heat maps with colour bars; column j on a logarithmic colour scale if log_scale[j]."""
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.6 * n_cols, 2.4 * n_rows), squeeze=False)
+    for i, row in enumerate(rows):
+        for j, (kernel, title) in enumerate(row):
+            ax = axes[i, j]
+            values = kernel.detach().double().cpu().numpy()
+            norm = None
+            if j < len(log_scale) and log_scale[j]:
+                positive = values[values > 0]
+                low = max(positive.min(), positive.max() * 1e-6) if positive.size else 1e-12
+                norm = matplotlib.colors.LogNorm(vmin=low, vmax=max(values.max(), low * 10))
+                values = values.clip(min=low)
+            image = ax.imshow(values, cmap="viridis", norm=norm, interpolation="nearest")
+            fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+            ax.set_title(title, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for j in range(len(row), n_cols):
+            axes[i, j].axis("off")
+        if i < len(row_titles):
+            axes[i, 0].set_ylabel(row_titles[i], fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def curves(
+    path: Path,
+    panels: Sequence[dict],
+    n_cols: int = 3,
+) -> None:
+    """Line plots. Each panel: {'lines': [(x, y, label), ...], 'xlabel', 'ylabel', 'logx', 'logy', 'title'}."""
+    n_rows = -(-len(panels) // n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.2 * n_rows), squeeze=False)
+    for ax, panel in zip(axes.flat, panels):
+        for x, y, label in panel["lines"]:
+            ax.plot(x, y, label=label, marker="." if len(x) < 60 else None)
+        ax.set_xlabel(panel.get("xlabel", ""))
+        ax.set_ylabel(panel.get("ylabel", ""))
+        ax.set_title(panel.get("title", ""), fontsize=10)
+        if panel.get("logx"):
+            ax.set_xscale("log")
+        if panel.get("logy"):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        if len(panel["lines"]) > 1:
+            ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,101 @@
+"""Image loading: a bundled image by name (see images/SOURCES) or any image path.
+
+Reads grey, RGB, RGBA (alpha dropped), palette and 16-bit images, applies the EXIF orientation of photos,
+optionally centre-crops to the aspect ratio of a requested size and resizes (antialiased bicubic), and returns a
+float tensor of shape (1, C, H, W) with values in [0, 1].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .cli import RunError
+
+IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
+
+
+def bundled_images() -> list[str]:
+    """Names of the images shipped in images/."""
+    return sorted(p.stem for p in IMAGES_DIR.glob("*.png"))
+
+
+def resolve_image(name_or_path: str) -> Path:
+    """A path that exists, or the bundled image of that name; anything else is a RunError."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    bundled = IMAGES_DIR / f"{name_or_path}.png"
+    if bundled.is_file():
+        return bundled
+    raise RunError(
+        f"image '{name_or_path}' not found: no such file, and not a bundled image ({', '.join(bundled_images())})"
+    )
+
+
+def read_image(path: Path) -> np.ndarray:
+    """The image at `path` as float64 in [0, 1], shape (H, W) for grey or (H, W, 3) for colour."""
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                array = np.asarray(image, dtype=np.float64)
+                return np.clip(array / (65535.0 if array.max() > 255 else 255.0), 0, 1)
+            if image.mode == "F":
+                return np.clip(np.asarray(image, dtype=np.float64), 0, 1)
+            grey = image.mode in ("1", "L", "LA") or (image.mode == "P" and _palette_is_grey(image))
+            image = image.convert("L" if grey else "RGB")
+            return np.asarray(image, dtype=np.float64) / 255.0
+    except (UnidentifiedImageError, OSError) as error:
+        raise RunError(f"cannot read image '{path}': {error}") from None
+
+
+def _palette_is_grey(image: Image.Image) -> bool:
+    rgb = np.asarray(image.convert("RGB"))
+    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+
+
+def to_channels(array: np.ndarray, channels: int) -> np.ndarray:
+    """(H, W) or (H, W, 3) -> (H, W, channels); colour to grey by ITU-R BT.601 luma."""
+    if array.ndim == 2:
+        array = array[..., None]
+    if channels == array.shape[-1]:
+        return array
+    if channels == 3:
+        return np.repeat(array, 3, axis=-1)
+    if channels == 1:
+        return (array @ np.array([0.299, 0.587, 0.114]))[..., None]
+    raise RunError(f"channels must be 1 or 3, not {channels}")
+
+
+def crop_to_aspect(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Centre crop to the aspect ratio height:width (no distortion when resizing afterwards)."""
+    h, w = array.shape[:2]
+    if h * width > w * height:  # too tall
+        new_h = round(w * height / width)
+        top = (h - new_h) // 2
+        return array[top : top + new_h]
+    new_w = round(h * width / height)
+    left = (w - new_w) // 2
+    return array[:, left : left + new_w]
+
+
+def load_image(
+    name_or_path: str,
+    size: tuple[int, int] | None = None,
+    channels: int = 3,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Load an image as a (1, channels, H, W) tensor in [0, 1]; `size` = (H, W) crops and resizes to it."""
+    array = to_channels(read_image(resolve_image(name_or_path)), channels)
+    if size is not None:
+        array = crop_to_aspect(array, *size)
+    tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].to(torch.float64)
+    if size is not None and tuple(tensor.shape[-2:]) != tuple(size):
+        tensor = F.interpolate(tensor, size=size, mode="bicubic", antialias=True, align_corners=False)
+    return tensor.clamp(0, 1).to(device=device, dtype=dtype)

@@ -1,0 +1,83 @@
+"""Run folders: Results/<script>/<run-name>/ with config.json, metrics.json, CSV curves and figures.
+
+A run never overwrites another: if the folder exists, the name gets a suffix -2, -3, ...
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import platform
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def new_run_folder(results_dir: str | Path, script: str, name: str = "") -> Path:
+    """Create and return a fresh folder results_dir/script/name (a time stamp if name is empty)."""
+    base = Path(results_dir) / script
+    name = name or datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder, n = base / name, 1
+    while True:
+        try:
+            folder.mkdir(parents=True, exist_ok=False)
+            return folder
+        except FileExistsError:
+            n += 1
+            folder = base / f"{name}-{n}"
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What produced the numbers: library versions, the machine and the device."""
+    import deepinv
+
+    info = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "deepinv": deepinv.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly: tensors and arrays to lists, NaN and infinities to None, dataclasses to dicts."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return _plain(value.tolist())
+    if isinstance(value, (np.floating, np.integer)):
+        return _plain(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (torch.device, torch.dtype, Path)):
+        return str(value)
+    return value
+
+
+def write_json(path: Path, content: Any) -> None:
+    path.write_text(json.dumps(_plain(content), indent=2) + "\n")
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows of equal keys as CSV (the first row's keys are the header)."""
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

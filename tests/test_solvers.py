@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from dipkit.solvers import conjugate_gradient, fista
+
+
+def spd_matrix(n: int, condition: float, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    return q @ torch.diag(torch.logspace(0, -torch.log10(torch.tensor(condition)).item(), n, dtype=torch.float64)) @ q.T
+
+
+@pytest.mark.parametrize("eps", [1e-2, 1e-5, 1e-8])
+def test_fista_meets_the_accuracy_it_certifies(eps):
+    h = spd_matrix(30, 1e3)
+    b = torch.randn(30, dtype=torch.float64)
+    mu, lipschitz = torch.linalg.eigvalsh(h)[[0, -1]].tolist()
+    exact = torch.linalg.solve(h, b)
+    result = fista(lambda x: h @ x - b, torch.zeros(30, dtype=torch.float64), lipschitz, mu * eps, 100_000)
+    assert result.converged
+    assert (result.x - exact).norm() <= eps
+    assert result.gradient_norm == pytest.approx((h @ result.x - b).norm().item())
+
+
+def test_fista_stops_at_the_cap_and_says_so():
+    h = spd_matrix(30, 1e4)
+    result = fista(lambda x: h @ x - 1, torch.zeros(30, dtype=torch.float64), 1.0, 1e-12, 5)
+    assert not result.converged and result.gradient_evaluations == 6
+
+
+def test_fista_warm_start_at_the_solution_costs_one_gradient():
+    h = spd_matrix(10, 10)
+    b = torch.randn(10, dtype=torch.float64)
+    result = fista(lambda x: h @ x - b, torch.linalg.solve(h, b), 1.0, 1e-8, 100)
+    assert result.converged and result.gradient_evaluations == 1
+
+
+def test_conjugate_gradient_solves_to_its_residual():
+    h = spd_matrix(40, 1e4)
+    b = torch.randn(40, dtype=torch.float64)
+    result = conjugate_gradient(lambda v: h @ v, b, 1e-9, 500)
+    assert result.converged and (b - h @ result.x).norm() <= 1e-8
+    torch.testing.assert_close(result.x, torch.linalg.solve(h, b), rtol=1e-4, atol=1e-8)
+    warm = conjugate_gradient(lambda v: h @ v, b, 1e-9, 500, x0=result.x)
+    assert warm.matvecs <= 2  # one residual, at most one correction
