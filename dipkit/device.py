@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 
@@ -47,3 +48,18 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def keep_freed_memory() -> None:
+    """Ask glibc to keep freed image-sized buffers instead of returning each one to the operating system.
+
+    By default glibc unmaps every freed block above 128 KiB, so each temporary tensor of an iterative solver
+    costs fresh page faults: a third of the wall time of ADP.py on a CPU. Harmless where it does not apply.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, Windows, musl)
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)
+    libc.mallopt(m_trim_threshold, 512 * 1024 * 1024)

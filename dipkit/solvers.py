@@ -56,11 +56,12 @@ def fista(
             raise FloatingPointError("FISTA: the gradient is not finite")
         if g_norm <= tolerance or k == max_iterations:
             return FistaResult(y, k + 1, g_norm, g_norm <= tolerance)
-        x_next = y - step * g
-        if _dot(g, x_next - x) > 0:  # the step points uphill from the last iterate: drop the momentum
+        x_next = y.add(g, alpha=-step)
+        move = x_next - x
+        if _dot(g, move) > 0:  # the step points uphill from the last iterate: drop the momentum
             t = 1.0
         t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
-        y = x_next + ((t - 1) / t_next) * (x_next - x)
+        y = x_next.add(move, alpha=(t - 1) / t_next)
         x, t = x_next, t_next
     raise AssertionError("unreachable")
 

@@ -10,7 +10,6 @@ across the last row or column is zero. Each term φ(d) = √(d² + ε²) has φ'
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def forward_differences(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -19,8 +18,13 @@ def forward_differences(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def forward_differences_adjoint(p1: torch.Tensor, p2: torch.Tensor) -> torch.Tensor:
-    """D₁ᵀp₁ + D₂ᵀp₂ (a negative divergence)."""
-    return F.pad(p1, (0, 0, 1, 0)) - F.pad(p1, (0, 0, 0, 1)) + F.pad(p2, (1, 0)) - F.pad(p2, (0, 1))
+    """D₁ᵀp₁ + D₂ᵀp₂ (a negative divergence), written into one new tensor."""
+    out = torch.zeros(p2.shape[:-1] + (p2.shape[-1] + 1,), dtype=p1.dtype, device=p1.device)
+    out[..., :-1, :] -= p1
+    out[..., 1:, :] += p1
+    out[..., :, :-1] -= p2
+    out[..., :, 1:] += p2
+    return out
 
 
 class SmoothedTV:
