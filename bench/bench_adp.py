@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ADP  # noqa: E402
 from dipkit.blur import blur, blur_adjoint  # noqa: E402
 from dipkit.cli import parse_config, run_main  # noqa: E402
-from dipkit.device import choose_device  # noqa: E402
+from dipkit.device import choose_device, keep_freed_memory  # noqa: E402
 from dipkit.runs import environment, write_json  # noqa: E402
 from dipkit.tv import SmoothedTV  # noqa: E402
 
@@ -64,6 +64,7 @@ def gradient_costs() -> list[dict]:
 def main() -> None:
     config = parse_config(ADP.Config, sys.argv[1:], description=__doc__)
     config = ADP.Config(**{**config.__dict__, "progress": False, "results_dir": "Results/bench", "run_name": "adp-run"})
+    keep_freed_memory()  # as ADP.run does
     costs = gradient_costs()
     print("one lower-level gradient at 400x300x3 (best of 5x10, ms):")
     for row in costs:
