@@ -80,9 +80,9 @@ def parse_config(cls: type, argv: list[str] | None = None, description: str | No
 
 
 def run_main(main: Callable[[], Any]) -> None:
-    """Call `main()`; a RunError becomes one line on stderr and exit code 2."""
+    """Call `main()`; a RunError or a non-finite solver state becomes one line on stderr and exit code 2."""
     try:
         main()
-    except RunError as error:
+    except (RunError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -46,7 +46,10 @@ def read_image(path: Path) -> np.ndarray:
                 array = np.asarray(image, dtype=np.float64)
                 return np.clip(array / (65535.0 if array.max() > 255 else 255.0), 0, 1)
             if image.mode == "F":
-                return np.clip(np.asarray(image, dtype=np.float64), 0, 1)
+                array = np.asarray(image, dtype=np.float64)
+                if not np.isfinite(array).all():
+                    raise RunError(f"image '{path}' contains NaN or infinite values")
+                return np.clip(array, 0, 1)
             grey = image.mode in ("1", "L", "LA") or (image.mode == "P" and _palette_is_grey(image))
             image = image.convert("L" if grey else "RGB")
             return np.asarray(image, dtype=np.float64) / 255.0

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import ADP
-from dipkit.cli import RunError, make_config
+from dipkit.cli import RunError, make_config, run_main
 from dipkit.solvers import conjugate_gradient, fista
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,3 +199,18 @@ def test_bad_config_through_the_api_is_refused_before_writing(tmp_path):
     with pytest.raises(RunError, match="unknown setting"):
         make_config(ADP.Config, no_such_field=1)
     assert list(tmp_path.iterdir()) == []
+
+
+
+def test_a_non_finite_solver_state_stops_with_one_line_and_code_2(capsys):
+    problem, b, _, _ = tiny_problem()
+    problem.y[0, 0, 0, 0] = float("nan")
+
+    def main():
+        problem.solve_lower(b, 1e-3, problem.y)
+
+    with pytest.raises(SystemExit) as stop:
+        run_main(main)
+    assert stop.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "not finite" in lines[0]

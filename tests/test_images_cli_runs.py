@@ -1,0 +1,84 @@
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dipkit.cli import RunError, field_comments, make_config, parse_config
+from dipkit.images import bundled_images, load_image
+from dipkit.runs import new_run_folder, write_json
+
+import ADP
+
+
+@pytest.fixture
+def picture():
+    rng = np.random.default_rng(0)
+    return (rng.random((30, 20, 3)) * 255).astype(np.uint8)
+
+
+def test_bundled_images_load_at_the_requested_size():
+    assert {"astronaut", "coffee", "rocket", "chelsea"} <= set(bundled_images())
+    image = load_image("coffee", (40, 30))
+    assert image.shape == (1, 3, 40, 30) and 0 <= image.min() and image.max() <= 1
+
+
+def test_grey_rgba_palette_and_16_bit_files(tmp_path, picture):
+    Image.fromarray(picture[..., 0]).save(tmp_path / "grey.png")
+    Image.fromarray(np.dstack([picture, np.full((30, 20), 7, np.uint8)]), "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(picture).convert("P").save(tmp_path / "palette.png")
+    Image.fromarray(picture[..., 0].astype(np.uint16) * 257).save(tmp_path / "deep.png")
+    grey = load_image(str(tmp_path / "grey.png"), channels=1)
+    torch.testing.assert_close(grey[0, 0], torch.from_numpy(picture[..., 0] / 255).float())
+    assert torch.equal(load_image(str(tmp_path / "grey.png"), channels=3)[0, 1], grey[0, 0])
+    rgba = load_image(str(tmp_path / "rgba.png"))
+    torch.testing.assert_close(rgba[0].permute(1, 2, 0), torch.from_numpy(picture / 255).float())
+    assert load_image(str(tmp_path / "palette.png")).shape == (1, 3, 30, 20)
+    torch.testing.assert_close(load_image(str(tmp_path / "deep.png"), channels=1), grey)
+
+
+def test_exif_rotated_jpeg_is_turned_upright(tmp_path, picture):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    Image.fromarray(picture).save(tmp_path / "photo.jpg", exif=exif, quality=95)
+    assert load_image(str(tmp_path / "photo.jpg")).shape == (1, 3, 20, 30)
+
+
+def test_missing_and_unreadable_images_are_run_errors(tmp_path):
+    with pytest.raises(RunError, match="not found"):
+        load_image("no-such-image")
+    (tmp_path / "broken.png").write_text("not an image")
+    with pytest.raises(RunError, match="cannot read"):
+        load_image(str(tmp_path / "broken.png"))
+
+
+def test_every_field_has_a_comment_and_an_option(capsys):
+    comments = field_comments(ADP.Config)
+    assert set(comments) == {f.name for f in dataclasses.fields(ADP.Config)}
+    with pytest.raises(SystemExit):
+        parse_config(ADP.Config, ["--help"])
+    help_text = capsys.readouterr().out
+    for name, comment in comments.items():
+        assert f"--{name}" in help_text and comment.split()[0] in help_text
+
+
+def test_explicit_options_win_over_the_quick_preset():
+    config = parse_config(ADP.Config, ["--quick", "--height", "50", "--images", "coffee", "rocket", "--no-progress"])
+    assert config.height == 50 and config.width == ADP.Config.QUICK["width"]
+    assert config.images == ("coffee", "rocket") and config.progress is False
+    assert make_config(ADP.Config).height == 400
+
+
+def test_run_folders_never_overwrite(tmp_path):
+    first = new_run_folder(tmp_path, "X", "run")
+    (first / "kept.txt").write_text("earlier result")
+    second = new_run_folder(tmp_path, "X", "run")
+    assert second.name == "run-2" and (first / "kept.txt").read_text() == "earlier result"
+
+
+def test_json_holds_tensors_and_non_finite_numbers(tmp_path):
+    write_json(tmp_path / "m.json", {"t": torch.tensor([1.0, 2.0]), "nan": math.nan, "a": np.float32(0.5)})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"t": [1.0, 2.0], "nan": None, "a": 0.5}
