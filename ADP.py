@@ -169,7 +169,7 @@ class ADPBeta:
         result = fista(
             lambda x: self.lower_gradient(x, b), warm, self.lower_lipschitz(b), self.mu * eps, self.lower_max_iterations
         )
-        return result.x, result.gradient_norm / self.mu, result.gradient_evaluations
+        return result.x, result.stationarity / self.mu, result.gradient_evaluations
 
     # upper level ------------------------------------------------------------------------------------------------
     def regulariser(self, b: torch.Tensor) -> torch.Tensor:

@@ -120,7 +120,7 @@ class QuadraticBilevel:
     def solve_lower(self, theta, eps, warm):
         rhs = self.m @ theta + self.c
         result = fista(lambda x: self.q @ x - rhs, warm, self.lipschitz, self.mu * eps, 100_000)
-        return result.x, result.gradient_norm / self.mu, result.gradient_evaluations
+        return result.x, result.stationarity / self.mu, result.gradient_evaluations
 
     def upper_value_and_gradient_norm(self, theta, x):
         return (0.5 * (x - self.t).pow(2).sum() + 0.5 * self.beta * theta.pow(2).sum()).item(), (x - self.t).norm().item()

@@ -1,0 +1,129 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import adp_1d
+from dipkit.cli import make_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def small_problem(points=40, **overrides):
+    config = make_config(adp_1d.Config, points=points, progress=False, **overrides)
+    t = adp_1d.grid(points)
+    truth = adp_1d.test_signal(config.signal, t)
+    a = adp_1d.forward_operator(config.operator, points)
+    y = a @ truth + config.noise_level * torch.randn(points, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return adp_1d.ElasticNetADP(a, y, config), config
+
+
+def exact_loss(problem, b):
+    x, accuracy, _ = problem.solve_lower(b, 1e-12, torch.zeros_like(problem.y))
+    assert accuracy <= 1e-12
+    return problem.upper_value_and_gradient_norm(b, x)[0], x
+
+
+def test_signals_and_operators_match_their_definitions():
+    t = adp_1d.grid(200)
+    assert t[0] == pytest.approx(-1 + 0.005) and t[-1] == pytest.approx(1 - 0.005)
+    signal = adp_1d.test_signal("piecewise_constant", t)
+    assert signal[t < -0.6].abs().max() == 0 and signal[(t > -0.6) & (t < -0.5)].eq(1).all()
+    assert signal[(t > 0.2) & (t < 0.5)].sub(0.7).abs().max() < 1e-12 and signal[t > 0.5].abs().max() < 1e-12
+    a = adp_1d.forward_operator("gaussian", 200)
+    assert a[0, 0] == pytest.approx(1 / (5 * (2 * torch.pi) ** 0.5)) and torch.equal(a, a.T)
+    integration = adp_1d.forward_operator("integration", 200)
+    assert (integration @ torch.ones(200, dtype=torch.float64))[-1] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_elastic_net_hypergradient_matches_finite_differences_on_a_fixed_active_set(beta):
+    problem, _ = small_problem(operator_weight=beta)
+    b = problem.a + 0.01 * torch.randn(problem.a.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    _, x = exact_loss(problem, b)
+    z, _, _ = problem.hypergradient(b, x, 1e-13, None)
+    direction = torch.randn(b.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    h = 1e-6  # small enough that the support of x(B) does not change
+    (plus, x_plus), (minus, x_minus) = exact_loss(problem, b + h * direction), exact_loss(problem, b - h * direction)
+    assert torch.equal(x_plus != 0, x != 0) and torch.equal(x_minus != 0, x != 0)
+    assert 0 < (x != 0).sum() < len(x)  # a genuinely sparse solution: the active set matters
+    fd = (plus - minus) / (2 * h)
+    assert (z * direction).sum().item() == pytest.approx(fd, rel=1e-5)
+
+
+@pytest.mark.parametrize("solver", ["maid", "ift", "lista"])
+def test_each_solver_lowers_the_upper_loss(solver):
+    problem, config = small_problem(upper_iterations=15, ift_iterations=15, lista_epochs=15)
+    _, run, _ = adp_1d.SOLVERS[solver]
+    with adp_1d.tqdm(disable=True) as bar:
+        result = run(problem, torch.zeros_like(problem.y), config, bar)
+    losses = [row["loss"] for row in result["log"]]
+    assert losses[-1] < 0.5 * losses[0]
+    assert all(b["lower_iterations"] >= a["lower_iterations"] for a, b in zip(result["log"], result["log"][1:]))
+
+
+def test_the_counters_count_what_they_claim():
+    """Wrap the lower solver and the Hessian products: the logged totals must equal what really ran."""
+    problem, config = small_problem(upper_iterations=5, ift_iterations=4, lista_epochs=3, lista_layers=7)
+    counts = {"gradients": 0, "products": 0}
+    solve, hypergradient = problem.solve_lower, problem.hypergradient
+
+    def counted_solve(b, eps, warm):
+        x, accuracy, cost = solve(b, eps, warm)
+        counts["gradients"] += cost
+        return x, accuracy, cost
+
+    def counted_hypergradient(b, x, delta, q0):
+        z, v, matvecs = hypergradient(b, x, delta, q0)
+        counts["products"] += matvecs
+        return z, v, matvecs
+
+    problem.solve_lower, problem.hypergradient = counted_solve, counted_hypergradient
+    with adp_1d.tqdm(disable=True) as bar:
+        maid = adp_1d.run_maid(problem, torch.zeros_like(problem.y), config, bar)
+    assert maid["log"][-1]["lower_iterations"] == counts["gradients"] > 0
+    assert maid["log"][-1]["linear_work"] == counts["products"] > 0
+
+    counts.update(gradients=0, products=0)
+    with adp_1d.tqdm(disable=True) as bar:
+        ift = adp_1d.run_ift(problem, torch.zeros_like(problem.y), config, bar)
+    final_solve = counts["gradients"] - ift["log"][-1]["lower_iterations"]  # the reconstruction at the final B
+    assert len(ift["log"]) == 5 and 1 <= final_solve and ift["log"][-1]["linear_work"] == counts["products"]
+
+    with adp_1d.tqdm(disable=True) as bar:
+        lista = adp_1d.run_lista(problem, torch.zeros_like(problem.y), config, bar)
+    assert [row["lower_iterations"] for row in lista["log"]] == [0, 7, 14, 21]
+
+
+def test_end_to_end_writes_every_file_and_reports_the_speedup(tmp_path):
+    out = adp_1d.run(make_config(adp_1d.Config, quick=True, points=60, upper_iterations=20, ift_iterations=40,
+                                 lista_epochs=40, results_dir=str(tmp_path), run_name="e2e", progress=False))
+    folder = tmp_path / "adp_1d" / "e2e"
+    for name in ("curve.png", "curve.csv", "reconstructions.png", "B_minus_A.png", "table.csv", "config.json",
+                 "metrics.json"):
+        assert (folder / name).stat().st_size > 0, name
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["best_loss"] < metrics["initial_loss"] and len(metrics["solvers"]) == 3
+
+
+def test_bad_input_exits_with_code_2_and_one_line(tmp_path):
+    process = subprocess.run(
+        [sys.executable, str(ROOT / "adp_1d.py"), "--solvers", "maid", "newton", "--results_dir", str(tmp_path)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert process.returncode == 2
+    lines = process.stderr.strip().splitlines()
+    assert len(lines) == 1 and "newton" in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_lower_lipschitz_is_a_bound():
+    problem, _ = small_problem()
+    noise = torch.randn(problem.a.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    for size, slack in ((0.05, 10.0), (0.002, 1.5)):  # a bound always; tight for the small changes ADP makes
+        b = problem.a + size * noise
+        exact = torch.linalg.matrix_norm(b, 2).item() ** 2 + problem.l2_weight
+        assert exact <= problem.lower_lipschitz(b) <= slack * exact
