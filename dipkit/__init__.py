@@ -7,7 +7,8 @@ kernels  blur kernels (diagonal motion, Gaussian, disc, random motion)
 blur     blur operators (convolution with replicate padding and its exact adjoint)
 metrics  PSNR and SSIM
 tv       smoothed total variation with its gradient and Hessian-vector product
-solvers  certified FISTA and conjugate gradients
+solvers  certified FISTA (with an optional prox) and conjugate gradients
+networks the DIP skip network (and non-local blocks)
 runs     run folders: config.json, metrics.json, CSV curves
 figures  image grids, kernel panels, curves
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -86,24 +87,32 @@ def curves(
     panels: Sequence[dict],
     n_cols: int = 3,
 ) -> None:
-    """Line plots. Each panel: {'lines': [(x, y, label), ...], 'xlabel', 'ylabel', 'logx', 'logy', 'title'}."""
+    """Line plots. Each panel: {'lines': [(x, y, label), ...], 'xlabel', 'ylabel', 'logx', 'logy', 'title',
+    'marks': [(x, label), ...] (vertical lines)}."""
     n_rows = -(-len(panels) // n_cols)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.2 * n_rows), squeeze=False)
     for ax, panel in zip(axes.flat, panels):
         for x, y, label in panel["lines"]:
             ax.plot(x, y, label=label, marker="." if len(x) < 60 else None)
+        for x, label in panel.get("marks", []):  # vertical lines at chosen iterations
+            ax.axvline(x, linestyle="--", color="grey" if "oracle" in label else "black", lw=1, label=label)
         ax.set_xlabel(panel.get("xlabel", ""))
         ax.set_ylabel(panel.get("ylabel", ""))
         ax.set_title(panel.get("title", ""), fontsize=10)
         if panel.get("logx"):
             ax.set_xscale("log")
-        if panel.get("logy"):
+        if panel.get("logy") and _has_positive(y for _, y, _ in panel["lines"]):
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        if len(panel["lines"]) > 1:
+        if len(panel["lines"]) + len(panel.get("marks", [])) > 1:
             ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _has_positive(series) -> bool:
+    """Whether any finite value is positive (a log axis needs one)."""
+    return any(math.isfinite(v) and v > 0 for values in series for v in values)
