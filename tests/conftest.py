@@ -1,0 +1,25 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def refused(tmp_path):
+    """Run `python <script> <arguments> --results_dir <tmp>` and check that it refuses: exit code 2, exactly one
+    line on stderr containing `message`, and nothing written."""
+
+    def check(script: str, arguments: list[str], message: str) -> None:
+        process = subprocess.run(
+            [sys.executable, str(ROOT / script), *arguments, "--results_dir", str(tmp_path)],
+            capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        )
+        assert process.returncode == 2, process.stderr
+        lines = process.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], lines
+        assert list(tmp_path.iterdir()) == []
+
+    return check
