@@ -32,7 +32,7 @@ import itertools
 import math
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal
 
@@ -45,7 +45,7 @@ from dipkit.cli import RunError, parse_config, run_main
 from dipkit.device import choose_device, keep_freed_memory, seed_everything, synchronize
 from dipkit.images import load_image, resolve_image
 from dipkit.metrics import psnr, ssim
-from dipkit.runs import environment, new_run_folder, write_csv, write_json
+from dipkit.runs import start_run, write_csv, write_json
 from dipkit.solvers import conjugate_gradient, fista
 from dipkit.tv import SmoothedTV, forward_differences
 
@@ -239,11 +239,12 @@ def maid(
         seconds[part] += time.perf_counter() - tic
         return out
 
-    def bound(theta_: torch.Tensor, x_: torch.Tensor, accuracy: float, sign: int) -> float:
+    def bound(theta_: torch.Tensor, x_: torch.Tensor, accuracy: float, sign: int) -> tuple[float, float]:
+        """(U^±, the inexact value g(x̃) + R(θ) it was built on)."""
         value, gradient_norm = problem.upper_value_and_gradient_norm(theta_, x_)
         if not math.isfinite(value):
             raise RunError("the upper-level loss is not finite (NaN or inf): try a smaller alpha0")
-        return value + sign * (gradient_norm * accuracy + 0.5 * lipschitz * accuracy**2)
+        return value + sign * (gradient_norm * accuracy + 0.5 * lipschitz * accuracy**2), value
 
     for k in range(config.upper_iterations):
         for attempt in itertools.count():
@@ -254,21 +255,22 @@ def maid(
             z_norm2 = z.pow(2).sum().item()
             if not math.isfinite(z_norm2):
                 raise RunError(f"the hypergradient is not finite at upper iteration {k}")
-            lower_bound = bound(theta, x, accuracy, -1)
+            lower_bound, value = bound(theta, x, accuracy, -1)
             step, accepted, trial = alpha, False, 0
             tic = time.perf_counter()
             for trial in range(1, config.backtracking + attempt + 1):
                 theta_trial = theta - step * z
                 x_trial, accuracy_trial, trial_cost = problem.solve_lower(theta_trial, eps, x)
                 cost += trial_cost
-                if bound(theta_trial, x_trial, accuracy_trial, +1) - lower_bound + config.armijo * step * z_norm2 <= 0:
+                upper_bound, trial_value = bound(theta_trial, x_trial, accuracy_trial, +1)
+                if upper_bound - lower_bound + config.armijo * step * z_norm2 <= 0:
                     accepted = True
                     break
                 step *= config.rho
             synchronize(theta.device)
             seconds["line_search"] += time.perf_counter() - tic
             if accepted:
-                theta, x = theta_trial, x_trial
+                theta, x, value = theta_trial, x_trial, trial_value
             totals["lower_evaluations"] += cost
             totals["cg_matvecs"] += cg_cost
             row = dict(
@@ -276,7 +278,7 @@ def maid(
                 step=step, trials=trial, lower_evaluations=cost, cg_matvecs=cg_cost,
                 cumulative_lower_evaluations=totals["lower_evaluations"], cumulative_cg_matvecs=totals["cg_matvecs"],
                 seconds=time.perf_counter() - start, hypergradient_norm=math.sqrt(z_norm2),
-                upper_loss=problem.upper_value_and_gradient_norm(theta, x)[0],
+                upper_loss=value,
             )
             log.append(row)
             if observe is not None:
@@ -326,9 +328,10 @@ def tv_baselines(
     """TV reconstructions with the known kernel: same λ converged, the paper's 100 FISTA steps, x(b0) with
     ADP's lower-level budget, and λ tuned on the ground truth (an oracle)."""
     y, tolerance = problem.y, problem.mu * config.baseline_accuracy
-    lipschitz = problem.lower_lipschitz(theta0)
 
     def solve(max_iterations: int, start: torch.Tensor, tol: float = tolerance):
+        """FISTA with the known kernel at the problem's current λ."""
+        lipschitz = problem.lower_lipschitz(theta0)
         result = fista(lambda x: problem.lower_gradient(x, theta0), start, lipschitz, tol, max_iterations)
         return result.x, result.gradient_evaluations
 
@@ -345,7 +348,6 @@ def tv_baselines(
         if factor == 1.0:
             continue  # that is the converged TV above
         problem.tv_weight = base_weight * factor
-        lipschitz = problem.lower_lipschitz(theta0)
         x, n = solve(config.lower_max_iterations * 10, converged)  # warm start at the converged TV
         if psnr(x, x_true) > psnr(best["x"], x_true):
             best = dict(x=x, iterations=n, tv_weight=problem.tv_weight)
@@ -460,8 +462,7 @@ def run(config: Config) -> dict[str, Any]:
     dtype = getattr(torch, config.dtype)
     seed_everything(config.seed, config.deterministic)
     print(f"ADP-β-MAID on {device} ({config.dtype}), setting {config.setting}, mode {config.mode}")
-    folder = new_run_folder(config.results_dir, "ADP", config.run_name)
-    write_json(folder / "config.json", dict(config=asdict(config), environment=environment(device)))
+    folder = start_run(config, "ADP", device)
     tic = time.perf_counter()
     results = [run_image(name, i, config, device, dtype) for i, name in enumerate(config.images)]
     seconds = time.perf_counter() - tic

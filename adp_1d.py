@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -43,7 +43,7 @@ from ADP import maid
 from dipkit import figures
 from dipkit.cli import RunError, parse_config, run_main
 from dipkit.device import choose_device, seed_everything, synchronize
-from dipkit.runs import environment, new_run_folder, write_csv, write_json
+from dipkit.runs import start_run, write_csv, write_json
 from dipkit.solvers import conjugate_gradient, fista, soft_threshold
 
 # The original's hand-tuned elastic-net weights (α₁, α₂) of the ADP lower level, [operator][signal].
@@ -311,8 +311,7 @@ def run(config: Config) -> dict[str, Any]:
     problem = ElasticNetADP(a, y, config)
     print(f"1-D ADP on {device}: {config.signal} signal, {config.operator} operator, "
           f"α₁ = {problem.l1_weight}, α₂ = {problem.l2_weight}, β = {config.operator_weight}")
-    folder = new_run_folder(config.results_dir, "adp_1d", config.run_name)
-    write_json(folder / "config.json", dict(config=asdict(config), environment=environment(device)))
+    folder = start_run(config, "adp_1d", device)
     results = {}
     for name in config.solvers:
         label, solver, iterations = SOLVERS[name]
@@ -330,8 +329,9 @@ def run(config: Config) -> dict[str, Any]:
                           stop_reason=res["stop_reason"]))
     write_outputs(folder, t, truth, y, a, results, table)
     speedups = {}
-    if "maid" in results and "ift" in results and table[0]["seconds_to_1pct"] and table[1]["seconds_to_1pct"]:
-        maid_row, ift_row = (next(r for r in table if r["solver"] == SOLVERS[n][0]) for n in ("maid", "ift"))
+    rows = {name: row for name, row in zip(results, table)}
+    maid_row, ift_row = rows.get("maid"), rows.get("ift")
+    if maid_row and ift_row and maid_row["seconds_to_1pct"] is not None and ift_row["seconds_to_1pct"] is not None:
         speedups = dict(time=ift_row["seconds_to_1pct"] / maid_row["seconds_to_1pct"],
                         lower_iterations=ift_row["lower_iterations_to_1pct"] / maid_row["lower_iterations_to_1pct"])
     write_json(folder / "metrics.json", dict(best_loss=best, initial_loss=results[config.solvers[0]]["log"][0]["loss"],

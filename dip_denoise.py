@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,7 +44,7 @@ from dipkit.device import choose_device, seed_everything, synchronize
 from dipkit.images import load_image, resolve_image
 from dipkit.metrics import psnr, ssim
 from dipkit.networks import SkipNetwork
-from dipkit.runs import environment, new_run_folder, write_csv, write_json
+from dipkit.runs import start_run, write_csv, write_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 
@@ -352,8 +352,7 @@ def run(config: Config) -> dict[str, Any]:
     device = choose_device(config.device)
     seed_everything(config.seed, config.deterministic)
     print(f"DIP denoising on {device}: {len(names)} image(s), {config.iterations} iterations")
-    folder = new_run_folder(config.results_dir, "dip_denoise", config.run_name)
-    write_json(folder / "config.json", dict(config=asdict(config), environment=environment(device)))
+    folder = start_run(config, "dip_denoise", device)
     table, results = [], {}
     for index, name in enumerate(names):
         stem = Path(name).stem

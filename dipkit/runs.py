@@ -33,6 +33,14 @@ def new_run_folder(results_dir: str | Path, script: str, name: str = "") -> Path
             folder = base / f"{name}-{n}"
 
 
+def start_run(config: Any, script: str, device: torch.device) -> Path:
+    """A fresh folder <config.results_dir>/<script>/<config.run_name> holding config.json: every constant, the
+    device and the library versions."""
+    folder = new_run_folder(config.results_dir, script, config.run_name)
+    write_json(folder / "config.json", dict(config=dataclasses.asdict(config), environment=environment(device)))
+    return folder
+
+
 def environment(device: torch.device) -> dict[str, Any]:
     """What produced the numbers: library versions, the machine and the device."""
     import deepinv

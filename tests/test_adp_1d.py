@@ -116,3 +116,16 @@ def test_lower_lipschitz_is_a_bound():
         b = problem.a + size * noise
         exact = torch.linalg.matrix_norm(b, 2).item() ** 2 + problem.l2_weight
         assert exact <= problem.lower_lipschitz(b) <= slack * exact
+
+
+def test_the_speedup_compares_maid_with_ift_whatever_the_solver_order(tmp_path):
+    """LISTA (listed between them, too short to reach the target) must not stand in for IFT."""
+    out = adp_1d.run(make_config(adp_1d.Config, quick=True, points=60, upper_iterations=100, ift_iterations=200,
+                                 ift_step=1e-2, lista_epochs=5, solvers=("maid", "lista", "ift"),
+                                 results_dir=str(tmp_path), progress=False))
+    rows = {row["solver"]: row for row in out["table"]}
+    maid, lista, ift = rows["MAID"], rows["LISTA L=∞"], rows["IFT"]
+    assert lista["seconds_to_1pct"] is None and maid["seconds_to_1pct"] and ift["seconds_to_1pct"]
+    assert out["speedups"]["time"] == pytest.approx(ift["seconds_to_1pct"] / maid["seconds_to_1pct"])
+    assert out["speedups"]["lower_iterations"] == pytest.approx(
+        ift["lower_iterations_to_1pct"] / maid["lower_iterations_to_1pct"])
