@@ -3,7 +3,7 @@
 At each scale i the input (d_in channels) goes two ways:
     skip:   1x1 conv d_in -> s_i, BN, LeakyReLU(0.2)                       (absent when s_i = 0)
     deeper: 3x3 conv stride 2 d_in -> c_i, BN, LReLU, 3x3 conv c_i -> c_i, BN, LReLU,
-            [optional non-local block], [the next scale], x2 upsampling
+            [the next scale], x2 upsampling (with an optional non-local block after the strided conv)
 then [skip, deeper] are concatenated (centre-cropped to a common size if they differ), and
     BN(s_i + k), 3x3 conv s_i + k -> u_i, BN, LReLU, 1x1 conv u_i -> u_i, BN, LReLU
 with k = u_{i+1} (or c_i at the deepest scale). A 1x1 conv u_0 -> out and a sigmoid end the network. Every
@@ -37,8 +37,13 @@ def conv_bn_act(in_channels: int, out_channels: int, kernel_size: int, stride: i
 
 
 class NonLocalBlock(nn.Module):
-    """Embedded-Gaussian non-local block (Wang et al. 2018), keys and values max-pooled by 2, zero-initialised
-    output BN so that the block starts as the identity."""
+    """The embedded dot-product non-local block of Wang et al. (CVPR 2018) as SelfDeblur uses it:
+
+        y_i = (1/N) Σ_j θ(x_i)ᵀφ(x_j) g(x_j),    z = BN(W y) + x
+
+    θ, φ, g are 1x1 convs to half the channels (64 of 128); φ and g are max-pooled by 2, so N is a quarter of the
+    pixels; there is no softmax. The output BN starts at zero weight and bias, so the block starts as the identity.
+    """
 
     def __init__(self, channels: int):
         super().__init__()
@@ -51,9 +56,10 @@ class NonLocalBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
         query = self.theta(x).flatten(2).transpose(1, 2)  # (n, hw, inner)
-        key = F.max_pool2d(self.phi(x), 2).flatten(2)  # (n, inner, hw/4)
-        value = F.max_pool2d(self.g(x), 2).flatten(2).transpose(1, 2)  # (n, hw/4, inner)
-        attended = torch.softmax(query @ key, dim=-1) @ value
+        key = F.max_pool2d(self.phi(x), 2).flatten(2)  # (n, inner, N)
+        value = F.max_pool2d(self.g(x), 2).flatten(2).transpose(1, 2)  # (n, N, inner)
+        # (θᵀφ/N) g computed as θᵀ(φ g)/N: the same product, without the (hw x N) affinity matrix
+        attended = query @ (key @ value) / key.shape[-1]
         return x + self.out(attended.transpose(1, 2).reshape(n, -1, h, w))
 
 
@@ -68,8 +74,9 @@ class _Scale(nn.Module):
     def __init__(self, d_in, down, up, skip, deeper_out, inner: nn.Module | None, non_local, upsample_mode, pad):
         super().__init__()
         self.skip = conv_bn_act(d_in, skip, 1, pad=pad) if skip else None
-        self.down = nn.Sequential(conv_bn_act(d_in, down, 3, 2, pad), conv_bn_act(down, down, 3, pad=pad))
-        self.non_local = NonLocalBlock(down) if non_local else None
+        # SelfDeblur puts its non-local block between the strided conv and the second conv
+        self.down = nn.Sequential(conv_bn_act(d_in, down, 3, 2, pad), *([NonLocalBlock(down)] if non_local else []),
+                                  conv_bn_act(down, down, 3, pad=pad))
         self.inner = inner
         self.upsample = nn.Upsample(scale_factor=2, mode=upsample_mode)
         merged = skip + deeper_out
@@ -79,8 +86,6 @@ class _Scale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         deeper = self.down(x)
-        if self.non_local is not None:
-            deeper = self.non_local(deeper)
         if self.inner is not None:
             deeper = self.inner(deeper)
         deeper = self.upsample(deeper)
@@ -126,3 +131,17 @@ class SkipNetwork(nn.Module):
 
 def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+class KernelGenerator(nn.Module):
+    """SelfDeblur's kernel generator: Linear(in → hidden), ReLU6, Linear(hidden → K_h·K_w), softmax over all
+    K_h·K_w entries, so the kernel is non-negative and sums to one. Input: one vector of `in_features`."""
+
+    def __init__(self, kernel_size: tuple[int, int], in_features: int = 200, hidden: int = 1000):
+        super().__init__()
+        self.kernel_size = tuple(kernel_size)
+        self.mlp = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU6(),
+                                 nn.Linear(hidden, self.kernel_size[0] * self.kernel_size[1]))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.mlp(z.flatten()), dim=0).view(1, 1, *self.kernel_size)

@@ -1,0 +1,334 @@
+"""Blind deblurring problems and how estimates of them are scored.
+
+The blur model is SelfDeblur's: y = k ⋆ x + n, a 'valid' cross-correlation (PyTorch's conv2d) of a latent image x
+larger than y by the kernel size minus one, so that nothing depends on a boundary rule.
+
+Problems come from three places:
+  * a folder in the layout of Levin et al.'s benchmark as SelfDeblur ships it (`levin_problems`);
+  * the built-in synthetic benchmark: grey 255x255 crops of the bundled images, each blurred by seeded random
+    camera-shake kernels of the chosen sizes, 1% Gaussian noise, quantised to 8 bits (`synthetic_problems`);
+  * a user's own blurred photo with only a kernel size (`photo_problem`): no metrics then.
+
+Scores follow SelfDeblur's MATLAB statistic scripts (Levin's comp_upto_shift): the reference is cropped by
+`crop` = 15 pixels, the estimate by crop − max_shift, every sub-pixel translation in −max_shift : 0.25 : max_shift
+on both axes (bilinear, as interp2) is tried and the smallest sum of squared differences kept; PSNR (peak 1, the
+same as 255 on 8-bit values) and Wang's SSIM with automatic downsampling are taken on the aligned crop. The error
+ratio is the ratio of the spectral norms (MATLAB's norm of a matrix) of the error images of the estimate and of
+the known-kernel deconvolution, as SelfDeblur computes it; Levin's own definition, the ratio of the sums of
+squares, is reported beside it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .cli import RunError
+from .images import load_image, resolve_image
+from .kernels import random_motion
+from .metrics import ssim
+from .solvers import fista
+from .tv import SmoothedTV
+
+# SelfDeblur's estimated-kernel size per Levin kernel (selfdeblur_levin.py): the GT size minus 2, except kernel 4
+LEVIN_KERNEL_SIZES = {1: 17, 2: 15, 3: 13, 4: 27, 5: 11, 6: 19, 7: 21, 8: 21}
+
+
+@dataclass
+class Problem:
+    name: str
+    blurred: torch.Tensor  # y, (1, 1, H, W) in [0, 1]
+    kernel_size: tuple[int, int]  # the size of the kernel to estimate
+    truth: torch.Tensor | None = None  # the sharp image, (1, 1, H, W)
+    true_kernel: torch.Tensor | None = None  # (K_h, K_w), sums to one
+    kernel_orientation_known: bool = True  # False for Levin's PNG kernels (some are stored flipped)
+
+
+def check_kernel_size(name: str, image_size: tuple[int, int], kernel_size: tuple[int, int]) -> None:
+    h, w = image_size
+    if min(kernel_size) < 1 or kernel_size[0] > h // 2 or kernel_size[1] > w // 2:
+        raise RunError(f"{name}: a {kernel_size[0]}x{kernel_size[1]} kernel does not fit a {h}x{w} image "
+                       "(at most half the image size)")
+    if h + kernel_size[0] - 1 < 64 or w + kernel_size[1] - 1 < 64:
+        raise RunError(f"{name}: the image plus the kernel size must be at least 64 pixels (five scales), "
+                       f"not {h}x{w} with a {kernel_size[0]}x{kernel_size[1]} kernel")
+
+
+def _read_grey(path: Path) -> torch.Tensor:
+    return load_image(str(path), channels=1, dtype=torch.float64).float()
+
+
+def levin_problems(folder: str, kernel_size: int = 0) -> list[Problem]:
+    """Every im{i}_kernel{j}_img.png of a Levin-layout folder with gt/im{i}.png and gt/kernel{j}.png.
+
+    The kernel PNGs are scaled to a maximum of 255; they are normalised by their sum. The size estimated is
+    `kernel_size` if given, else SelfDeblur's for that kernel, else the size of the kernel PNG.
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise RunError(f"Levin folder '{folder}' does not exist")
+    pattern = re.compile(r"im(\d+)_kernel(\d+)_img\.png$")
+    found = sorted((int(m[1]), int(m[2]), p) for p in root.iterdir() if (m := pattern.match(p.name)))
+    if not found:
+        raise RunError(f"Levin folder '{folder}' holds no im<i>_kernel<j>_img.png")
+    problems = []
+    for i, j, path in found:
+        truth_path, kernel_path = root / "gt" / f"im{i}.png", root / "gt" / f"kernel{j}.png"
+        for needed in (truth_path, kernel_path):
+            if not needed.is_file():
+                raise RunError(f"Levin folder '{folder}': {path.name} needs {needed.relative_to(root)}, missing")
+        blurred, truth, kernel = _read_grey(path), _read_grey(truth_path), _read_grey(kernel_path)[0, 0]
+        if blurred.shape != truth.shape:
+            raise RunError(f"Levin folder '{folder}': {path.name} and gt/im{i}.png differ in size")
+        if not kernel.sum() > 0:
+            raise RunError(f"Levin folder '{folder}': gt/kernel{j}.png is all zero")
+        size = kernel_size or LEVIN_KERNEL_SIZES.get(j, 0)
+        size = (size, size) if size else tuple(kernel.shape)
+        name = f"im{i}_kernel{j}"
+        check_kernel_size(name, blurred.shape[-2:], size)
+        problems.append(Problem(name, blurred, size, truth, kernel / kernel.sum(), kernel_orientation_known=False))
+    return problems
+
+
+def motion_kernel(size: int, seed: int) -> torch.Tensor:
+    """A seeded random camera-shake kernel whose path spans about two thirds of the frame, like Levin's."""
+    return random_motion(size, seed, length_scale=0.3, sigma=0.5)
+
+
+def blur_valid(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """SelfDeblur's forward model: the 'valid' cross-correlation of x, (N, C, H + K_h − 1, W + K_w − 1), with k."""
+    return F.conv2d(x, kernel.view(1, 1, *kernel.shape[-2:]).expand(x.shape[1], 1, -1, -1), groups=x.shape[1])
+
+
+def synthetic_problems(images: tuple[str, ...], kernel_sizes: tuple[int, ...], size: int = 255,
+                       noise_level: float = 0.01, seed: int = 0) -> list[Problem]:
+    """Grey size x size crops of the named images blurred by one random motion kernel per size (seed + size),
+    shared by the images as Levin's kernels are; Gaussian noise of σ noise_level, then 8-bit quantisation."""
+    for k in kernel_sizes:
+        check_kernel_size(f"kernel size {k}", (size, size), (k, k))
+    largest = max(kernel_sizes)
+    generator = torch.Generator().manual_seed(seed)
+    problems = []
+    for image in images:
+        resolve_image(image)
+        scene = load_image(image, (size + largest - 1, size + largest - 1), channels=1)
+        for k in kernel_sizes:
+            margin = (largest - k) // 2
+            latent = scene[..., margin : margin + size + k - 1, margin : margin + size + k - 1]
+            kernel = motion_kernel(k, seed + k)
+            noise = torch.randn((1, 1, size, size), generator=generator)
+            blurred = ((blur_valid(latent, kernel) + noise_level * noise).clamp(0, 1) * 255).round() / 255
+            truth = latent[..., (k - 1) // 2 : (k - 1) // 2 + size, (k - 1) // 2 : (k - 1) // 2 + size]
+            problems.append(Problem(f"{Path(image).stem}_k{k}", blurred, (k, k), truth.clone(), kernel))
+    return problems
+
+
+def photo_problem(path: str, kernel_size: int) -> Problem:
+    """A user's blurred photo, deblurred in grey (BT.601 luma); there is no truth to score against."""
+    if kernel_size <= 0:
+        raise RunError("a blurred photo needs --kernel_size (the size of the kernel to estimate)")
+    blurred = load_image(path, channels=1)
+    check_kernel_size(Path(path).name, blurred.shape[-2:], (kernel_size, kernel_size))
+    return Problem(Path(path).stem, blurred, (kernel_size, kernel_size))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The evaluation protocol
+
+
+def _shifted(image: torch.Tensor, offset: float, length: int, dim: int) -> torch.Tensor:
+    """Bilinear samples of `image` at a + offset, a = 0..length−1, along `dim` (offset ≥ 0)."""
+    a = math.floor(offset)
+    f = offset - a
+    low = image.narrow(dim, a, length)
+    return low if f == 0 else (1 - f) * low + f * image.narrow(dim, a + 1, length)
+
+
+def _window_sums(values: torch.Tensor, length: int) -> torch.Tensor:
+    """Sums of `length` consecutive entries along the last axis, for every start."""
+    cumulative = F.pad(values.cumsum(-1), (1, 0))
+    return cumulative[..., length:] - cumulative[..., :-length]
+
+
+def align_up_to_shift(estimate: torch.Tensor, reference: torch.Tensor, crop: int = 15, max_shift: float = 10,
+                      step: float = 0.25) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float]]:
+    """Levin's comp_upto_shift: (aligned estimate, cropped reference, (row shift, column shift)).
+
+    Both are (H, W) or (1, 1, H, W) images of one size. The reference loses `crop` pixels on each side; the
+    estimate is sampled at (r + s_r, c + s_c) for every shift pair of the grid, bilinearly (as interp2), and the
+    pair with the smallest sum of squared differences is kept.
+
+    The 81 x 81 sums are not formed image by image. Bilinear sampling is separable: once the column shifts are
+    applied (a stack of S images c_j), a row shift a + f (integer a, fraction f) gives (1 − f)·c_j[a + t] +
+    f·c_j[a + 1 + t], whose SSD against r expands into windowed sums of c_j², c_j[t]·c_j[t + 1] and c_j·r, all
+    read off cumulative sums: exact, and about fifty times faster than sampling every pair.
+    """
+    if max_shift > crop:
+        raise RunError(f"max_shift ({max_shift}) cannot exceed the crop ({crop})")
+    e, r = estimate.detach().double().squeeze(), reference.detach().double().squeeze()
+    h, w = r.shape
+    if min(h, w) - 2 * crop < 11:
+        raise RunError(f"a {h}x{w} image is too small for a {crop}-pixel crop and SSIM")
+    inner = r[crop : h - crop, crop : w - crop]
+    n_r, n_c = inner.shape
+    margin = math.ceil(max_shift)
+    e = e[crop - margin : h - crop + margin, crop - margin : w - crop + margin]
+    steps = round(max_shift / step)
+    shifts = [k * step for k in range(-steps, steps + 1)]
+    columns = torch.stack([_shifted(e, s + margin, n_c, dim=-1) for s in shifts])  # (S, n_r + 2 margin, n_c)
+    squares = _window_sums(columns.pow(2).sum(-1), n_r)  # Σ c[a + t]² for a = 0..2 margin
+    pairs = _window_sums((columns[:, :-1] * columns[:, 1:]).sum(-1), n_r)  # Σ c[a + t]·c[a + 1 + t]
+    pairs = F.pad(pairs, (0, 1))  # a = 2 margin only comes with f = 0
+    cross = torch.stack([(columns[:, a : a + n_r] * inner).sum((-2, -1)) for a in range(2 * margin + 1)], -1)
+    offsets = torch.tensor(shifts, dtype=torch.float64, device=e.device) + margin
+    low = offsets.floor().long()
+    f = offsets - low
+    high = (low + 1).clamp(max=2 * margin)  # f = 0 where the clamp acts
+    ssd = ((1 - f) ** 2 * squares[:, low] + 2 * f * (1 - f) * pairs[:, low] + f**2 * squares[:, high]
+           - 2 * ((1 - f) * cross[:, low] + f * cross[:, high]) + inner.pow(2).sum())  # (column j, row i)
+    j, i = divmod(int(ssd.argmin()), len(shifts))
+    aligned = _shifted(columns[j], shifts[i] + margin, n_r, dim=-2)
+    return aligned, inner, (shifts[i], shifts[j])
+
+
+def _align_by_sampling(estimate, reference, crop=15, max_shift=10.0, step=0.25):
+    """The direct form of align_up_to_shift (every pair sampled), kept for the tests."""
+    e, r = estimate.double().squeeze(), reference.double().squeeze()
+    h, w = r.shape
+    inner = r[crop : h - crop, crop : w - crop]
+    margin = math.ceil(max_shift)
+    e = e[crop - margin : h - crop + margin, crop - margin : w - crop + margin]
+    steps = round(max_shift / step)
+    shifts = [k * step for k in range(-steps, steps + 1)]
+    ssd = torch.tensor([[(_shifted(_shifted(e, sc + margin, inner.shape[1], -1), sr + margin, inner.shape[0], -2)
+                          - inner).pow(2).sum().item() for sc in shifts] for sr in shifts])
+    i, j = divmod(int(ssd.argmin()), len(shifts))
+    return ssd, (shifts[i], shifts[j])
+
+
+def wang_ssim(estimate: torch.Tensor, reference: torch.Tensor) -> float:
+    """Z. Wang's ssim.m ("SSIM index with automatic downsampling"): images of M x N pixels are box-filtered and
+    subsampled by f = max(1, round(min(M, N)/256)) first, then the Gaussian SSIM (11x11, σ 1.5, 'valid')."""
+    x, y = (t.detach().double().reshape(1, 1, *t.shape[-2:]) for t in (estimate, reference))
+    f = max(1, round(min(x.shape[-2:]) / 256))
+    if f > 1:  # imfilter(·, ones(f)/f², 'symmetric', 'same'), then every f-th pixel from the first
+        before, after = (f - 1) // 2, f // 2  # MATLAB's 'same' centre for even f
+        box = torch.full((1, 1, f, f), 1.0 / f**2, dtype=x.dtype, device=x.device)
+        x, y = (F.conv2d(_pad_symmetric(t, before, after), box)[..., ::f, ::f] for t in (x, y))
+    return ssim(x, y)
+
+
+def _pad_symmetric(image: torch.Tensor, before: int, after: int) -> torch.Tensor:
+    """MATLAB's 'symmetric' padding of the last two axes: mirrored with the border pixel repeated (c b a | a b c)."""
+    for dim in (-2, -1):
+        n = image.shape[dim]
+        index = torch.arange(-before, n + after, device=image.device)
+        index = torch.where(index < 0, -index - 1, torch.where(index >= n, 2 * n - index - 1, index))
+        image = image.index_select(dim, index)
+    return image
+
+
+def psnr_of(aligned: torch.Tensor, reference: torch.Tensor) -> float:
+    """PSNR with peak 1 (the MATLAB scripts' 255 on 8-bit values), no clipping beyond what the images have."""
+    return (10 * torch.log10(1 / (aligned - reference).pow(2).mean())).item()
+
+
+def kernel_error(estimate: torch.Tensor, truth: torch.Tensor, orientation_known: bool = True) -> float:
+    """‖k̂ − k‖ / ‖k‖ at the best integer translation of k̂ against k (zero outside the frames), and with k̂
+    rotated by 180° too when the truth's orientation is not known: a kernel and its image can trade a shift."""
+    k = truth.detach().double().reshape(1, 1, *truth.shape[-2:])
+    candidates = [estimate.detach().double().reshape(1, 1, *estimate.shape[-2:])]
+    if not orientation_known:
+        candidates.append(candidates[0].flip(-2, -1))
+    kh, kw = candidates[0].shape[-2:]
+    padded = F.pad(k, (kw - 1, kw - 1, kh - 1, kh - 1))
+    best = max(F.conv2d(padded, c).max().item() for c in candidates)  # the largest ⟨translated k̂, k⟩
+    squared = candidates[0].pow(2).sum().item() + k.pow(2).sum().item() - 2 * best
+    return math.sqrt(max(squared, 0.0)) / k.pow(2).sum().sqrt().item()
+
+
+def known_kernel_deconvolution(blurred: torch.Tensor, kernel: torch.Tensor, weight: float = 2e-3,
+                               smoothing: float = 1e-2, iterations: int = 300) -> torch.Tensor:
+    """The non-blind baseline: argmin_x ½‖k ⋆ x − y‖² + weight·TV_ε(x) over the larger latent image, by FISTA
+    from the replicate-padded y; returns its centre crop, the size of y. (Levin's 'ground k' results, which the
+    MATLAB scripts divide by, came from a sparse-prior deconvolution; this is a TV one.)"""
+    y, w = blurred.detach().double(), kernel.detach().double().view(1, 1, *kernel.shape[-2:])
+    (kh, kw), (h, wd) = w.shape[-2:], y.shape[-2:]
+    x0 = F.pad(y, ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2), mode="replicate")
+    tv = SmoothedTV(smoothing)
+    # the valid correlation is the top-left H x W of the circular one on the latent's grid (nothing wraps there);
+    # its adjoint is the circular convolution of the zero-padded residual: FFTs, fifty times faster than conv2d
+    # in float64 on a CPU
+    shape = x0.shape[-2:]
+    spectrum = torch.fft.rfft2(w, s=shape)
+
+    def gradient(x: torch.Tensor) -> torch.Tensor:
+        residual = torch.fft.irfft2(torch.fft.rfft2(x) * spectrum.conj(), s=shape)[..., :h, :wd] - y
+        data = torch.fft.irfft2(torch.fft.rfft2(residual, s=shape) * spectrum, s=shape)
+        return data + weight * tv.gradient(x)
+
+    lipschitz = w.abs().sum().item() ** 2 + weight * tv.lipschitz  # ‖x ↦ k ⋆ x‖ ≤ ‖k‖₁
+    x = fista(gradient, x0, lipschitz, tolerance=1e-7, max_iterations=iterations).x
+    return x[..., (kh - 1) // 2 : (kh - 1) // 2 + y.shape[-2], (kw - 1) // 2 : (kw - 1) // 2 + y.shape[-1]].float()
+
+
+def known_kernel_baseline(problem: Problem, weight: float = 2e-3) -> torch.Tensor:
+    """known_kernel_deconvolution with the problem's true kernel; when its orientation is not known (Levin's PNGs),
+    with the orientation whose deconvolution explains y better."""
+    kernels = [problem.true_kernel]
+    if not problem.kernel_orientation_known:
+        kernels.append(problem.true_kernel.flip(-2, -1))
+    best, best_residual = None, math.inf
+    for kernel in kernels:
+        x = known_kernel_deconvolution(problem.blurred, kernel, weight)
+        kh, kw = kernel.shape
+        latent = F.pad(x, ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2), mode="replicate")
+        residual = (blur_valid(latent, kernel) - problem.blurred).pow(2).sum().item()
+        if residual < best_residual:
+            best, best_residual = x, residual
+    return best
+
+
+class Scorer:
+    """Scores of estimates of one problem, with what does not depend on the estimate computed once: the blurred
+    input's PSNR-GT (for ISNR) and the aligned error of the known-kernel deconvolution (for the error ratio)."""
+
+    def __init__(self, problem: Problem, known: torch.Tensor | None = None, crop: int = 15,
+                 max_shift: float = 10):
+        self.problem, self.crop, self.max_shift = problem, crop, max_shift
+        self.blurred_scores, self.known_error = {}, None
+        if problem.truth is not None:
+            self.blurred_scores = self(problem.blurred)
+        if known is not None and problem.truth is not None:
+            aligned, inner, _ = align_up_to_shift(known, problem.truth, crop, max_shift)
+            self.known_error = aligned - inner
+
+    def __call__(self, estimate: torch.Tensor, kernel: torch.Tensor | None = None, full: bool = True) -> dict:
+        """psnr_nb (against y); with a truth also psnr_gt, and when `full` ssim, isnr, shift, the error ratios
+        and the kernel error."""
+        p = self.problem
+        estimate = estimate.to(p.blurred.device)
+        aligned, inner, _ = align_up_to_shift(estimate, p.blurred, self.crop, self.max_shift)
+        scores = dict(psnr_nb=psnr_of(aligned, inner))
+        if p.truth is None:
+            return scores
+        aligned, inner, shift = align_up_to_shift(estimate, p.truth, self.crop, self.max_shift)
+        scores["psnr_gt"] = psnr_of(aligned, inner)
+        if not full:
+            return scores
+        scores.update(ssim=wang_ssim(aligned, inner), shift_rows=shift[0], shift_columns=shift[1])
+        if self.blurred_scores:
+            scores["isnr"] = scores["psnr_gt"] - self.blurred_scores["psnr_gt"]
+        if self.known_error is not None:
+            error = aligned - inner
+            spectral = lambda e: torch.linalg.matrix_norm(e, ord=2).item()  # noqa: E731
+            scores["error_ratio"] = spectral(error) / spectral(self.known_error)
+            scores["error_ratio_ssd"] = error.pow(2).sum().item() / self.known_error.pow(2).sum().item()
+        if kernel is not None and p.true_kernel is not None:
+            scores["kernel_error"] = kernel_error(kernel, p.true_kernel, p.kernel_orientation_known)
+        return scores

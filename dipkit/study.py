@@ -1,0 +1,195 @@
+"""A blind-deblurring study: one method over problems x variants x seeds, scored and written to a run folder.
+
+The method is a function deblur(problem, config, seed, scorer) -> Estimate; selfdeblur.py and vdip.py each bring
+theirs. What is written (into the run folder):
+    <problem>.png             estimates beside the blurred input, the known-kernel deconvolution and the truth
+    <problem>_kernels.png     estimated kernels beside the true one
+    estimates/                every estimate and kernel as 8-bit PNG (the MATLAB protocol scores 8-bit images)
+    curve.png, curve.csv      PSNR-GT and PSNR-NB over the iterations
+    scatter.png               PSNR-GT against PSNR-NB, one point per run: the no-blur mode sits at high PSNR-NB
+    table.csv                 one row per run;  summary.csv  mean, spread and best-of-seeds per variant
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from PIL import Image
+
+from . import figures
+from .blind import Problem, Scorer, known_kernel_baseline
+from .runs import write_csv, write_json
+
+
+@dataclass
+class Estimate:
+    image: torch.Tensor  # the deblurred image, (1, 1, H, W) like y
+    kernel: torch.Tensor  # the estimated kernel, (K_h, K_w)
+    curve: list[dict[str, float]]  # rows: iteration, loss, psnr_gt, psnr_nb
+    seconds: float  # optimisation time (scoring excluded)
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # other images to save (VDIP's std map)
+
+
+def quantised(image: torch.Tensor) -> torch.Tensor:
+    """As written to and read back from an 8-bit PNG."""
+    return (image.detach().float().clamp(0, 1) * 255).round() / 255
+
+
+def save_png(path: Path, image: torch.Tensor) -> None:
+    Image.fromarray((figures.to_display(image) * 255).round().astype("uint8")).save(path)
+
+
+def save_kernel_png(path: Path, kernel: torch.Tensor) -> None:
+    """Scaled to a maximum of 255, as SelfDeblur (and Levin's gt/kernel*.png) store kernels."""
+    k = kernel.detach().float()
+    save_png(path, (k / k.max())[None, None])
+
+
+def run_study(
+    problems: list[Problem],
+    variants: dict[str, Any],
+    seeds: tuple[int, ...],
+    deblur: Callable[[Problem, Any, int, Scorer], Estimate],
+    folder: Path,
+    crop: int = 15,
+    max_shift: float = 10,
+    known_kernel_weight: float = 1e-3,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run every variant (name -> config) with every seed on every problem; write the folder; return the rows."""
+    (folder / "estimates").mkdir(exist_ok=True)
+    rows, curves = [], []
+    for problem in problems:
+        known = known_kernel_baseline(problem, known_kernel_weight) if problem.true_kernel is not None else None
+        scorer = Scorer(problem, known, crop, max_shift)
+        baselines = [("blurred input", problem.blurred, None)] + ([("known kernel", known, None)] if known is not None else [])
+        for name, image, _ in baselines:
+            if problem.truth is not None:
+                rows.append(dict(problem=problem.name, variant=name, seed="", **scorer(quantised(image))))
+        panels: dict[str, list] = {}
+        for variant, config in variants.items():
+            for seed in seeds:
+                estimate = deblur(problem, config, seed, scorer)
+                image = quantised(estimate.image)
+                scores = scorer(image, estimate.kernel)
+                stem = f"{problem.name}__{variant}__seed{seed}"
+                save_png(folder / "estimates" / f"{stem}.png", image)
+                save_kernel_png(folder / "estimates" / f"{stem}_kernel.png", estimate.kernel)
+                for key, extra in estimate.extra.items():
+                    save_png(folder / "estimates" / f"{stem}_{key}.png", extra / extra.max().clamp(min=1e-12))
+                rows.append(dict(problem=problem.name, variant=variant, seed=seed, **scores,
+                                 seconds=estimate.seconds))
+                curves += [dict(problem=problem.name, variant=variant, seed=seed, **point) for point in estimate.curve]
+                panels.setdefault(variant, []).append((seed, image, estimate, scores))
+                log(f"{problem.name:>16} {variant:>14} seed {seed}: " + _describe(scores, estimate.seconds))
+        _problem_figures(folder, problem, known, scorer, panels)
+    summary = summarise(rows)
+    write_csv(folder / "table.csv", _same_keys(rows))
+    write_csv(folder / "summary.csv", summary)
+    if curves:
+        write_csv(folder / "curve.csv", _same_keys(curves))
+        _curve_figure(folder / "curve.png", curves)
+    if any("psnr_gt" in r for r in rows):
+        _scatter(folder / "scatter.png", rows)
+    write_json(folder / "metrics.json", dict(runs=rows, summary=summary))
+    return dict(rows=rows, summary=summary, curves=curves)
+
+
+def _describe(scores: dict[str, float], seconds: float) -> str:
+    parts = [f"{key} {scores[key]:.2f}" for key in ("psnr_gt", "psnr_nb", "isnr") if key in scores]
+    parts += [f"{key} {scores[key]:.3f}" for key in ("ssim", "error_ratio", "kernel_error") if key in scores]
+    return ", ".join(parts + [f"{seconds:.1f} s"])
+
+
+def _same_keys(rows: list[dict]) -> list[dict]:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return [{k: r.get(k, "") for k in keys} for r in rows]
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per variant, over problems and seeds: the mean and standard deviation of every score, and best-of-seeds
+    (each problem's best PSNR-GT over the seeds, averaged over problems), reported apart from the mean because
+    published DIP deblurring averages may be best-of-several-runs."""
+    summary = []
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == variant]
+        entry: dict[str, Any] = dict(variant=variant, runs=len(mine))
+        for key in ("psnr_gt", "ssim", "psnr_nb", "isnr", "error_ratio", "error_ratio_ssd", "kernel_error", "seconds"):
+            values = [r[key] for r in mine if isinstance(r.get(key), float) and math.isfinite(r[key])]
+            if values:
+                entry[f"{key}_mean"] = statistics.fmean(values)
+                entry[f"{key}_std"] = statistics.pstdev(values)
+        if any("psnr_gt" in r for r in mine):
+            best = [max(r["psnr_gt"] for r in mine if r["problem"] == p) for p in dict.fromkeys(r["problem"] for r in mine)]
+            entry["psnr_gt_best_of_seeds"] = statistics.fmean(best)
+        summary.append(entry)
+    return _same_keys(summary)
+
+
+def _caption(scores: dict[str, float]) -> str:
+    return f"{scores['psnr_gt']:.2f} dB / {scores['ssim']:.3f}" if "psnr_gt" in scores else f"NB {scores['psnr_nb']:.2f} dB"
+
+
+def _problem_figures(folder: Path, problem: Problem, known, scorer: Scorer, panels: dict[str, list]) -> None:
+    has_truth = problem.truth is not None
+    n_seeds = max(len(v) for v in panels.values())
+    first = [(problem.blurred, _caption(scorer.blurred_scores) if has_truth else "")]
+    titles = ["blurred"]
+    if known is not None:
+        first.append((known, _caption(scorer(quantised(known)))))
+        titles.append("known kernel (TV)")
+    titles += [f"seed {seed}" for seed, *_ in next(iter(panels.values()))] + (["truth"] if has_truth else [])
+    grid = []
+    for variant, runs in panels.items():
+        row = list(first) + [(image, _caption(scores)) for _, image, _, scores in runs]
+        row += [(torch.ones_like(problem.blurred), "")] * (n_seeds - len(runs))
+        grid.append(row + ([(problem.truth, "PSNR / SSIM")] if has_truth else []))
+    figures.image_grid(folder / f"{problem.name}.png", grid, titles, list(panels))
+    kernel_rows = []
+    for variant, runs in panels.items():
+        row = [(problem.true_kernel, "true")] if problem.true_kernel is not None else []
+        row += [(estimate.kernel, f"{variant}, seed {seed}" + (f"\nerror {scores['kernel_error']:.3f}"
+                                                              if "kernel_error" in scores else ""))
+                for seed, _, estimate, scores in runs]
+        kernel_rows.append(row)
+    figures.kernel_grid(folder / f"{problem.name}_kernels.png", kernel_rows, list(panels))
+
+
+def _curve_figure(path: Path, curves: list[dict]) -> None:
+    panels = []
+    for problem in dict.fromkeys(c["problem"] for c in curves):
+        mine = [c for c in curves if c["problem"] == problem]
+        for key, label in (("psnr_gt", "PSNR-GT (dB)"), ("psnr_nb", "PSNR-NB (dB)")):
+            if not any(key in c for c in mine):
+                continue
+            lines = []
+            for run in dict.fromkeys((c["variant"], c["seed"]) for c in mine):
+                points = [c for c in mine if (c["variant"], c["seed"]) == run and key in c]
+                lines.append(([c["iteration"] for c in points], [c[key] for c in points], f"{run[0]} s{run[1]}"))
+            panels.append(dict(lines=lines, xlabel="iteration", ylabel=label, title=problem))
+    figures.curves(path, panels, n_cols=2)
+
+
+def _scatter(path: Path, rows: list[dict]) -> None:
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == variant and "psnr_gt" in r and math.isfinite(r["psnr_nb"])]
+        if mine:
+            ax.scatter([r["psnr_nb"] for r in mine], [r["psnr_gt"] for r in mine], label=variant, alpha=0.8)
+    blurred = [r["psnr_gt"] for r in rows if r["variant"] == "blurred input"]
+    if blurred:
+        ax.axhline(float(np.mean(blurred)), color="grey", ls="--", lw=1, label="blurred input (mean PSNR-GT)")
+    ax.set_xlabel("PSNR-NB: estimate against the blurred input (dB)")
+    ax.set_ylabel("PSNR-GT (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

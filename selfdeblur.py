@@ -1,0 +1,270 @@
+"""SelfDeblur: blind deblurring by two untrained generators, and the variants of Brožová's study.
+
+Ren, Zhang, Wang, Hu, Zuo, "Neural Blind Deconvolution Using Deep Priors", CVPR 2020 (github csdwren/SelfDeblur).
+The sharp image and the kernel are the outputs of two networks fitted, from scratch, to one blurred image y:
+
+    x = G_x(z_x + 0.001·n_t)   skip network, 8 -> 1 channels, 128 x 5 scales, 16 skip channels, non-local blocks
+                               at the 3 deepest scales; z_x ~ 0.1·U[0, 1) of size (H + K_h − 1) x (W + K_w − 1)
+    k = G_k(z_k)               Linear(200 -> 1000), ReLU6, Linear(1000 -> K_h·K_w), softmax: k ≥ 0, Σk = 1
+    loss = MSE(k ⋆ x, y)       'valid' cross-correlation, so k ⋆ x is H x W with no boundary rule
+           (setting repo: 1 − SSIM(k ⋆ x, y) from iteration 1000)
+
+Adam, one optimiser with the learning rates 1e-2 (G_x) and 1e-4 (G_k), halved at 2000, 3000 and 4000; 5000
+iterations; the estimate is the centre H x W of x at the end. `--setting paper` (MSE only) is how the paper's numbers
+were made; `--setting repo` is the repository's later default.
+
+Variants (Brožová, "Blind image deconvolution based on deep image prior", CTU 2023; ICPRAM 2024), each a switch:
+--simpler (SimplerSDB: no non-local blocks, no input perturbation, one loss), --pretrain_iterations 500 (first fit
+α·L_blind + (1 − α)·L_no-blur, where L_no-blur pulls the centre of x towards y), --loss_switch N (1 − SSIM from
+iteration N; 0: SSIM throughout), --beta1_image (Adam β1 of G_x), --seeds 0 1 2 (one run per seed),
+--deterministic; --variants runs several named variants (VARIANTS below) in one command.
+
+Data: the synthetic benchmark (bundled images x random motion kernels, default), --levin_dir (a folder in Levin's
+layout, scored by the MATLAB protocol) or --blurred my_photo.png --kernel_size 31 (no metrics).
+
+Run   python selfdeblur.py                  the paper's setting on the synthetic benchmark (GPU: about a minute an image)
+      python selfdeblur.py --quick          one 64x64 image, 1000 iterations, narrow networks: 30 s on a CPU
+      python selfdeblur.py --levin_dir ~/data/levin --setting repo --seeds 0 1 2 3 4
+      python selfdeblur.py --variants SelfDeblur SimplerSDB SimplerSDB+pre --seeds 0 1 2
+      python selfdeblur.py --help
+Writes Results/selfdeblur/<run>/ (see dipkit/study.py): per problem the images and kernels, curve.png/csv,
+scatter.png, table.csv, summary.csv, config.json, metrics.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from dipkit.blind import Problem, Scorer, levin_problems, photo_problem, synthetic_problems
+from dipkit.cli import RunError, parse_config, run_main
+from dipkit.device import choose_device, seed_everything, synchronize
+from dipkit.metrics import ssim_loss
+from dipkit.networks import KernelGenerator, SkipNetwork
+from dipkit.runs import start_run
+from dipkit.study import Estimate, run_study
+
+# Named variants for --variants: overrides of the constants below (edit or add your own)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "SelfDeblur": dict(simpler=False),
+    "SimplerSDB": dict(simpler=True),
+    "SelfDeblur+pre": dict(simpler=False, pretrain_iterations=500),
+    "SimplerSDB+pre": dict(simpler=True, pretrain_iterations=500),
+    "SimplerSDB-b0.99": dict(simpler=True, beta1_image=0.99),
+    "SelfDeblur-SSIM2000": dict(simpler=False, loss_switch=2000),
+}
+
+
+@dataclass
+class Config:
+    # data: the synthetic benchmark unless levin_dir or blurred is given
+    images: tuple[str, ...] = ("camera", "astronaut", "coffee", "chelsea", "rocket")  # synthetic: bundled images
+    kernel_sizes: tuple[int, ...] = (13, 17, 21, 27)  # synthetic: one random motion kernel of each size
+    size: int = 255  # synthetic: the blurred images are size x size (Levin's)
+    noise_level: float = 0.01  # synthetic: standard deviation of the Gaussian noise (then 8-bit quantisation)
+    data_seed: int = 0  # synthetic: seeds the kernels and the noise
+    levin_dir: str = ""  # a folder in Levin's layout: im<i>_kernel<j>_img.png, gt/im<i>.png, gt/kernel<j>.png
+    blurred: tuple[str, ...] = ()  # your own blurred photos (grey; no metrics); needs kernel_size
+    kernel_size: int = 0  # size of the kernel to estimate: 0 = the true size (synthetic), SelfDeblur's (Levin)
+    only: tuple[str, ...] = ()  # run only the problems of these names (e.g. im1_kernel4 camera_k27)
+    # SelfDeblur as published
+    setting: Literal["paper", "repo"] = "paper"  # paper: MSE throughout; repo: 1 − SSIM from iteration 1000
+    iterations: int = 5000  # optimisation steps
+    lr_image: float = 1e-2  # Adam learning rate of G_x
+    lr_kernel: float = 1e-4  # Adam learning rate of G_k
+    milestones: tuple[int, ...] = (2000, 3000, 4000)  # the learning rates are multiplied by gamma at these steps
+    gamma: float = 0.5  # learning-rate factor at each milestone
+    beta1_image: float = 0.9  # Adam β1 of G_x (Brožová's study: 0.99); G_k keeps 0.9
+    input_channels: int = 8  # channels of z_x
+    input_scale: float = 0.1  # z_x, z_k ~ U[0, 1) times this
+    channels: int = 128  # channels of G_x at every scale, down and up
+    skip_channels: int = 16  # skip channels of G_x at every scale
+    scales: int = 5  # scales of G_x
+    non_local: bool = True  # non-local blocks at the 3 deepest scales
+    reg_noise: float = 0.001  # σ of the fresh perturbation of z_x at each step (0: none)
+    kernel_input: int = 200  # size of z_k
+    kernel_hidden: int = 1000  # hidden units of G_k
+    loss_switch: int = -1  # iteration from which the loss is 1 − SSIM: -1 the setting's (paper never, repo 1000)
+    # variants
+    simpler: bool = False  # SimplerSDB: no non-local blocks, no reg noise, one loss (unless loss_switch is set)
+    pretrain_iterations: int = 0  # steps of α·L_blind + (1 − α)·L_no-blur before the main loop (the talk: 500)
+    pretrain_alpha: float = 0.9  # α of the pretraining
+    variants: tuple[str, ...] = ()  # named variants (VARIANTS) to run in one command; empty: the constants as set
+    seeds: tuple[int, ...] = (0,)  # one run per seed: z_x, z_k, the initialisation and the perturbations
+    # evaluation
+    crop: int = 15  # pixels cropped on each side before scoring (Levin's protocol)
+    max_shift: float = 10  # sub-pixel shifts up to this many pixels are tried, in steps of 0.25
+    curve_every: int = 100  # PSNR-GT and PSNR-NB every this many iterations (0: none)
+    known_kernel_tv: float = 1e-3  # TV weight of the known-kernel deconvolution (the error ratio's denominator)
+    # run
+    deterministic: bool = False  # deterministic kernels (cuDNN benchmark off); the original was non-deterministic
+    device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps
+    results_dir: str = "Results"  # outputs go to <results_dir>/selfdeblur/<run_name>/
+    run_name: str = ""  # folder name of this run (default: a time stamp); never overwrites an existing one
+    progress: bool = True  # show a progress bar
+    quick: bool = False  # the QUICK preset: one 64x64 image, 1000 iterations, 32-channel G_x (30 s on a CPU)
+
+    QUICK: ClassVar[dict[str, Any]] = dict(images=("camera",), kernel_sizes=(9,), size=64, iterations=1000,
+                                           milestones=(600, 800, 900), channels=32, skip_channels=8, kernel_hidden=200,
+                                           crop=8, max_shift=4, curve_every=100)
+
+
+def loss_switch(config: Config) -> int | None:
+    """The first iteration with the 1 − SSIM loss, or None for MSE throughout."""
+    if config.loss_switch >= 0:
+        return config.loss_switch
+    return 1000 if config.setting == "repo" and not config.simpler else None
+
+
+def variant_configs(config: Config) -> dict[str, Config]:
+    if not config.variants:
+        return {"SimplerSDB" if config.simpler else "SelfDeblur": config}
+    unknown = [v for v in config.variants if v not in VARIANTS]
+    if unknown:
+        raise RunError(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)}")
+    return {name: dataclasses.replace(config, **VARIANTS[name]) for name in config.variants}
+
+
+def problems_of(config: Config) -> list[Problem]:
+    if config.levin_dir and config.blurred:
+        raise RunError("give levin_dir or blurred, not both")
+    if config.levin_dir:
+        problems = levin_problems(config.levin_dir, config.kernel_size)
+    elif config.blurred:
+        problems = [photo_problem(path, config.kernel_size) for path in config.blurred]
+    else:
+        if not config.images or not config.kernel_sizes:
+            raise RunError("the synthetic benchmark needs at least one image and one kernel size")
+        problems = synthetic_problems(config.images, config.kernel_sizes, config.size, config.noise_level,
+                                      config.data_seed)
+    if config.only:
+        missing = set(config.only) - {p.name for p in problems}
+        if missing:
+            raise RunError(f"no problem named {', '.join(sorted(missing))} (have {', '.join(p.name for p in problems)})")
+        problems = [p for p in problems if p.name in config.only]
+    return problems
+
+
+def check_config(config: Config) -> tuple[list[Problem], dict[str, Config]]:
+    for name in ("iterations", "lr_image", "lr_kernel", "input_channels", "channels", "scales", "kernel_input",
+                 "kernel_hidden"):
+        if not getattr(config, name) > 0:
+            raise RunError(f"{name} must be positive, not {getattr(config, name)}")
+    if not 0 <= config.pretrain_alpha <= 1 or not 0 <= config.beta1_image < 1:
+        raise RunError("pretrain_alpha must be in [0, 1] and beta1_image in [0, 1)")
+    if not config.seeds:
+        raise RunError("seeds: give at least one")
+    if min(config.crop, config.max_shift, config.reg_noise, config.pretrain_iterations, config.curve_every) < 0:
+        raise RunError("crop, max_shift, reg_noise, pretrain_iterations and curve_every cannot be negative")
+    if config.max_shift > config.crop:
+        raise RunError(f"max_shift ({config.max_shift}) cannot exceed the crop ({config.crop})")
+    variants = variant_configs(config)
+    problems = problems_of(config)
+    for p in problems:
+        if min(p.blurred.shape[-2:]) - 2 * config.crop < 11:
+            raise RunError(f"{p.name}: a {p.blurred.shape[-2]}x{p.blurred.shape[-1]} image is too small for the "
+                           f"{config.crop}-pixel crop of the scores")
+    return problems, variants
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The SelfDeblur iteration
+
+
+def networks(config: Config, kernel_size: tuple[int, int]) -> tuple[SkipNetwork, KernelGenerator]:
+    deep = [i >= config.scales - 3 and config.non_local and not config.simpler for i in range(config.scales)]
+    image_net = SkipNetwork(config.input_channels, 1, (config.channels,) * config.scales,
+                            (config.channels,) * config.scales, (config.skip_channels,) * config.scales, deep)
+    return image_net, KernelGenerator(kernel_size, config.kernel_input, config.kernel_hidden)
+
+
+def deblur(problem: Problem, config: Config, seed: int, scorer: Scorer | None = None) -> Estimate:
+    """One SelfDeblur run on one problem: fit G_x and G_k to y; the curve is scored every curve_every steps."""
+    device = choose_device(config.device)
+    seed_everything(seed, config.deterministic)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not config.deterministic  # the original ran with benchmark on
+    y = problem.blurred.to(device)
+    (h, w), (kh, kw) = y.shape[-2:], problem.kernel_size
+    image_net, kernel_net = (net.to(device) for net in networks(config, problem.kernel_size))
+    z_x = (torch.rand(1, config.input_channels, h + kh - 1, w + kw - 1) * config.input_scale).to(device)
+    z_k = (torch.rand(config.kernel_input) * config.input_scale).to(device)
+    optimiser = torch.optim.Adam([
+        dict(params=image_net.parameters(), lr=config.lr_image, betas=(config.beta1_image, 0.999)),
+        dict(params=kernel_net.parameters(), lr=config.lr_kernel),
+    ])
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, list(config.milestones), config.gamma)
+    switch = loss_switch(config)
+    reg_noise = 0.0 if config.simpler else config.reg_noise
+    centre = lambda x: x[..., (kh - 1) // 2 : (kh - 1) // 2 + h, (kw - 1) // 2 : (kw - 1) // 2 + w]  # noqa: E731
+    curve, scoring_seconds = [], 0.0
+    steps = range(-config.pretrain_iterations, config.iterations)  # negative steps: the pretraining
+    bar = tqdm(steps, disable=not config.progress, leave=False, desc=f"{problem.name} s{seed}")
+    synchronize(device)
+    start = time.perf_counter()
+    for step in bar:
+        z = z_x + reg_noise * torch.randn_like(z_x) if reg_noise else z_x
+        x, k = image_net(z), kernel_net(z_k)
+        y_hat = F.conv2d(x, k)  # 'valid' cross-correlation: H x W
+        loss = ssim_loss(y_hat, y) if switch is not None and step >= switch else F.mse_loss(y_hat, y)
+        if step < 0:  # pretraining: pull the image towards the no-blur solution x = y
+            loss = config.pretrain_alpha * loss + (1 - config.pretrain_alpha) * F.mse_loss(centre(x), y)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        if step >= 0:
+            scheduler.step()
+        done = step + 1
+        if done > 0 and config.curve_every and (done % config.curve_every == 0 or done == config.iterations):
+            value = loss.item()
+            if not torch.isfinite(torch.tensor(value)):
+                raise RunError(f"{problem.name}: the loss became {value} at iteration {done}; "
+                               "try smaller learning rates")
+            tick = time.perf_counter()
+            scores = scorer(centre(x).detach(), full=False) if scorer is not None else {}
+            scoring_seconds += time.perf_counter() - tick
+            curve.append(dict(iteration=done, loss=value, **scores))
+            bar.set_postfix(loss=f"{value:.2e}", **{key: f"{v:.2f}" for key, v in scores.items()})
+    with torch.no_grad():
+        x, k = image_net(z_x), kernel_net(z_k)
+    if not torch.isfinite(x).all():
+        raise RunError(f"{problem.name}: the image network's output became NaN; try smaller learning rates")
+    synchronize(device)
+    seconds = time.perf_counter() - start - scoring_seconds
+    return Estimate(image=centre(x).cpu(), kernel=k[0, 0].cpu(), curve=curve, seconds=seconds)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The command line
+
+
+def run(config: Config) -> dict[str, Any]:
+    """Check the constants, then run every variant and seed on every problem; returns the rows and the folder."""
+    problems, variants = check_config(config)
+    device = choose_device(config.device)
+    torch.manual_seed(0)
+    print(f"SelfDeblur on {device}: {len(problems)} problem(s) x {len(variants)} variant(s) x "
+          f"{len(config.seeds)} seed(s), {config.iterations} iterations ({config.setting} setting)")
+    folder = start_run(config, "selfdeblur", device)
+    result = run_study(problems, variants, config.seeds, deblur, folder, config.crop, config.max_shift,
+                       config.known_kernel_tv)
+    for entry in result["summary"]:
+        if "psnr_gt_mean" in entry:
+            print(f"{entry['variant']:>20}: PSNR-GT {entry['psnr_gt_mean']:.2f} ± {entry['psnr_gt_std']:.2f} dB "
+                  f"over {entry['runs']} run(s), SSIM {entry['ssim_mean']:.3f}")
+    print(f"wrote {folder}")
+    return dict(result, folder=folder)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(parse_config(Config, argv, description=__doc__))
+
+
+if __name__ == "__main__":
+    run_main(main)
