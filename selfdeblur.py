@@ -42,9 +42,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from dipkit.blind import Problem, Scorer, levin_problems, photo_problem, synthetic_problems
+from dipkit.blind import Problem, Scorer, check_kernel_size, levin_problems, photo_problem, synthetic_problems
 from dipkit.cli import RunError, parse_config, run_main
-from dipkit.device import choose_device, seed_everything, synchronize
+from dipkit.device import choose_device, keep_freed_memory, seed_everything, synchronize
 from dipkit.metrics import ssim_loss
 from dipkit.networks import KernelGenerator, SkipNetwork
 from dipkit.runs import start_run
@@ -58,6 +58,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "SimplerSDB+pre": dict(simpler=True, pretrain_iterations=500),
     "SimplerSDB-b0.99": dict(simpler=True, beta1_image=0.99),
     "SelfDeblur-SSIM2000": dict(simpler=False, loss_switch=2000),
+    "SelfDeblur-repo": dict(simpler=False, setting="repo"),
 }
 
 
@@ -143,6 +144,10 @@ def problems_of(config: Config) -> list[Problem]:
             raise RunError("the synthetic benchmark needs at least one image and one kernel size")
         problems = synthetic_problems(config.images, config.kernel_sizes, config.size, config.noise_level,
                                       config.data_seed)
+        if config.kernel_size:  # estimate a kernel of another size than the true one
+            for p in problems:
+                check_kernel_size(p.name, p.blurred.shape[-2:], (config.kernel_size,) * 2)
+                p.kernel_size = (config.kernel_size,) * 2
     if config.only:
         missing = set(config.only) - {p.name for p in problems}
         if missing:
@@ -248,7 +253,7 @@ def run(config: Config) -> dict[str, Any]:
     """Check the constants, then run every variant and seed on every problem; returns the rows and the folder."""
     problems, variants = check_config(config)
     device = choose_device(config.device)
-    torch.manual_seed(0)
+    keep_freed_memory()
     print(f"SelfDeblur on {device}: {len(problems)} problem(s) x {len(variants)} variant(s) x "
           f"{len(config.seeds)} seed(s), {config.iterations} iterations ({config.setting} setting)")
     folder = start_run(config, "selfdeblur", device)

@@ -47,6 +47,7 @@ class Problem:
     truth: torch.Tensor | None = None  # the sharp image, (1, 1, H, W)
     true_kernel: torch.Tensor | None = None  # (K_h, K_w), sums to one
     kernel_orientation_known: bool = True  # False for Levin's PNG kernels (some are stored flipped)
+    colour: torch.Tensor | None = None  # a colour photo, (1, 3, H, W): its chroma goes back onto the estimate
 
 
 def check_kernel_size(name: str, image_size: tuple[int, int], kernel_size: tuple[int, int]) -> None:
@@ -129,12 +130,22 @@ def synthetic_problems(images: tuple[str, ...], kernel_sizes: tuple[int, ...], s
 
 
 def photo_problem(path: str, kernel_size: int) -> Problem:
-    """A user's blurred photo, deblurred in grey (BT.601 luma); there is no truth to score against."""
+    """A user's blurred photo, deblurred in luma (BT.601 Y, as SelfDeblur's selfdeblur_ycbcr.py); a colour photo
+    keeps its chroma for `with_chroma`. There is no truth to score against."""
     if kernel_size <= 0:
         raise RunError("a blurred photo needs --kernel_size (the size of the kernel to estimate)")
+    colour = load_image(path, channels=3)
     blurred = load_image(path, channels=1)
     check_kernel_size(Path(path).name, blurred.shape[-2:], (kernel_size, kernel_size))
-    return Problem(Path(path).stem, blurred, (kernel_size, kernel_size))
+    is_grey = bool((colour[:, 0] == colour[:, 1]).all() and (colour[:, 1] == colour[:, 2]).all())
+    return Problem(Path(path).stem, blurred, (kernel_size, kernel_size), colour=None if is_grey else colour)
+
+
+def with_chroma(luma: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+    """The colour image whose BT.601 luma is `luma` and whose chroma (B − Y, R − Y) is that of `colour`."""
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=colour.dtype).view(1, 3, 1, 1)
+    chroma = colour - (colour * weights).sum(1, keepdim=True)  # R − Y, G − Y, B − Y
+    return (luma.to(colour.dtype) + chroma).clamp(0, 1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -166,7 +177,7 @@ def align_up_to_shift(estimate: torch.Tensor, reference: torch.Tensor, crop: int
     The 81 x 81 sums are not formed image by image. Bilinear sampling is separable: once the column shifts are
     applied (a stack of S images c_j), a row shift a + f (integer a, fraction f) gives (1 − f)·c_j[a + t] +
     f·c_j[a + 1 + t], whose SSD against r expands into windowed sums of c_j², c_j[t]·c_j[t + 1] and c_j·r, all
-    read off cumulative sums: exact, and about fifty times faster than sampling every pair.
+    read off cumulative sums: exact, and several times faster than sampling every pair (bench/bench_selfdeblur.py).
     """
     if max_shift > crop:
         raise RunError(f"max_shift ({max_shift}) cannot exceed the crop ({crop})")

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from . import figures
-from .blind import Problem, Scorer, known_kernel_baseline
+from .blind import Problem, Scorer, known_kernel_baseline, with_chroma
 from .runs import write_csv, write_json
 
 
@@ -82,6 +82,8 @@ def run_study(
                 stem = f"{problem.name}__{variant}__seed{seed}"
                 save_png(folder / "estimates" / f"{stem}.png", image)
                 save_kernel_png(folder / "estimates" / f"{stem}_kernel.png", estimate.kernel)
+                if problem.colour is not None:
+                    save_png(folder / "estimates" / f"{stem}_colour.png", with_chroma(image, problem.colour))
                 for key, extra in estimate.extra.items():
                     save_png(folder / "estimates" / f"{stem}_{key}.png", extra / extra.max().clamp(min=1e-12))
                 rows.append(dict(problem=problem.name, variant=variant, seed=seed, **scores,

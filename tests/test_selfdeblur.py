@@ -202,9 +202,21 @@ def test_a_levin_folder_and_a_photo_run_end_to_end(tmp_path):
     assert {(r["problem"], r["variant"]) for r in result["rows"]} == {
         ("im2_kernel1", v) for v in ("blurred input", "known kernel", "SelfDeblur", "SimplerSDB")}
     assert all("error_ratio" in r for r in result["rows"])
-    photo = tmp_path / "levin" / "im1_kernel1_img.png"
+    photo = tmp_path / "photo.png"
+    colour = torch.cat([smooth_image(64, seed) for seed in range(3)], dim=1)[0].permute(1, 2, 0)
+    Image.fromarray((colour * 255).round().numpy().astype("uint8")).save(photo)
     result = selfdeblur.run(make_config(selfdeblur.Config, blurred=(str(photo),), kernel_size=5, **common))
     assert list(result["rows"][0]) == ["problem", "variant", "seed", "psnr_nb", "seconds"]  # no truth, no GT metrics
+    saved = np.asarray(Image.open(result["folder"] / "estimates" / "photo__SelfDeblur__seed0_colour.png"))
+    assert saved.shape == (64, 64, 3)
+
+
+def test_chroma_goes_back_onto_the_deblurred_luma():
+    colour = torch.rand(1, 3, 8, 8, dtype=torch.float64) * 0.5 + 0.25
+    luma = (colour * torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    assert torch.allclose(blind.with_chroma(luma, colour), colour)
+    brighter = blind.with_chroma(luma + 0.1, colour)
+    assert torch.allclose(brighter - colour, torch.full_like(colour, 0.1))  # same chroma, luma + 0.1
 
 
 @pytest.mark.parametrize("arguments, message", [

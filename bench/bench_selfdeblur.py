@@ -1,0 +1,94 @@
+"""Speed of SelfDeblur: seconds per iteration and per 255x255 image (5000 iterations, projected), and the parts
+this project computes differently from the original, each as a ratio against the original's way in this process:
+
+  * the non-local block as θᵀ(φ g)/N instead of forming the (hw x N) affinity (θᵀφ/N) g first;
+  * Levin's shift search by windowed sums instead of sampling all 81 x 81 shifted images.
+
+    python bench/bench_selfdeblur.py [--iterations 10] [--kernel 27] [--device auto]
+Writes Results/bench/selfdeblur.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import selfdeblur  # noqa: E402
+from dipkit import blind  # noqa: E402
+from dipkit.cli import make_config  # noqa: E402
+from dipkit.device import choose_device, keep_freed_memory, synchronize  # noqa: E402
+from dipkit.networks import NonLocalBlock  # noqa: E402
+from dipkit.runs import environment, write_json  # noqa: E402
+
+
+def affinity_first(self: NonLocalBlock, x: torch.Tensor) -> torch.Tensor:
+    """The original's order of operations: the full affinity matrix, then the values."""
+    n, _, h, w = x.shape
+    query = self.theta(x).flatten(2).transpose(1, 2)
+    key = F.max_pool2d(self.phi(x), 2).flatten(2)
+    value = F.max_pool2d(self.g(x), 2).flatten(2).transpose(1, 2)
+    affinity = query @ key
+    attended = (affinity / affinity.shape[-1]) @ value
+    return x + self.out(attended.transpose(1, 2).reshape(n, -1, h, w))
+
+
+def seconds_per_iteration(problem, config, iterations: int) -> float:
+    config_warm = make_config(selfdeblur.Config, **{**config.__dict__, "iterations": 2, "quick": False})
+    selfdeblur.deblur(problem, config_warm, seed=0)  # warm-up (allocations, cuDNN choices)
+    run = make_config(selfdeblur.Config, **{**config.__dict__, "iterations": iterations, "quick": False})
+    return selfdeblur.deblur(problem, run, seed=0).seconds / iterations
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--kernel", type=int, default=27)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = choose_device(args.device)
+    keep_freed_memory()
+    problem = blind.synthetic_problems(("camera",), (args.kernel,))[0]
+    config = make_config(selfdeblur.Config, device=args.device, progress=False, curve_every=0)
+    rows = {}
+    ours = seconds_per_iteration(problem, config, args.iterations)
+    original = NonLocalBlock.forward
+    NonLocalBlock.forward = affinity_first
+    try:
+        theirs = seconds_per_iteration(problem, config, args.iterations)
+    finally:
+        NonLocalBlock.forward = original
+    rows["iteration"] = dict(seconds=ours, affinity_first_seconds=theirs, speedup=theirs / ours,
+                             projected_seconds_per_image=5000 * ours)
+    simpler = seconds_per_iteration(problem, make_config(selfdeblur.Config, **{**config.__dict__, "simpler": True}),
+                                    args.iterations)
+    rows["simpler_iteration"] = dict(seconds=simpler, projected_seconds_per_image=5000 * simpler)
+    estimate = problem.blurred.to(device)
+    truth = problem.truth.to(device)
+    timings = []
+    for align in (blind.align_up_to_shift, blind._align_by_sampling):
+        synchronize(device)
+        start = time.perf_counter()
+        align(estimate, truth)
+        synchronize(device)
+        timings.append(time.perf_counter() - start)
+    rows["levin_alignment"] = dict(seconds=timings[0], sampling_seconds=timings[1], speedup=timings[1] / timings[0])
+    print(f"SelfDeblur, 255x255, {args.kernel}x{args.kernel} kernel, on {device}")
+    print(f"  one iteration           {ours:8.3f} s   (affinity first: {theirs:.3f} s, x{theirs / ours:.2f})")
+    print(f"  5000 iterations         {5000 * ours:8.0f} s   projected; SimplerSDB {5000 * simpler:.0f} s")
+    print(f"  Levin shift search      {timings[0]:8.3f} s   (every shift sampled: {timings[1]:.1f} s, "
+          f"x{timings[1] / timings[0]:.0f})")
+    out = Path(__file__).resolve().parent.parent / "Results" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "selfdeblur.json", dict(rows=rows, environment=environment(device), iterations=args.iterations,
+                                             kernel=args.kernel))
+
+
+if __name__ == "__main__":
+    main()
