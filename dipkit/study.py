@@ -69,8 +69,8 @@ def run_study(
     for problem in problems:
         known = known_kernel_baseline(problem, known_kernel_weight) if problem.true_kernel is not None else None
         scorer = Scorer(problem, known, crop, max_shift)
-        baselines = [("blurred input", problem.blurred, None)] + ([("known kernel", known, None)] if known is not None else [])
-        for name, image, _ in baselines:
+        baselines = [("blurred input", problem.blurred)] + ([("known kernel", known)] if known is not None else [])
+        for name, image in baselines:
             if problem.truth is not None:
                 rows.append(dict(problem=problem.name, variant=name, seed="", **scorer(quantised(image))))
         panels: dict[str, list] = {}
@@ -129,14 +129,17 @@ def summarise(rows: list[dict]) -> list[dict]:
                 entry[f"{key}_mean"] = statistics.fmean(values)
                 entry[f"{key}_std"] = statistics.pstdev(values)
         if any("psnr_gt" in r for r in mine):
-            best = [max(r["psnr_gt"] for r in mine if r["problem"] == p) for p in dict.fromkeys(r["problem"] for r in mine)]
+            problems = dict.fromkeys(r["problem"] for r in mine)
+            best = [max(r["psnr_gt"] for r in mine if r["problem"] == p) for p in problems]
             entry["psnr_gt_best_of_seeds"] = statistics.fmean(best)
         summary.append(entry)
     return _same_keys(summary)
 
 
 def _caption(scores: dict[str, float]) -> str:
-    return f"{scores['psnr_gt']:.2f} dB / {scores['ssim']:.3f}" if "psnr_gt" in scores else f"NB {scores['psnr_nb']:.2f} dB"
+    if "psnr_gt" in scores:
+        return f"{scores['psnr_gt']:.2f} dB / {scores['ssim']:.3f}"
+    return f"NB {scores['psnr_nb']:.2f} dB"
 
 
 def _problem_figures(folder: Path, problem: Problem, known, scorer: Scorer, panels: dict[str, list]) -> None:
