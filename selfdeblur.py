@@ -34,6 +34,7 @@ scatter.png, table.csv, summary.csv, config.json, metrics.json.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -42,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from dipkit.blind import Problem, Scorer, check_kernel_size, levin_problems, photo_problem, synthetic_problems
+from dipkit.blind import (Problem, Scorer, centre_of, check_kernel_size, check_scoring, levin_problems, photo_problem,
+                          synthetic_problems)
 from dipkit.cli import RunError, parse_config, run_main
 from dipkit.device import choose_device, keep_freed_memory, seed_everything, synchronize
 from dipkit.metrics import ssim_loss
@@ -167,14 +169,10 @@ def check_config(config: Config) -> tuple[list[Problem], dict[str, Config]]:
         raise RunError("seeds: give at least one")
     if min(config.crop, config.max_shift, config.reg_noise, config.pretrain_iterations, config.curve_every) < 0:
         raise RunError("crop, max_shift, reg_noise, pretrain_iterations and curve_every cannot be negative")
-    if config.max_shift > config.crop:
-        raise RunError(f"max_shift ({config.max_shift}) cannot exceed the crop ({config.crop})")
     variants = variant_configs(config)
     problems = problems_of(config)
     for p in problems:
-        if min(p.blurred.shape[-2:]) - 2 * config.crop < 11:
-            raise RunError(f"{p.name}: a {p.blurred.shape[-2]}x{p.blurred.shape[-1]} image is too small for the "
-                           f"{config.crop}-pixel crop of the scores")
+        check_scoring(p.blurred.shape[-2:], config.crop, config.max_shift, p.name)
     return problems, variants
 
 
@@ -207,7 +205,6 @@ def deblur(problem: Problem, config: Config, seed: int, scorer: Scorer | None = 
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, list(config.milestones), config.gamma)
     switch = loss_switch(config)
     reg_noise = 0.0 if config.simpler else config.reg_noise
-    centre = lambda x: x[..., (kh - 1) // 2 : (kh - 1) // 2 + h, (kw - 1) // 2 : (kw - 1) // 2 + w]  # noqa: E731
     curve, scoring_seconds = [], 0.0
     steps = range(-config.pretrain_iterations, config.iterations)  # negative steps: the pretraining
     bar = tqdm(steps, disable=not config.progress, leave=False, desc=f"{problem.name} s{seed}")
@@ -219,7 +216,7 @@ def deblur(problem: Problem, config: Config, seed: int, scorer: Scorer | None = 
         y_hat = F.conv2d(x, k)  # 'valid' cross-correlation: H x W
         loss = ssim_loss(y_hat, y) if switch is not None and step >= switch else F.mse_loss(y_hat, y)
         if step < 0:  # pretraining: pull the image towards the no-blur solution x = y
-            loss = config.pretrain_alpha * loss + (1 - config.pretrain_alpha) * F.mse_loss(centre(x), y)
+            loss = config.pretrain_alpha * loss + (1 - config.pretrain_alpha) * F.mse_loss(centre_of(x, (kh, kw)), y)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -228,11 +225,11 @@ def deblur(problem: Problem, config: Config, seed: int, scorer: Scorer | None = 
         done = step + 1
         if done > 0 and config.curve_every and (done % config.curve_every == 0 or done == config.iterations):
             value = loss.item()
-            if not torch.isfinite(torch.tensor(value)):
+            if not math.isfinite(value):
                 raise RunError(f"{problem.name}: the loss became {value} at iteration {done}; "
                                "try smaller learning rates")
             tick = time.perf_counter()
-            scores = scorer(centre(x).detach(), full=False) if scorer is not None else {}
+            scores = scorer(centre_of(x, (kh, kw)).detach(), full=False) if scorer is not None else {}
             scoring_seconds += time.perf_counter() - tick
             curve.append(dict(iteration=done, loss=value, **scores))
             bar.set_postfix(loss=f"{value:.2e}", **{key: f"{v:.2f}" for key, v in scores.items()})
@@ -242,7 +239,7 @@ def deblur(problem: Problem, config: Config, seed: int, scorer: Scorer | None = 
         raise RunError(f"{problem.name}: the image network's output became NaN; try smaller learning rates")
     synchronize(device)
     seconds = time.perf_counter() - start - scoring_seconds
-    return Estimate(image=centre(x).cpu(), kernel=k[0, 0].cpu(), curve=curve, seconds=seconds)
+    return Estimate(image=centre_of(x, (kh, kw)).cpu(), kernel=k[0, 0].cpu(), curve=curve, seconds=seconds)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ Writes Results/bench/selfdeblur.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -40,9 +41,8 @@ def affinity_first(self: NonLocalBlock, x: torch.Tensor) -> torch.Tensor:
 
 
 def seconds_per_iteration(problem, config, iterations: int) -> float:
-    config_warm = make_config(selfdeblur.Config, **{**config.__dict__, "iterations": 2, "quick": False})
-    selfdeblur.deblur(problem, config_warm, seed=0)  # warm-up (allocations, cuDNN choices)
-    run = make_config(selfdeblur.Config, **{**config.__dict__, "iterations": iterations, "quick": False})
+    selfdeblur.deblur(problem, dataclasses.replace(config, iterations=2), seed=0)  # warm-up (allocations, cuDNN)
+    run = dataclasses.replace(config, iterations=iterations)
     return selfdeblur.deblur(problem, run, seed=0).seconds / iterations
 
 
@@ -66,8 +66,7 @@ def main() -> None:
         NonLocalBlock.forward = original
     rows["iteration"] = dict(seconds=ours, affinity_first_seconds=theirs, speedup=theirs / ours,
                              projected_seconds_per_image=5000 * ours)
-    simpler = seconds_per_iteration(problem, make_config(selfdeblur.Config, **{**config.__dict__, "simpler": True}),
-                                    args.iterations)
+    simpler = seconds_per_iteration(problem, dataclasses.replace(config, simpler=True), args.iterations)
     rows["simpler_iteration"] = dict(seconds=simpler, projected_seconds_per_image=5000 * simpler)
     estimate = problem.blurred.to(device)
     truth = problem.truth.to(device)

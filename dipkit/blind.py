@@ -60,8 +60,17 @@ def check_kernel_size(name: str, image_size: tuple[int, int], kernel_size: tuple
                        f"not {h}x{w} with a {kernel_size[0]}x{kernel_size[1]} kernel")
 
 
-def _read_grey(path: Path) -> torch.Tensor:
-    return load_image(str(path), channels=1, dtype=torch.float64).float()
+def centre_of(latent: torch.Tensor, kernel_size: tuple[int, int]) -> torch.Tensor:
+    """The H x W centre of a latent image of (H + K_h − 1) x (W + K_w − 1): where y sees it."""
+    (kh, kw), (h, w) = kernel_size, latent.shape[-2:]
+    top, left = (kh - 1) // 2, (kw - 1) // 2
+    return latent[..., top : top + h - kh + 1, left : left + w - kw + 1]
+
+
+def pad_to_latent(image: torch.Tensor, kernel_size: tuple[int, int]) -> torch.Tensor:
+    """An H x W image replicate-padded to the latent's (H + K_h − 1) x (W + K_w − 1), centred as `centre_of`."""
+    kh, kw = kernel_size
+    return F.pad(image, ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2), mode="replicate")
 
 
 def levin_problems(folder: str, kernel_size: int = 0) -> list[Problem]:
@@ -83,7 +92,8 @@ def levin_problems(folder: str, kernel_size: int = 0) -> list[Problem]:
         for needed in (truth_path, kernel_path):
             if not needed.is_file():
                 raise RunError(f"Levin folder '{folder}': {path.name} needs {needed.relative_to(root)}, missing")
-        blurred, truth, kernel = _read_grey(path), _read_grey(truth_path), _read_grey(kernel_path)[0, 0]
+        blurred, truth, kernel = (load_image(str(p), channels=1) for p in (path, truth_path, kernel_path))
+        kernel = kernel[0, 0]
         if blurred.shape != truth.shape:
             raise RunError(f"Levin folder '{folder}': {path.name} and gt/im{i}.png differ in size")
         if not kernel.sum() > 0:
@@ -124,8 +134,8 @@ def synthetic_problems(images: tuple[str, ...], kernel_sizes: tuple[int, ...], s
             kernel = motion_kernel(k, seed + k)
             noise = torch.randn((1, 1, size, size), generator=generator)
             blurred = ((blur_valid(latent, kernel) + noise_level * noise).clamp(0, 1) * 255).round() / 255
-            truth = latent[..., (k - 1) // 2 : (k - 1) // 2 + size, (k - 1) // 2 : (k - 1) // 2 + size]
-            problems.append(Problem(f"{Path(image).stem}_k{k}", blurred, (k, k), truth.clone(), kernel))
+            truth = centre_of(latent, (k, k)).clone()
+            problems.append(Problem(f"{Path(image).stem}_k{k}", blurred, (k, k), truth, kernel))
     return problems
 
 
@@ -166,6 +176,16 @@ def _window_sums(values: torch.Tensor, length: int) -> torch.Tensor:
     return cumulative[..., length:] - cumulative[..., :-length]
 
 
+def check_scoring(image_size: tuple[int, int], crop: int, max_shift: float, name: str = "") -> None:
+    """What Levin's protocol needs: shifts within the crop, and at least 11 pixels (SSIM's window) left after it."""
+    prefix = f"{name}: " if name else ""
+    if max_shift > crop:
+        raise RunError(f"{prefix}max_shift ({max_shift}) cannot exceed the crop ({crop})")
+    h, w = image_size
+    if min(h, w) - 2 * crop < 11:
+        raise RunError(f"{prefix}a {h}x{w} image is too small for a {crop}-pixel crop and SSIM")
+
+
 def align_up_to_shift(estimate: torch.Tensor, reference: torch.Tensor, crop: int = 15, max_shift: float = 10,
                       step: float = 0.25) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float]]:
     """Levin's comp_upto_shift: (aligned estimate, cropped reference, (row shift, column shift)).
@@ -179,12 +199,9 @@ def align_up_to_shift(estimate: torch.Tensor, reference: torch.Tensor, crop: int
     f·c_j[a + 1 + t], whose SSD against r expands into windowed sums of c_j², c_j[t]·c_j[t + 1] and c_j·r, all
     read off cumulative sums: exact, and several times faster than sampling every pair (bench/bench_selfdeblur.py).
     """
-    if max_shift > crop:
-        raise RunError(f"max_shift ({max_shift}) cannot exceed the crop ({crop})")
     e, r = estimate.detach().double().squeeze(), reference.detach().double().squeeze()
     h, w = r.shape
-    if min(h, w) - 2 * crop < 11:
-        raise RunError(f"a {h}x{w} image is too small for a {crop}-pixel crop and SSIM")
+    check_scoring((h, w), crop, max_shift)
     inner = r[crop : h - crop, crop : w - crop]
     n_r, n_c = inner.shape
     margin = math.ceil(max_shift)
@@ -263,18 +280,18 @@ def kernel_error(estimate: torch.Tensor, truth: torch.Tensor, orientation_known:
     return math.sqrt(max(squared, 0.0)) / k.pow(2).sum().sqrt().item()
 
 
-def known_kernel_deconvolution(blurred: torch.Tensor, kernel: torch.Tensor, weight: float = 2e-3,
+def known_kernel_deconvolution(blurred: torch.Tensor, kernel: torch.Tensor, weight: float = 1e-3,
                                smoothing: float = 1e-2, iterations: int = 300) -> torch.Tensor:
     """The non-blind baseline: argmin_x ½‖k ⋆ x − y‖² + weight·TV_ε(x) over the larger latent image, by FISTA
     from the replicate-padded y; returns its centre crop, the size of y. (Levin's 'ground k' results, which the
     MATLAB scripts divide by, came from a sparse-prior deconvolution; this is a TV one.)"""
     y, w = blurred.detach().double(), kernel.detach().double().view(1, 1, *kernel.shape[-2:])
-    (kh, kw), (h, wd) = w.shape[-2:], y.shape[-2:]
-    x0 = F.pad(y, ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2), mode="replicate")
+    h, wd = y.shape[-2:]
+    x0 = pad_to_latent(y, w.shape[-2:])
     tv = SmoothedTV(smoothing)
     # the valid correlation is the top-left H x W of the circular one on the latent's grid (nothing wraps there);
-    # its adjoint is the circular convolution of the zero-padded residual: FFTs, fifty times faster than conv2d
-    # in float64 on a CPU
+    # its adjoint is the circular convolution of the zero-padded residual: FFTs (0.9 s for 300 steps at 281², where
+    # conv2d in float64 took 22 to 94 s on the 2-core CPU)
     shape = x0.shape[-2:]
     spectrum = torch.fft.rfft2(w, s=shape)
 
@@ -285,10 +302,10 @@ def known_kernel_deconvolution(blurred: torch.Tensor, kernel: torch.Tensor, weig
 
     lipschitz = w.abs().sum().item() ** 2 + weight * tv.lipschitz  # ‖x ↦ k ⋆ x‖ ≤ ‖k‖₁
     x = fista(gradient, x0, lipschitz, tolerance=1e-7, max_iterations=iterations).x
-    return x[..., (kh - 1) // 2 : (kh - 1) // 2 + y.shape[-2], (kw - 1) // 2 : (kw - 1) // 2 + y.shape[-1]].float()
+    return centre_of(x, w.shape[-2:]).float()
 
 
-def known_kernel_baseline(problem: Problem, weight: float = 2e-3) -> torch.Tensor:
+def known_kernel_baseline(problem: Problem, weight: float = 1e-3) -> torch.Tensor:
     """known_kernel_deconvolution with the problem's true kernel; when its orientation is not known (Levin's PNGs),
     with the orientation whose deconvolution explains y better."""
     kernels = [problem.true_kernel]
@@ -297,9 +314,7 @@ def known_kernel_baseline(problem: Problem, weight: float = 2e-3) -> torch.Tenso
     best, best_residual = None, math.inf
     for kernel in kernels:
         x = known_kernel_deconvolution(problem.blurred, kernel, weight)
-        kh, kw = kernel.shape
-        latent = F.pad(x, ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2), mode="replicate")
-        residual = (blur_valid(latent, kernel) - problem.blurred).pow(2).sum().item()
+        residual = (blur_valid(pad_to_latent(x, kernel.shape), kernel) - problem.blurred).pow(2).sum().item()
         if residual < best_residual:
             best, best_residual = x, residual
     return best

@@ -70,9 +70,11 @@ def run_study(
         known = known_kernel_baseline(problem, known_kernel_weight) if problem.true_kernel is not None else None
         scorer = Scorer(problem, known, crop, max_shift)
         baselines = [("blurred input", problem.blurred)] + ([("known kernel", known)] if known is not None else [])
-        for name, image in baselines:
-            if problem.truth is not None:
-                rows.append(dict(problem=problem.name, variant=name, seed="", **scorer(quantised(image))))
+        baseline_scores = {}  # scored once, for the table and the figure's captions
+        if problem.truth is not None:
+            for name, image in baselines:
+                baseline_scores[name] = scorer(quantised(image))
+                rows.append(dict(problem=problem.name, variant=name, seed="", **baseline_scores[name]))
         panels: dict[str, list] = {}
         for variant, config in variants.items():
             for seed in seeds:
@@ -91,7 +93,7 @@ def run_study(
                 curves += [dict(problem=problem.name, variant=variant, seed=seed, **point) for point in estimate.curve]
                 panels.setdefault(variant, []).append((seed, image, estimate, scores))
                 log(f"{problem.name:>16} {variant:>14} seed {seed}: " + _describe(scores, estimate.seconds))
-        _problem_figures(folder, problem, known, scorer, panels)
+        _problem_figures(folder, problem, known, baseline_scores, panels)
     summary = summarise(rows)
     write_csv(folder / "table.csv", _same_keys(rows))
     write_csv(folder / "summary.csv", summary)
@@ -142,13 +144,14 @@ def _caption(scores: dict[str, float]) -> str:
     return f"NB {scores['psnr_nb']:.2f} dB"
 
 
-def _problem_figures(folder: Path, problem: Problem, known, scorer: Scorer, panels: dict[str, list]) -> None:
+def _problem_figures(folder: Path, problem: Problem, known, baseline_scores: dict[str, dict],
+                     panels: dict[str, list]) -> None:
     has_truth = problem.truth is not None
     n_seeds = max(len(v) for v in panels.values())
-    first = [(problem.blurred, _caption(scorer.blurred_scores) if has_truth else "")]
+    first = [(problem.blurred, _caption(baseline_scores["blurred input"]) if has_truth else "")]
     titles = ["blurred"]
     if known is not None:
-        first.append((known, _caption(scorer(quantised(known)))))
+        first.append((known, _caption(baseline_scores["known kernel"])))
         titles.append("known kernel (TV)")
     titles += [f"seed {seed}" for seed, *_ in next(iter(panels.values()))] + (["truth"] if has_truth else [])
     grid = []
