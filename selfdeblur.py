@@ -43,8 +43,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from dipkit.blind import (Problem, Scorer, centre_of, check_kernel_size, check_scoring, levin_problems, photo_problem,
-                          synthetic_problems)
+from dipkit.blind import Problem, Scorer, centre_of, check_scoring, problems_of
 from dipkit.cli import RunError, parse_config, run_main
 from dipkit.device import choose_device, keep_freed_memory, seed_everything, synchronize
 from dipkit.metrics import ssim_loss
@@ -132,30 +131,6 @@ def variant_configs(config: Config) -> dict[str, Config]:
     if unknown:
         raise RunError(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)}")
     return {name: dataclasses.replace(config, **VARIANTS[name]) for name in config.variants}
-
-
-def problems_of(config: Config) -> list[Problem]:
-    if config.levin_dir and config.blurred:
-        raise RunError("give levin_dir or blurred, not both")
-    if config.levin_dir:
-        problems = levin_problems(config.levin_dir, config.kernel_size)
-    elif config.blurred:
-        problems = [photo_problem(path, config.kernel_size) for path in config.blurred]
-    else:
-        if not config.images or not config.kernel_sizes:
-            raise RunError("the synthetic benchmark needs at least one image and one kernel size")
-        problems = synthetic_problems(config.images, config.kernel_sizes, config.size, config.noise_level,
-                                      config.data_seed)
-        if config.kernel_size:  # estimate a kernel of another size than the true one
-            for p in problems:
-                check_kernel_size(p.name, p.blurred.shape[-2:], (config.kernel_size,) * 2)
-                p.kernel_size = (config.kernel_size,) * 2
-    if config.only:
-        missing = set(config.only) - {p.name for p in problems}
-        if missing:
-            raise RunError(f"no problem named {', '.join(sorted(missing))} (have {', '.join(p.name for p in problems)})")
-        problems = [p for p in problems if p.name in config.only]
-    return problems
 
 
 def check_config(config: Config) -> tuple[list[Problem], dict[str, Config]]:
@@ -256,10 +231,6 @@ def run(config: Config) -> dict[str, Any]:
     folder = start_run(config, "selfdeblur", device)
     result = run_study(problems, variants, config.seeds, deblur, folder, config.crop, config.max_shift,
                        config.known_kernel_tv)
-    for entry in result["summary"]:
-        if "psnr_gt_mean" in entry:
-            print(f"{entry['variant']:>20}: PSNR-GT {entry['psnr_gt_mean']:.2f} ± {entry['psnr_gt_std']:.2f} dB "
-                  f"over {entry['runs']} run(s), SSIM {entry['ssim_mean']:.3f}")
     print(f"wrote {folder}")
     return dict(result, folder=folder)
 

@@ -151,6 +151,33 @@ def photo_problem(path: str, kernel_size: int) -> Problem:
     return Problem(Path(path).stem, blurred, (kernel_size, kernel_size), colour=None if is_grey else colour)
 
 
+def problems_of(config) -> list[Problem]:
+    """The problems a blind-deblurring script's constants name: the Levin-layout folder `levin_dir`, the photos
+    `blurred` (with `kernel_size`), else the synthetic benchmark (`images`, `kernel_sizes`, `size`, `noise_level`,
+    `data_seed`; `kernel_size` if set overrides the true size); `only` keeps the problems of those names."""
+    if config.levin_dir and config.blurred:
+        raise RunError("give levin_dir or blurred, not both")
+    if config.levin_dir:
+        problems = levin_problems(config.levin_dir, config.kernel_size)
+    elif config.blurred:
+        problems = [photo_problem(path, config.kernel_size) for path in config.blurred]
+    else:
+        if not config.images or not config.kernel_sizes:
+            raise RunError("the synthetic benchmark needs at least one image and one kernel size")
+        problems = synthetic_problems(config.images, config.kernel_sizes, config.size, config.noise_level,
+                                      config.data_seed)
+        if config.kernel_size:  # estimate a kernel of another size than the true one
+            for p in problems:
+                check_kernel_size(p.name, p.blurred.shape[-2:], (config.kernel_size,) * 2)
+                p.kernel_size = (config.kernel_size,) * 2
+    if config.only:
+        missing = set(config.only) - {p.name for p in problems}
+        if missing:
+            raise RunError(f"no problem named {', '.join(sorted(missing))} (have {', '.join(p.name for p in problems)})")
+        problems = [p for p in problems if p.name in config.only]
+    return problems
+
+
 def with_chroma(luma: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
     """The colour image whose BT.601 luma is `luma` and whose chroma (B − Y, R − Y) is that of `colour`."""
     weights = torch.tensor([0.299, 0.587, 0.114], dtype=colour.dtype).view(1, 3, 1, 1)

@@ -25,8 +25,9 @@ def image_grid(
     column_titles: Sequence[str],
     row_titles: Sequence[str] = (),
     panel_size: float = 3.0,
+    cmap: str = "gray",
 ) -> None:
-    """A grid of images, each with a caption below (for example its PSNR and SSIM)."""
+    """A grid of images, each with a caption below (for example its PSNR and SSIM); `cmap` for grey ones."""
     n_rows, n_cols = len(rows), len(column_titles)
     height, width = rows[0][0][0].shape[-2:]
     fig, axes = plt.subplots(
@@ -36,7 +37,7 @@ def image_grid(
     for i, row in enumerate(rows):
         for j, (image, caption) in enumerate(row):
             ax = axes[i, j]
-            ax.imshow(to_display(image), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.imshow(to_display(image), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_xlabel(caption, fontsize=9)

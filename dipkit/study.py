@@ -4,6 +4,7 @@ The method is a function deblur(problem, config, seed, scorer) -> Estimate; self
 theirs. What is written (into the run folder):
     <problem>.png             estimates beside the blurred input, the known-kernel deconvolution and the truth
     <problem>_kernels.png     estimated kernels beside the true one
+    <problem>_<map>.png       the maps an estimate brings (VDIP's σ: std), one panel per run
     estimates/                every estimate and kernel as 8-bit PNG (the MATLAB protocol scores 8-bit images)
     curve.png, curve.csv      PSNR-GT and PSNR-NB over the iterations
     scatter.png               PSNR-GT against PSNR-NB, one point per run: the no-blur mode sits at high PSNR-NB
@@ -34,7 +35,8 @@ class Estimate:
     kernel: torch.Tensor  # the estimated kernel, (K_h, K_w)
     curve: list[dict[str, float]]  # rows: iteration, loss, psnr_gt, psnr_nb
     seconds: float  # optimisation time (scoring excluded)
-    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # other images to save (VDIP's std map)
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # other maps to save and show (VDIP's std)
+    stats: dict[str, float] = field(default_factory=dict)  # other numbers for the table (skipped steps)
 
 
 def quantised(image: torch.Tensor) -> torch.Tensor:
@@ -89,7 +91,7 @@ def run_study(
                 for key, extra in estimate.extra.items():
                     save_png(folder / "estimates" / f"{stem}_{key}.png", extra / extra.max().clamp(min=1e-12))
                 rows.append(dict(problem=problem.name, variant=variant, seed=seed, **scores,
-                                 seconds=estimate.seconds))
+                                 seconds=estimate.seconds, **estimate.stats))
                 curves += [dict(problem=problem.name, variant=variant, seed=seed, **point) for point in estimate.curve]
                 panels.setdefault(variant, []).append((seed, image, estimate, scores))
                 log(f"{problem.name:>16} {variant:>14} seed {seed}: " + _describe(scores, estimate.seconds))
@@ -103,6 +105,10 @@ def run_study(
     if any("psnr_gt" in r for r in rows):
         _scatter(folder / "scatter.png", rows)
     write_json(folder / "metrics.json", dict(runs=rows, summary=summary))
+    for entry in summary:
+        if "psnr_gt_mean" in entry:
+            log(f"{entry['variant']:>20}: PSNR-GT {entry['psnr_gt_mean']:.2f} ± {entry['psnr_gt_std']:.2f} dB "
+                f"over {entry['runs']} run(s), SSIM {entry['ssim_mean']:.3f}")
     return dict(rows=rows, summary=summary, curves=curves)
 
 
@@ -168,6 +174,23 @@ def _problem_figures(folder: Path, problem: Problem, known, baseline_scores: dic
                 for seed, _, estimate, scores in runs]
         kernel_rows.append(row)
     figures.kernel_grid(folder / f"{problem.name}_kernels.png", kernel_rows, list(panels))
+    for key in dict.fromkeys(key for runs in panels.values() for _, _, estimate, _ in runs for key in estimate.extra):
+        _map_figure(folder / f"{problem.name}_{key}.png", key, panels)
+
+
+def _map_figure(path: Path, key: str, panels: dict[str, list]) -> None:
+    """One row per variant that has the map, one panel per seed, on one colour scale (its largest value)."""
+    rows = {variant: [(seed, e.extra[key]) for seed, _, e, _ in runs if key in e.extra]
+            for variant, runs in panels.items()}
+    rows = {variant: maps for variant, maps in rows.items() if maps}
+    top = max(m.max().item() for maps in rows.values() for _, m in maps) or 1.0
+    n_cols = max(len(maps) for maps in rows.values())
+    grid = []
+    for maps in rows.values():
+        row = [(m / top, f"seed {seed}: mean {m.mean().item():.3g}, max {m.max().item():.3g}") for seed, m in maps]
+        grid.append(row + [(torch.zeros_like(maps[0][1]), "")] * (n_cols - len(row)))
+    figures.image_grid(path, grid, [f"{key}, scale 0 to {top:.3g}"] + [""] * (n_cols - 1), list(rows),
+                       cmap="magma")
 
 
 def _curve_figure(path: Path, curves: list[dict]) -> None:

@@ -1,0 +1,372 @@
+"""VDIP: variational deep image prior for blind deblurring, with the sparse and the extreme-channel priors.
+
+Huo, Masoumzadeh, Kushol, Yang, "Blind Image Deconvolution Using Variational Deep Image Prior", IEEE TPAMI 2023
+(arXiv 2202.00179; github Dong-Huo/VDIP-Deconvolution). SelfDeblur's two generators, but the image network outputs
+a per-pixel Gaussian q(x) = Π N(μ_i, σ_i²) instead of one image, and the loss is a (scaled) negative ELBO:
+
+    μ, σ = G_x(z_x)          skip network 3 -> 2·3 channels (sigmoid on all), as SelfDeblur's otherwise; a grey
+                             image is replicated to RGB as VDIP's scripts do; no input perturbation
+    k = G_k(z_k)             SelfDeblur's kernel generator, shared by the colour channels
+    x̃ = μ + σ ⊙ ε            one sample per step
+    loss = data(x̃) + λ_t · (−Σ log σ + prior(μ, σ) + 10 · ½‖k‖²)        for steps < 2000
+         = 1 − SSIM(k ⋆ μ, y)                                            from step 2000 on (the mean only)
+    data = (½‖r‖² + ¼ Σ_d ‖∂_d r‖² + ⅛ Σ_{d,e} ‖∂_d ∂_e r‖²) / (3 H' W'),  r = k ⋆ x̃ − y   (Shan et al.'s weights)
+
+prior (VDIP-Sparse): ¼ Σ_d E[(∂_d x)²] / E[(∂_d x)²]^detached, an IRLS form of a log-gradient prior on the posterior
+second moments. prior (VDIP-Extreme): the same IRLS form of the dark channel (min over colours and a 35 x 35 window)
+of a sample of x² and of the bright channel of (1 − x)², each sampled from its Gaussian approximation. λ_t starts at
+0.1 (Sparse) or 1e-4 (Extreme) and is divided by 10 every 1000 steps. Before the main loop, 500 steps fit [μ, σ] to
+[y, 0] and k to a flat kernel. Adam 1e-2 (G_x) and 1e-4 (G_k), halved at 2000, 3000 and 4000; 5000 steps; the
+estimate is the centre of μ (the channel mean for a grey image); σ at the last variational step is the uncertainty map.
+
+Fixed here (the original's behaviour is one switch away, --original_bugs): the bright channel's variance is
+4(1 − μ)²σ² + 2σ⁴ (the code wrote 4σ² + 4μ²σ² + 2σ⁴), the first-derivative term is counted once (the code adds
+k ⋆ ∂x − ∂y as well, which is the same term again), and the extreme prior's samples of x² are clamped at 0 with a
+bias of 1e-6 instead of 1e-45, so it has no NaN steps; a NaN stops the run with a message (the code skipped them).
+
+Data and scoring as selfdeblur.py: the synthetic benchmark (default), --levin_dir, --blurred my_photo.png
+--kernel_size 31. --variants runs VDIP's variants (VARIANTS below) and any of selfdeblur.py's (SelfDeblur,
+SimplerSDB, ...) on the same problems with the same iteration counts and network sizes, for Brožová's comparison.
+
+Run   python vdip.py                        VDIP-Sparse and VDIP-Extreme on the synthetic benchmark (GPU)
+      python vdip.py --quick                one 64x64 image, 1000 iterations, narrow networks: about a minute on a CPU
+      python vdip.py --variants SelfDeblur SimplerSDB VDIP-Sparse VDIP-Extreme --seeds 0 1 2
+      python vdip.py --levin_dir ~/data/levin --variants VDIP-Std VDIP-Sparse VDIP-Extreme
+      python vdip.py --help
+Writes Results/vdip/<run>/ as selfdeblur.py (see dipkit/study.py), plus <problem>_std.png: the σ maps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import selfdeblur
+from dipkit.blind import Problem, Scorer, blur_valid, centre_of, check_scoring, problems_of
+from dipkit.cli import RunError, parse_config, run_main
+from dipkit.device import choose_device, keep_freed_memory, seed_everything, synchronize
+from dipkit.metrics import ssim_loss
+from dipkit.networks import KernelGenerator, SkipNetwork
+from dipkit.runs import start_run
+from dipkit.study import Estimate, run_study
+
+# Named variants for --variants: overrides of the constants below; selfdeblur.VARIANTS' names are accepted too
+VARIANTS: dict[str, dict[str, Any]] = {
+    "VDIP-Sparse": dict(prior="sparse"),
+    "VDIP-Extreme": dict(prior="extreme"),
+    "VDIP-Std": dict(prior="none"),  # the data term alone ("VDIP-Std" in the code's comment)
+    "VDIP-Sparse-orig": dict(prior="sparse", original_bugs=("first_order_twice",)),
+    "VDIP-Extreme-orig": dict(prior="extreme", original_bugs=("first_order_twice", "bright_variance", "nan_skip")),
+}
+ORIGINAL_BUGS = ("first_order_twice", "bright_variance", "nan_skip")
+PRIOR_WEIGHT = {"sparse": 0.1, "extreme": 1e-4, "none": 0.0}  # λ_0 of each prior (the code's noise_sigma)
+
+
+@dataclass
+class Config:
+    # data: the synthetic benchmark unless levin_dir or blurred is given (as selfdeblur.py)
+    images: tuple[str, ...] = ("camera", "astronaut", "coffee", "chelsea", "rocket")  # synthetic: bundled images
+    kernel_sizes: tuple[int, ...] = (13, 17, 21, 27)  # synthetic: one random motion kernel of each size
+    size: int = 255  # synthetic: the blurred images are size x size (Levin's)
+    noise_level: float = 0.01  # synthetic: standard deviation of the Gaussian noise (then 8-bit quantisation)
+    data_seed: int = 0  # synthetic: seeds the kernels and the noise
+    levin_dir: str = ""  # a folder in Levin's layout: im<i>_kernel<j>_img.png, gt/im<i>.png, gt/kernel<j>.png
+    blurred: tuple[str, ...] = ()  # your own blurred photos (grey; no metrics); needs kernel_size
+    kernel_size: int = 0  # size of the kernel to estimate: 0 = the true size (synthetic), SelfDeblur's (Levin)
+    only: tuple[str, ...] = ()  # run only the problems of these names (e.g. im1_kernel4 camera_k27)
+    # VDIP as published (the Lai scripts)
+    prior: Literal["sparse", "extreme", "none"] = "sparse"  # VDIP-Sparse, VDIP-Extreme or VDIP-Std (data term only)
+    prior_weight: float = -1  # λ_0: -1 the prior's own (sparse 0.1, extreme 1e-4)
+    prior_decay_every: int = 1000  # λ is divided by 10 every this many steps
+    kernel_l2: float = 10.0  # weight of ½‖k‖² in the prior
+    extreme_window: int = 35  # side of the dark and bright channels' window
+    extreme_bias: float = 1e-6  # bias of the extreme prior's IRLS denominators (the code: 1e-45, see nan_skip)
+    colour_channels: Literal[1, 3] = 3  # 3: a grey image replicated to RGB as VDIP's scripts; 1: grey only
+    iterations: int = 5000  # optimisation steps after the pretraining
+    pretrain_iterations: int = 500  # steps fitting [μ, σ] to [y, 0] and k to a flat kernel (the Extreme-uniform
+    #                                 script's 5 is a leftover)
+    loss_switch: int = 2000  # from this step on the loss is 1 − SSIM(k ⋆ μ, y) (-1: the ELBO throughout)
+    lr_image: float = 1e-2  # Adam learning rate of G_x
+    lr_kernel: float = 1e-4  # Adam learning rate of G_k
+    milestones: tuple[int, ...] = (2000, 3000, 4000)  # the learning rates are multiplied by gamma at these steps
+    gamma: float = 0.5  # learning-rate factor at each milestone
+    beta1_image: float = 0.9  # Adam β1 of G_x; G_k keeps 0.9
+    input_channels: int = 3  # channels of z_x
+    input_scale: float = 0.1  # z_x, z_k ~ U[0, 1) times this
+    channels: int = 128  # channels of G_x at every scale, down and up
+    skip_channels: int = 16  # skip channels of G_x at every scale
+    scales: int = 5  # scales of G_x
+    non_local: bool = True  # non-local blocks at the 3 deepest scales
+    kernel_input: int = 200  # size of z_k
+    kernel_hidden: int = 1000  # hidden units of G_k
+    original_bugs: tuple[str, ...] = ()  # the code's behaviour: first_order_twice, bright_variance, nan_skip
+    variants: tuple[str, ...] = ()  # named variants (VARIANTS, or selfdeblur.py's) to run; empty: the constants
+    seeds: tuple[int, ...] = (0,)  # one run per seed: z_x, z_k, the initialisation and the samples
+    # evaluation
+    crop: int = 15  # pixels cropped on each side before scoring (Levin's protocol)
+    max_shift: float = 10  # sub-pixel shifts up to this many pixels are tried, in steps of 0.25
+    curve_every: int = 100  # PSNR-GT and PSNR-NB every this many iterations (0: none)
+    known_kernel_tv: float = 1e-3  # TV weight of the known-kernel deconvolution (the error ratio's denominator)
+    # run
+    deterministic: bool = False  # deterministic kernels (cuDNN benchmark off); the original was non-deterministic
+    device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps
+    results_dir: str = "Results"  # outputs go to <results_dir>/vdip/<run_name>/
+    run_name: str = ""  # folder name of this run (default: a time stamp); never overwrites an existing one
+    progress: bool = True  # show a progress bar
+    quick: bool = False  # the QUICK preset: one 64x64 image, 1000 iterations, every schedule scaled by 1/5
+
+    QUICK: ClassVar[dict[str, Any]] = dict(images=("camera",), kernel_sizes=(9,), size=64, iterations=1000,
+                                           pretrain_iterations=100, loss_switch=400, prior_decay_every=200,
+                                           milestones=(400, 600, 800), channels=32, skip_channels=8,
+                                           kernel_hidden=200, crop=8, max_shift=4, curve_every=100)
+
+
+# the constants selfdeblur.py's variants take from this script's; the rest are SelfDeblur's own
+_SELFDEBLUR_OWN = {"input_channels", "loss_switch", "pretrain_iterations", "variants", "quick"}
+
+
+def selfdeblur_config(config: Config, name: str) -> selfdeblur.Config:
+    """selfdeblur.py's variant `name` with this run's data, iteration counts, network sizes and scoring."""
+    shared = {f.name for f in dataclasses.fields(selfdeblur.Config)} & {f.name for f in dataclasses.fields(Config)}
+    values = {key: getattr(config, key) for key in shared - _SELFDEBLUR_OWN}
+    return dataclasses.replace(selfdeblur.Config(**values), **selfdeblur.VARIANTS[name])
+
+
+def variant_configs(config: Config) -> dict[str, Config | selfdeblur.Config]:
+    if not config.variants:
+        return {"VDIP-" + {"sparse": "Sparse", "extreme": "Extreme", "none": "Std"}[config.prior]: config}
+    unknown = [v for v in config.variants if v not in VARIANTS and v not in selfdeblur.VARIANTS]
+    if unknown:
+        raise RunError(f"unknown variant(s) {', '.join(unknown)}: choose from "
+                       f"{', '.join(list(VARIANTS) + list(selfdeblur.VARIANTS))}")
+    return {name: dataclasses.replace(config, **VARIANTS[name]) if name in VARIANTS else selfdeblur_config(config, name)
+            for name in config.variants}
+
+
+def check_config(config: Config) -> tuple[list[Problem], dict[str, Config | selfdeblur.Config]]:
+    for name in ("iterations", "lr_image", "lr_kernel", "input_channels", "channels", "scales", "kernel_input",
+                 "kernel_hidden", "prior_decay_every", "extreme_window"):
+        if not getattr(config, name) > 0:
+            raise RunError(f"{name} must be positive, not {getattr(config, name)}")
+    if min(config.crop, config.max_shift, config.pretrain_iterations, config.curve_every, config.kernel_l2,
+           config.extreme_bias) < 0:
+        raise RunError("crop, max_shift, pretrain_iterations, curve_every, kernel_l2 and extreme_bias cannot be "
+                       "negative")
+    if not 0 <= config.beta1_image < 1:
+        raise RunError("beta1_image must be in [0, 1)")
+    unknown = set(config.original_bugs) - set(ORIGINAL_BUGS)
+    if unknown:
+        raise RunError(f"unknown original_bugs {', '.join(sorted(unknown))}: choose from {', '.join(ORIGINAL_BUGS)}")
+    if not config.seeds:
+        raise RunError("seeds: give at least one")
+    variants = variant_configs(config)
+    problems = problems_of(config)
+    for p in problems:
+        check_scoring(p.blurred.shape[-2:], config.crop, config.max_shift, p.name)
+        latent = min(s + k - 1 for s, k in zip(p.blurred.shape[-2:], p.kernel_size))
+        if any(isinstance(v, Config) and v.prior == "extreme" for v in variants.values()) and \
+                config.extreme_window > latent:
+            raise RunError(f"{p.name}: the extreme prior's {config.extreme_window}-pixel window exceeds the "
+                           f"{latent}-pixel latent image; lower extreme_window")
+    return problems, variants
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The variational objective
+
+
+def differences(r: torch.Tensor) -> list[torch.Tensor]:
+    """The vertical and horizontal [−1, 1] differences of (N, C, H, W), each 'valid'."""
+    return [r[..., 1:, :] - r[..., :-1, :], r[..., :, 1:] - r[..., :, :-1]]
+
+
+def data_term(residual: torch.Tensor, latent_pixels: int, first_order_twice: bool = False) -> torch.Tensor:
+    """Shan et al.'s multi-derivative misfit of r = k ⋆ x̃ − y: ½‖r‖² + ¼ Σ_d ‖∂_d r‖² + ⅛ Σ_{d,e} ‖∂_d ∂_e r‖²
+    (the four ordered pairs), over C·H'·W'. The code also adds ¼ Σ_d ‖k ⋆ ∂_d x̃ − ∂_d y‖², which is ∂_d r again
+    since the convolution commutes with differences: `first_order_twice` doubles the first-order weight to match."""
+    first = differences(residual)
+    second = [dd for d in first for dd in differences(d)]
+    weight = 0.5 if first_order_twice else 0.25
+    total = 0.5 * residual.square().sum() + weight * sum(d.square().sum() for d in first)
+    return (total + 0.125 * sum(d.square().sum() for d in second)) / latent_pixels
+
+
+def squared_moments(mu: torch.Tensor, sigma: torch.Tensor, bright: bool = False, original: bool = False):
+    """Mean and standard deviation of x² (bright: (1 − x)²) for x ~ N(μ, σ²): E = m² + σ², Var = 4m²σ² + 2σ⁴ with
+    m = μ (bright: 1 − μ). `original` gives the code's bright variance 4σ² + 4μ²σ² + 2σ⁴ (no −8μσ² cross term)."""
+    m = 1 - mu if bright else mu
+    variance = 4 * m.square() * sigma.square() + 2 * sigma.pow(4)
+    if bright and original:
+        variance = 4 * sigma.square() + 4 * mu.square() * sigma.square() + 2 * sigma.pow(4)
+    return m.square() + sigma.square(), variance.sqrt()
+
+
+def extreme_channel(values: torch.Tensor, window: int) -> torch.Tensor:
+    """min over the colours and a window x window neighbourhood ('valid'), as separable minimum filters."""
+    values = values.amin(dim=1, keepdim=True)
+    values = -F.max_pool2d(-values, (window, 1), stride=1)
+    return -F.max_pool2d(-values, (1, window), stride=1)
+
+
+def sparse_prior(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """¼ Σ_d Σ E[g_d²] / (E[g_d²] + 1e-6)^detached over C(H'−1)(W'−1), E[g²] = (μ_i − μ_j)² + σ_i² + σ_j²: its
+    gradient is that of ¼ Σ log E[g²], an IRLS (Jeffreys-type) gradient prior on the posterior's second moments."""
+    variance = sigma.square()
+    total = 0
+    for dm, dv in zip(differences(mu), (variance[..., 1:, :] + variance[..., :-1, :],
+                                        variance[..., :, 1:] + variance[..., :, :-1])):
+        moment = dm.square() + dv
+        total = total + (moment / (moment.detach() + 1e-6)).sum()
+    c, h, w = mu.shape[-3:]
+    return total / (4 * c * (h - 1) * (w - 1))
+
+
+def extreme_prior(mu: torch.Tensor, sigma: torch.Tensor, window: int, bias: float,
+                  original_variance: bool = False, clamp: bool = True) -> torch.Tensor:
+    """The dark channel of a sample of x² and the bright channel of a sample of (1 − x)², each sampled from the
+    Gaussian with the exact mean and standard deviation (squared_moments), each in the IRLS form D / D^detached."""
+    total = 0
+    for bright in (False, True):
+        mean, std = squared_moments(mu, sigma, bright, original_variance)
+        sample = mean + std * torch.randn_like(mean)
+        if clamp:  # a square is never negative; the Gaussian approximation is
+            sample = sample.clamp(min=0)
+        channel = extreme_channel(sample, window)
+        total = total + (channel / (channel.detach() + bias)).sum()
+    return total / (4 * channel.shape[-2] * channel.shape[-1])
+
+
+def prior_term(config: Config, mu: torch.Tensor, sigma: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """−(−KL) of the code: −Σ log σ / (C H' W') + the image prior + kernel_l2 · ½‖k‖²."""
+    entropy = sigma.clamp(min=1e-45).log().mean()
+    if config.prior == "sparse":
+        image = sparse_prior(mu, sigma)
+    else:
+        bugs = config.original_bugs
+        image = extreme_prior(mu, sigma, config.extreme_window, 1e-45 if "nan_skip" in bugs else config.extreme_bias,
+                              "bright_variance" in bugs, clamp="nan_skip" not in bugs)
+    return -entropy + image + config.kernel_l2 * 0.5 * kernel.square().sum()
+
+
+def prior_weight(config: Config, step: int) -> float:
+    """λ_t: λ_0 divided by 10 every prior_decay_every steps."""
+    start = PRIOR_WEIGHT[config.prior] if config.prior_weight < 0 else config.prior_weight
+    return start * 0.1 ** (step // config.prior_decay_every)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The VDIP iteration
+
+
+def networks(config: Config, kernel_size: tuple[int, int]) -> tuple[SkipNetwork, KernelGenerator]:
+    deep = [i >= config.scales - 3 and config.non_local for i in range(config.scales)]
+    image_net = SkipNetwork(config.input_channels, 2 * config.colour_channels, (config.channels,) * config.scales,
+                            (config.channels,) * config.scales, (config.skip_channels,) * config.scales, deep)
+    return image_net, KernelGenerator(kernel_size, config.kernel_input, config.kernel_hidden)
+
+
+def deblur(problem: Problem, config: Config | selfdeblur.Config, seed: int, scorer: Scorer | None = None) -> Estimate:
+    """One VDIP run on one problem (a selfdeblur.Config runs SelfDeblur instead)."""
+    if isinstance(config, selfdeblur.Config):
+        return selfdeblur.deblur(problem, config, seed, scorer)
+    device = choose_device(config.device)
+    seed_everything(seed, config.deterministic)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not config.deterministic
+    c = config.colour_channels
+    y = problem.blurred.to(device).expand(1, c, -1, -1)
+    (h, w), (kh, kw) = y.shape[-2:], problem.kernel_size
+    latent_pixels = c * (h + kh - 1) * (w + kw - 1)
+    image_net, kernel_net = (net.to(device) for net in networks(config, problem.kernel_size))
+    z_x = (torch.rand(1, config.input_channels, h + kh - 1, w + kw - 1) * config.input_scale).to(device)
+    z_k = (torch.rand(config.kernel_input) * config.input_scale).to(device)
+    optimiser = torch.optim.Adam([
+        dict(params=image_net.parameters(), lr=config.lr_image, betas=(config.beta1_image, 0.999)),
+        dict(params=kernel_net.parameters(), lr=config.lr_kernel),
+    ])
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, list(config.milestones), config.gamma)
+    pretrain_target = torch.cat([y, torch.zeros_like(y)], dim=1)  # the no-blur image, σ = 0
+    flat = torch.full((1, 1, kh, kw), 1 / (kh * kw), device=device)
+    first_order_twice, skip_nan = "first_order_twice" in config.original_bugs, "nan_skip" in config.original_bugs
+    curve, scoring_seconds, skipped, sigma_map = [], 0.0, 0, None
+    steps = range(-config.pretrain_iterations, config.iterations)  # negative steps: the pretraining
+    bar = tqdm(steps, disable=not config.progress, leave=False, desc=f"{problem.name} s{seed}")
+    synchronize(device)
+    start = time.perf_counter()
+    for step in bar:
+        out, k = image_net(z_x), kernel_net(z_k)
+        mu, sigma = out[:, :c], out[:, c:]
+        if step < 0:  # pretraining: [μ, σ] -> [y, 0], k -> flat
+            loss = F.mse_loss(centre_of(out, (kh, kw)), pretrain_target) + F.mse_loss(k, flat)
+        elif 0 <= config.loss_switch <= step:  # the mean alone, no prior and no sampling
+            loss = ssim_loss(blur_valid(mu, k), y)
+        else:  # the negative ELBO with one sample
+            sample = mu + sigma * torch.randn_like(sigma)
+            loss = data_term(blur_valid(sample, k) - y, latent_pixels, first_order_twice)
+            if config.prior != "none":
+                loss = loss + prior_weight(config, step) * prior_term(config, mu, sigma, k)
+            sigma_map = sigma.detach()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        if skip_nan and not all(torch.isfinite(p.grad).all() for g in optimiser.param_groups for p in g["params"]):
+            skipped += 1  # the code's checkNaN: drop the step, say nothing
+        else:
+            optimiser.step()
+        if step >= 0:
+            scheduler.step()
+        done = step + 1
+        if done > 0 and config.curve_every and (done % config.curve_every == 0 or done == config.iterations):
+            value = loss.item()
+            if not math.isfinite(value) and not skip_nan:
+                raise RunError(f"{problem.name}: the loss became {value} at iteration {done}; "
+                               "try smaller learning rates")
+            tick = time.perf_counter()
+            estimate = centre_of(mu, (kh, kw)).mean(1, keepdim=True).detach()
+            scores = scorer(estimate, full=False) if scorer is not None else {}
+            scoring_seconds += time.perf_counter() - tick
+            curve.append(dict(iteration=done, loss=value, **scores))
+            bar.set_postfix(loss=f"{value:.2e}", **{key: f"{v:.2f}" for key, v in scores.items()})
+    with torch.no_grad():
+        out, k = image_net(z_x), kernel_net(z_k)
+    if not torch.isfinite(out).all():
+        raise RunError(f"{problem.name}: the image network's output became NaN; try smaller learning rates")
+    synchronize(device)
+    seconds = time.perf_counter() - start - scoring_seconds
+    if sigma_map is None:  # no variational step was taken
+        sigma_map = out[:, c:]
+    extra = dict(std=centre_of(sigma_map, (kh, kw)).mean(1, keepdim=True).cpu())
+    return Estimate(image=centre_of(out[:, :c], (kh, kw)).mean(1, keepdim=True).cpu(), kernel=k[0, 0].cpu(),
+                    curve=curve, seconds=seconds, extra=extra, stats=dict(skipped_steps=skipped) if skip_nan else {})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The command line
+
+
+def run(config: Config) -> dict[str, Any]:
+    """Check the constants, then run every variant and seed on every problem; returns the rows and the folder."""
+    problems, variants = check_config(config)
+    device = choose_device(config.device)
+    keep_freed_memory()
+    print(f"VDIP on {device}: {len(problems)} problem(s) x {len(variants)} variant(s) ({', '.join(variants)}) x "
+          f"{len(config.seeds)} seed(s), {config.pretrain_iterations} + {config.iterations} iterations")
+    folder = start_run(config, "vdip", device)
+    result = run_study(problems, variants, config.seeds, deblur, folder, config.crop, config.max_shift,
+                       config.known_kernel_tv)
+    print(f"wrote {folder}")
+    return dict(result, folder=folder)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(parse_config(Config, argv, description=__doc__))
+
+
+if __name__ == "__main__":
+    run_main(main)
