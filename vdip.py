@@ -198,14 +198,15 @@ def data_term(residual: torch.Tensor, latent_pixels: int, first_order_twice: boo
     return (total + 0.125 * sum(d.square().sum() for d in second)) / latent_pixels
 
 
-def squared_moments(mu: torch.Tensor, sigma: torch.Tensor, bright: bool = False, original: bool = False):
-    """Mean and standard deviation of x² (bright: (1 − x)²) for x ~ N(μ, σ²): E = m² + σ², Var = 4m²σ² + 2σ⁴ with
-    m = μ (bright: 1 − μ). `original` gives the code's bright variance 4σ² + 4μ²σ² + 2σ⁴ (no −8μσ² cross term)."""
+def squared_moments(mu: torch.Tensor, sigma: torch.Tensor, bright: bool = False, original_variance: bool = False,
+                    stable: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of x² (bright: (1 − x)²) for x ~ N(μ, σ²): E = m² + σ², Var = σ²(4m² + 2σ²)
+    with m = μ (bright: 1 − μ). `original_variance`: the code's bright variance σ²(4 + 4μ² + 2σ²), without the
+    −8μσ² cross term. The standard deviation is σ·√(4m² + 2σ²), whose slope is finite where σ = 0 (a saturated
+    sigmoid); `stable=False` takes √Var as the code did, whose gradient is NaN there."""
     m = 1 - mu if bright else mu
-    variance = 4 * m.square() * sigma.square() + 2 * sigma.pow(4)
-    if bright and original:
-        variance = 4 * sigma.square() + 4 * mu.square() * sigma.square() + 2 * sigma.pow(4)
-    return m.square() + sigma.square(), variance.sqrt()
+    a = (4 + 4 * mu.square() if bright and original_variance else 4 * m.square()) + 2 * sigma.square()
+    return m.square() + sigma.square(), sigma * a.sqrt() if stable else (sigma.square() * a).sqrt()
 
 
 def extreme_channel(values: torch.Tensor, window: int) -> torch.Tensor:
@@ -228,17 +229,17 @@ def sparse_prior(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return total / (4 * c * (h - 1) * (w - 1))
 
 
-def extreme_prior(mu: torch.Tensor, sigma: torch.Tensor, window: int, bias: float,
-                  original_variance: bool = False, clamp: bool = True) -> torch.Tensor:
+def extreme_prior(mu: torch.Tensor, sigma: torch.Tensor, window: int, bias: float = 1e-6,
+                  original_variance: bool = False, original_numerics: bool = False) -> torch.Tensor:
     """The dark channel of a sample of x² and the bright channel of a sample of (1 − x)², each sampled from the
-    Gaussian with the exact mean and standard deviation (squared_moments), each in the IRLS form D / D^detached."""
+    Gaussian with the mean and standard deviation of squared_moments, each in the IRLS form D / (D^detached + bias).
+    The samples are clamped at 0 (a square is never negative; its Gaussian approximation is); `original_numerics`:
+    no clamp and √Var, as the code, which with its 1e-45 bias gives non-finite gradients."""
     total = 0
     for bright in (False, True):
-        mean, std = squared_moments(mu, sigma, bright, original_variance)
+        mean, std = squared_moments(mu, sigma, bright, original_variance, stable=not original_numerics)
         sample = mean + std * torch.randn_like(mean)
-        if clamp:  # a square is never negative; the Gaussian approximation is
-            sample = sample.clamp(min=0)
-        channel = extreme_channel(sample, window)
+        channel = extreme_channel(sample if original_numerics else sample.clamp(min=0), window)
         total = total + (channel / (channel.detach() + bias)).sum()
     return total / (4 * channel.shape[-2] * channel.shape[-1])
 
@@ -250,8 +251,9 @@ def prior_term(config: Config, mu: torch.Tensor, sigma: torch.Tensor, kernel: to
         image = sparse_prior(mu, sigma)
     else:
         bugs = config.original_bugs
-        image = extreme_prior(mu, sigma, config.extreme_window, 1e-45 if "nan_skip" in bugs else config.extreme_bias,
-                              "bright_variance" in bugs, clamp="nan_skip" not in bugs)
+        original = "nan_skip" in bugs
+        image = extreme_prior(mu, sigma, config.extreme_window, 1e-45 if original else config.extreme_bias,
+                              "bright_variance" in bugs, original)
     return -entropy + image + config.kernel_l2 * 0.5 * kernel.square().sum()
 
 
