@@ -9,10 +9,16 @@ theirs. What is written (into the run folder):
     curve.png, curve.csv      PSNR-GT and PSNR-NB over the iterations
     scatter.png               PSNR-GT against PSNR-NB, one point per run: the no-blur mode sits at high PSNR-NB
     table.csv                 one row per run;  summary.csv  mean, spread and best-of-seeds per variant
+
+Runs of the same problems made apart (two scripts, two machines) are put side by side by
+    python -m dipkit.study Results/selfdeblur/run-a Results/vdip/run-b --out Results/comparison
+which writes one table.csv, summary.csv and scatter.png over all of them (merge_runs).
 """
 
 from __future__ import annotations
 
+import argparse
+import csv
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -26,6 +32,7 @@ from PIL import Image
 
 from . import figures
 from .blind import Problem, Scorer, known_kernel_baseline, with_chroma
+from .cli import RunError, run_main
 from .runs import write_csv, write_json
 
 
@@ -105,10 +112,8 @@ def run_study(
     if any("psnr_gt" in r for r in rows):
         _scatter(folder / "scatter.png", rows)
     write_json(folder / "metrics.json", dict(runs=rows, summary=summary))
-    for entry in summary:
-        if "psnr_gt_mean" in entry:
-            log(f"{entry['variant']:>20}: PSNR-GT {entry['psnr_gt_mean']:.2f} ± {entry['psnr_gt_std']:.2f} dB "
-                f"over {entry['runs']} run(s), SSIM {entry['ssim_mean']:.3f}")
+    for line in summary_lines(summary):
+        log(line)
     return dict(rows=rows, summary=summary, curves=curves)
 
 
@@ -142,6 +147,11 @@ def summarise(rows: list[dict]) -> list[dict]:
             entry["psnr_gt_best_of_seeds"] = statistics.fmean(best)
         summary.append(entry)
     return _same_keys(summary)
+
+
+def summary_lines(summary: list[dict]) -> list[str]:
+    return [f"{e['variant']:>20}: PSNR-GT {e['psnr_gt_mean']:.2f} ± {e['psnr_gt_std']:.2f} dB over {e['runs']} run(s), "
+            f"SSIM {e['ssim_mean']:.3f}" for e in summary if "psnr_gt_mean" in e]
 
 
 def _caption(scores: dict[str, float]) -> str:
@@ -224,3 +234,47 @@ def _scatter(path: Path, rows: list[dict]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _value(key: str, text: str) -> Any:
+    """A table.csv cell read back: the seed an int, scores floats, names strings."""
+    try:
+        return int(text) if key == "seed" else float(text)
+    except ValueError:
+        return text
+
+
+def merge_runs(folders: list[Path], out: Path) -> list[dict]:
+    """The rows of several runs' table.csv in one table, summary and scatter; the baseline rows (blurred input,
+    known kernel) of a problem are kept once. Returns the summary."""
+    if (out / "table.csv").exists():
+        raise RunError(f"{out} already holds a table.csv; choose another --out")
+    rows, seen = [], set()
+    for folder in folders:
+        table = Path(folder) / "table.csv"
+        if not table.is_file():
+            raise RunError(f"{folder} holds no table.csv (not a finished study run)")
+        with table.open(newline="") as file:
+            for row in csv.DictReader(file):
+                row = {key: _value(key, text) for key, text in row.items() if text != ""}
+                key = (row["problem"], row["variant"], row.get("seed", ""))
+                if row.get("seed", "") == "" and key in seen:
+                    continue
+                seen.add(key)
+                rows.append(row)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarise(rows)
+    write_csv(out / "table.csv", _same_keys(rows))
+    write_csv(out / "summary.csv", summary)
+    if any("psnr_gt" in r for r in rows):
+        _scatter(out / "scatter.png", rows)
+    return summary
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Put finished study runs side by side: one table, summary, scatter.")
+    parser.add_argument("folders", nargs="+", type=Path, help="run folders holding table.csv")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the merged table.csv, summary.csv, "
+                        "scatter.png")
+    arguments = parser.parse_args()
+    run_main(lambda: print("\n".join(summary_lines(merge_runs(arguments.folders, arguments.out)))))

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import selfdeblur
 import vdip
 from dipkit import blind
-from dipkit.cli import make_config
+from dipkit.cli import RunError, make_config
 from dipkit.metrics import psnr
 
 
@@ -161,6 +161,23 @@ def test_selfdeblur_and_vdip_variants_run_side_by_side(tmp_path):
                                                       "VDIP-Extreme-orig"]
     assert "skipped_steps" in result["rows"][-1]
     assert len(result["curves"]) == 6
+
+
+def test_runs_made_apart_merge_into_one_table_with_the_baselines_once(tmp_path):
+    from dipkit.runs import write_csv
+    from dipkit.study import merge_runs
+    baselines = [dict(problem="p", variant="blurred input", seed="", psnr_gt=20.0, psnr_nb=30.0, ssim=0.5)]
+    for name, variant, values in (("a", "SelfDeblur", (24.0, 26.0)), ("b", "VDIP-Sparse", (25.0, 28.0))):
+        (tmp_path / name).mkdir()
+        runs = [dict(problem="p", variant=variant, seed=s, psnr_gt=v, psnr_nb=22.0, ssim=0.7, seconds=1.5)
+                for s, v in enumerate(values)]
+        write_csv(tmp_path / name / "table.csv", [{**r, "seconds": ""} for r in baselines] + runs)
+    summary = {e["variant"]: e for e in merge_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "both")}
+    assert summary["blurred input"]["runs"] == 1
+    assert summary["SelfDeblur"]["psnr_gt_mean"] == 25.0 and summary["VDIP-Sparse"]["psnr_gt_best_of_seeds"] == 28.0
+    assert (tmp_path / "both" / "scatter.png").is_file()
+    with pytest.raises(RunError, match="already holds"):
+        merge_runs([tmp_path / "a"], tmp_path / "both")
 
 
 @pytest.mark.parametrize("arguments, message", [

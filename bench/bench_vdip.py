@@ -1,0 +1,96 @@
+"""Speed of VDIP against SelfDeblur in the same process: seconds per iteration of each stage and per 255x255 image
+(500 + 5000 iterations, projected), and the extreme channel's minimum filter as two separable 1-D passes against
+the code's 3-D min-pool over (3, 35, 35) windows.
+
+    python bench/bench_vdip.py [--iterations 10] [--kernel 27] [--device auto]
+Writes Results/bench/vdip.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import selfdeblur  # noqa: E402
+import vdip  # noqa: E402
+from dipkit import blind  # noqa: E402
+from dipkit.cli import make_config  # noqa: E402
+from dipkit.device import choose_device, keep_freed_memory, synchronize  # noqa: E402
+from dipkit.runs import environment, write_json  # noqa: E402
+
+
+def seconds_per_iteration(deblur, problem, config, iterations: int) -> float:
+    deblur(problem, dataclasses.replace(config, iterations=2), seed=0)  # warm-up (allocations, cuDNN)
+    return deblur(problem, dataclasses.replace(config, iterations=iterations), seed=0).seconds / iterations
+
+
+def timed(function, device, repeats: int = 5) -> float:
+    function()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        function()
+    synchronize(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--kernel", type=int, default=27)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = choose_device(args.device)
+    keep_freed_memory()
+    problem = blind.synthetic_problems(("camera",), (args.kernel,))[0]
+    common = dict(device=args.device, progress=False, curve_every=0)
+    base = make_config(vdip.Config, pretrain_iterations=0, **common)
+    rows = {}
+    reference = seconds_per_iteration(selfdeblur.deblur, problem, make_config(selfdeblur.Config, **common),
+                                      args.iterations)
+    rows["selfdeblur_iteration"] = dict(seconds=reference, projected_seconds_per_image=5000 * reference)
+    stages = {}
+    for name, overrides in (("sparse_elbo", dict(prior="sparse", loss_switch=-1)),
+                            ("extreme_elbo", dict(prior="extreme", loss_switch=-1)),
+                            ("ssim", dict(loss_switch=0)),
+                            ("pretraining", dict(pretrain_iterations=args.iterations, iterations=1))):
+        config = dataclasses.replace(base, **overrides)
+        if name == "pretraining":  # the pretraining steps alone: time all, minus one main step
+            total = vdip.deblur(problem, config, seed=0).seconds
+            stages[name] = max(total - stages["sparse_elbo"], 0.0) / args.iterations
+        else:
+            stages[name] = seconds_per_iteration(vdip.deblur, problem, config, args.iterations)
+        rows[f"vdip_{name}_iteration"] = dict(seconds=stages[name], relative_to_selfdeblur=stages[name] / reference)
+    for prior in ("sparse", "extreme"):  # 500 pretraining, 2000 ELBO, 3000 SSIM steps
+        seconds = 500 * stages["pretraining"] + 2000 * stages[f"{prior}_elbo"] + 3000 * stages["ssim"]
+        rows[f"vdip_{prior}_image"] = dict(projected_seconds_per_image=seconds,
+                                           relative_to_selfdeblur=seconds / (5000 * reference))
+    h, w = problem.blurred.shape[-2:]
+    values = torch.rand(1, 3, h + args.kernel - 1, w + args.kernel - 1, device=device)
+    separable = timed(lambda: vdip.extreme_channel(values, 35), device)
+    pooled = timed(lambda: -F.max_pool3d(-values[:, None], (3, 35, 35), stride=1), device)
+    rows["extreme_channel"] = dict(seconds=separable, min_pool_3d_seconds=pooled, speedup=pooled / separable)
+
+    print(f"VDIP on {device}, 255x255 image, {args.kernel}x{args.kernel} kernel, paper networks")
+    print(f"{'':>30} {'seconds':>10} {'vs SelfDeblur / speed-up':>26}")
+    for name, row in rows.items():
+        seconds = row.get("seconds", row.get("projected_seconds_per_image"))
+        ratio = row.get("relative_to_selfdeblur", row.get("speedup", ""))
+        print(f"{name:>30} {seconds:10.3f} {ratio if ratio == '' else f'x{ratio:.2f}':>26}")
+    out = Path(__file__).resolve().parent.parent / "Results" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "vdip.json", dict(rows=rows, device=str(device), environment=environment(device),
+                                       iterations=args.iterations, kernel=args.kernel))
+    print(f"wrote {out / 'vdip.json'}")
+
+
+if __name__ == "__main__":
+    main()
