@@ -62,8 +62,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "VDIP-Sparse": dict(prior="sparse"),
     "VDIP-Extreme": dict(prior="extreme"),
     "VDIP-Std": dict(prior="none"),  # the data term alone ("VDIP-Std" in the code's comment)
+    # the original code's bugs, all together (-orig) and one at a time, to measure what each fix changes
     "VDIP-Sparse-orig": dict(prior="sparse", original_bugs=("first_order_twice",)),
     "VDIP-Extreme-orig": dict(prior="extreme", original_bugs=("first_order_twice", "bright_variance", "nan_skip")),
+    "VDIP-Extreme-twice": dict(prior="extreme", original_bugs=("first_order_twice",)),
+    "VDIP-Extreme-bright": dict(prior="extreme", original_bugs=("bright_variance",)),
+    "VDIP-Extreme-nan": dict(prior="extreme", original_bugs=("nan_skip",)),
 }
 ORIGINAL_BUGS = ("first_order_twice", "bright_variance", "nan_skip")
 PRIOR_WEIGHT = {"sparse": 0.1, "extreme": 1e-4, "none": 0.0}  # λ_0 of each prior (the code's noise_sigma)
