@@ -73,6 +73,17 @@ def fista(
     raise AssertionError("unreachable")
 
 
+def project_simplex(v: torch.Tensor) -> torch.Tensor:
+    """The Euclidean projection of each row of v (N, d) onto the simplex {p ≥ 0, Σp = 1}: p = max(v − θ, 0) with
+    θ found from the sorted entries (Held, Wolfe and Crowder 1974; Duchi et al. 2008)."""
+    u = torch.sort(v, dim=1, descending=True).values
+    excess = u.cumsum(dim=1) - 1
+    ranks = torch.arange(1, v.shape[1] + 1, device=v.device, dtype=v.dtype)
+    support = (u - excess / ranks > 0).sum(dim=1, keepdim=True)  # how many entries stay positive
+    theta = excess.gather(1, support - 1) / support
+    return (v - theta).clamp(min=0)
+
+
 def soft_threshold(v: torch.Tensor, threshold: float) -> torch.Tensor:
     """prox of threshold·‖·‖₁: sign(v)·max(|v| − threshold, 0)."""
     return torch.sign(v) * torch.clamp(v.abs() - threshold, min=0)

