@@ -34,22 +34,19 @@ scatter.png, table.csv, summary.csv, config.json, metrics.json.
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from dipkit.blind import Problem, Scorer, centre_of, check_scoring, problems_of
 from dipkit.cli import RunError, parse_config, run_main
-from dipkit.device import choose_device, keep_freed_memory, seed_everything, synchronize
+from dipkit.device import choose_device, keep_freed_memory
 from dipkit.metrics import ssim_loss
 from dipkit.networks import KernelGenerator, SkipNetwork
 from dipkit.runs import start_run
-from dipkit.study import Estimate, run_study
+from dipkit.study import Estimate, Progress, prepare, run_study, two_rate_adam
 
 # Named variants for --variants: overrides of the constants below (edit or add your own)
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -164,28 +161,17 @@ def networks(config: Config, kernel_size: tuple[int, int]) -> tuple[SkipNetwork,
 
 def deblur(problem: Problem, config: Config, seed: int, scorer: Scorer | None = None) -> Estimate:
     """One SelfDeblur run on one problem: fit G_x and G_k to y; the curve is scored every curve_every steps."""
-    device = choose_device(config.device)
-    seed_everything(seed, config.deterministic)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not config.deterministic  # the original ran with benchmark on
+    device = prepare(config, seed)
     y = problem.blurred.to(device)
     (h, w), (kh, kw) = y.shape[-2:], problem.kernel_size
     image_net, kernel_net = (net.to(device) for net in networks(config, problem.kernel_size))
     z_x = (torch.rand(1, config.input_channels, h + kh - 1, w + kw - 1) * config.input_scale).to(device)
     z_k = (torch.rand(config.kernel_input) * config.input_scale).to(device)
-    optimiser = torch.optim.Adam([
-        dict(params=image_net.parameters(), lr=config.lr_image, betas=(config.beta1_image, 0.999)),
-        dict(params=kernel_net.parameters(), lr=config.lr_kernel),
-    ])
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, list(config.milestones), config.gamma)
+    optimiser, scheduler = two_rate_adam(image_net, kernel_net, config)
     switch = loss_switch(config)
     reg_noise = 0.0 if config.simpler else config.reg_noise
-    curve, scoring_seconds = [], 0.0
-    steps = range(-config.pretrain_iterations, config.iterations)  # negative steps: the pretraining
-    bar = tqdm(steps, disable=not config.progress, leave=False, desc=f"{problem.name} s{seed}")
-    synchronize(device)
-    start = time.perf_counter()
-    for step in bar:
+    progress = Progress(problem, config, seed, scorer, device)
+    for step in progress.steps:  # negative steps: the pretraining
         z = z_x + reg_noise * torch.randn_like(z_x) if reg_noise else z_x
         x, k = image_net(z), kernel_net(z_k)
         y_hat = F.conv2d(x, k)  # 'valid' cross-correlation: H x W
@@ -197,24 +183,11 @@ def deblur(problem: Problem, config: Config, seed: int, scorer: Scorer | None = 
         optimiser.step()
         if step >= 0:
             scheduler.step()
-        done = step + 1
-        if done > 0 and config.curve_every and (done % config.curve_every == 0 or done == config.iterations):
-            value = loss.item()
-            if not math.isfinite(value):
-                raise RunError(f"{problem.name}: the loss became {value} at iteration {done}; "
-                               "try smaller learning rates")
-            tick = time.perf_counter()
-            scores = scorer(centre_of(x, (kh, kw)).detach(), full=False) if scorer is not None else {}
-            scoring_seconds += time.perf_counter() - tick
-            curve.append(dict(iteration=done, loss=value, **scores))
-            bar.set_postfix(loss=f"{value:.2e}", **{key: f"{v:.2f}" for key, v in scores.items()})
+        progress.after(step, loss, lambda: centre_of(x, (kh, kw)))
     with torch.no_grad():
         x, k = image_net(z_x), kernel_net(z_k)
-    if not torch.isfinite(x).all():
-        raise RunError(f"{problem.name}: the image network's output became NaN; try smaller learning rates")
-    synchronize(device)
-    seconds = time.perf_counter() - start - scoring_seconds
-    return Estimate(image=centre_of(x, (kh, kw)).cpu(), kernel=k[0, 0].cpu(), curve=curve, seconds=seconds)
+    seconds = progress.seconds(x)
+    return Estimate(image=centre_of(x, (kh, kw)).cpu(), kernel=k[0, 0].cpu(), curve=progress.curve, seconds=seconds)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -39,23 +39,20 @@ Writes Results/vdip/<run>/ as selfdeblur.py (see dipkit/study.py), plus <problem
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 import selfdeblur
 from dipkit.blind import Problem, Scorer, blur_valid, centre_of, check_scoring, problems_of
 from dipkit.cli import RunError, parse_config, run_main
-from dipkit.device import choose_device, keep_freed_memory, seed_everything, synchronize
+from dipkit.device import choose_device, keep_freed_memory
 from dipkit.metrics import ssim_loss
 from dipkit.networks import KernelGenerator, SkipNetwork
 from dipkit.runs import start_run
-from dipkit.study import Estimate, run_study
+from dipkit.study import Estimate, Progress, prepare, run_study, two_rate_adam
 
 # Named variants for --variants: overrides of the constants below; selfdeblur.VARIANTS' names are accepted too
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -282,10 +279,7 @@ def deblur(problem: Problem, config: Config | selfdeblur.Config, seed: int, scor
     """One VDIP run on one problem (a selfdeblur.Config runs SelfDeblur instead)."""
     if isinstance(config, selfdeblur.Config):
         return selfdeblur.deblur(problem, config, seed, scorer)
-    device = choose_device(config.device)
-    seed_everything(seed, config.deterministic)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not config.deterministic
+    device = prepare(config, seed)
     c = config.colour_channels
     y = problem.blurred.to(device).expand(1, c, -1, -1)
     (h, w), (kh, kw) = y.shape[-2:], problem.kernel_size
@@ -293,20 +287,13 @@ def deblur(problem: Problem, config: Config | selfdeblur.Config, seed: int, scor
     image_net, kernel_net = (net.to(device) for net in networks(config, problem.kernel_size))
     z_x = (torch.rand(1, config.input_channels, h + kh - 1, w + kw - 1) * config.input_scale).to(device)
     z_k = (torch.rand(config.kernel_input) * config.input_scale).to(device)
-    optimiser = torch.optim.Adam([
-        dict(params=image_net.parameters(), lr=config.lr_image, betas=(config.beta1_image, 0.999)),
-        dict(params=kernel_net.parameters(), lr=config.lr_kernel),
-    ])
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, list(config.milestones), config.gamma)
+    optimiser, scheduler = two_rate_adam(image_net, kernel_net, config)
     pretrain_target = torch.cat([y, torch.zeros_like(y)], dim=1)  # the no-blur image, σ = 0
     flat = torch.full((1, 1, kh, kw), 1 / (kh * kw), device=device)
     first_order_twice, skip_nan = "first_order_twice" in config.original_bugs, "nan_skip" in config.original_bugs
-    curve, scoring_seconds, skipped, sigma_map = [], 0.0, 0, None
-    steps = range(-config.pretrain_iterations, config.iterations)  # negative steps: the pretraining
-    bar = tqdm(steps, disable=not config.progress, leave=False, desc=f"{problem.name} s{seed}")
-    synchronize(device)
-    start = time.perf_counter()
-    for step in bar:
+    skipped, sigma_map = 0, None
+    progress = Progress(problem, config, seed, scorer, device)
+    for step in progress.steps:  # negative steps: the pretraining
         out, k = image_net(z_x), kernel_net(z_k)
         mu, sigma = out[:, :c], out[:, c:]
         if step < 0:  # pretraining: [μ, σ] -> [y, 0], k -> flat
@@ -327,29 +314,16 @@ def deblur(problem: Problem, config: Config | selfdeblur.Config, seed: int, scor
             optimiser.step()
         if step >= 0:
             scheduler.step()
-        done = step + 1
-        if done > 0 and config.curve_every and (done % config.curve_every == 0 or done == config.iterations):
-            value = loss.item()
-            if not math.isfinite(value) and not skip_nan:
-                raise RunError(f"{problem.name}: the loss became {value} at iteration {done}; "
-                               "try smaller learning rates")
-            tick = time.perf_counter()
-            estimate = centre_of(mu, (kh, kw)).mean(1, keepdim=True).detach()
-            scores = scorer(estimate, full=False) if scorer is not None else {}
-            scoring_seconds += time.perf_counter() - tick
-            curve.append(dict(iteration=done, loss=value, **scores))
-            bar.set_postfix(loss=f"{value:.2e}", **{key: f"{v:.2f}" for key, v in scores.items()})
+        progress.after(step, loss, lambda: centre_of(mu, (kh, kw)).mean(1, keepdim=True), allow_non_finite=skip_nan)
     with torch.no_grad():
         out, k = image_net(z_x), kernel_net(z_k)
-    if not torch.isfinite(out).all():
-        raise RunError(f"{problem.name}: the image network's output became NaN; try smaller learning rates")
-    synchronize(device)
-    seconds = time.perf_counter() - start - scoring_seconds
+    seconds = progress.seconds(out)
     if sigma_map is None:  # no variational step was taken
         sigma_map = out[:, c:]
     extra = dict(std=centre_of(sigma_map, (kh, kw)).mean(1, keepdim=True).cpu())
     return Estimate(image=centre_of(out[:, :c], (kh, kw)).mean(1, keepdim=True).cpu(), kernel=k[0, 0].cpu(),
-                    curve=curve, seconds=seconds, extra=extra, stats=dict(skipped_steps=skipped) if skip_nan else {})
+                    curve=progress.curve, seconds=seconds, extra=extra,
+                    stats=dict(skipped_steps=skipped) if skip_nan else {})
 
 
 # ---------------------------------------------------------------------------------------------------------------

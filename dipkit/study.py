@@ -21,6 +21,7 @@ import argparse
 import csv
 import math
 import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -29,10 +30,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from . import figures
 from .blind import Problem, Scorer, known_kernel_baseline, with_chroma
 from .cli import RunError, run_main
+from .device import choose_device, seed_everything, synchronize
 from .runs import write_csv, write_json
 
 
@@ -44,6 +47,61 @@ class Estimate:
     seconds: float  # optimisation time (scoring excluded)
     extra: dict[str, torch.Tensor] = field(default_factory=dict)  # other maps to save and show (VDIP's std)
     stats: dict[str, float] = field(default_factory=dict)  # other numbers for the table (skipped steps)
+
+
+def prepare(config, seed: int) -> torch.device:
+    """The device of a run, everything seeded; cuDNN's autotuner as the originals ran it unless deterministic."""
+    device = choose_device(config.device)
+    seed_everything(seed, config.deterministic)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not config.deterministic
+    return device
+
+
+def two_rate_adam(image_net: torch.nn.Module, kernel_net: torch.nn.Module, config):
+    """SelfDeblur's and VDIP's optimiser: one Adam, lr_image (β1 beta1_image) for G_x and lr_kernel for G_k, with
+    the learning rates multiplied by gamma at the milestones."""
+    optimiser = torch.optim.Adam([
+        dict(params=image_net.parameters(), lr=config.lr_image, betas=(config.beta1_image, 0.999)),
+        dict(params=kernel_net.parameters(), lr=config.lr_kernel),
+    ])
+    return optimiser, torch.optim.lr_scheduler.MultiStepLR(optimiser, list(config.milestones), config.gamma)
+
+
+class Progress:
+    """The steps of one run (negative ones: the pretraining) under a progress bar; every curve_every steps the loss
+    is checked and the estimate scored (PSNR-GT, PSNR-NB), the scoring time kept out of the run's time."""
+
+    def __init__(self, problem: Problem, config, seed: int, scorer: Scorer | None, device: torch.device):
+        self.problem, self.config, self.scorer, self.device = problem, config, scorer, device
+        self.steps = tqdm(range(-config.pretrain_iterations, config.iterations), disable=not config.progress,
+                          leave=False, desc=f"{problem.name} s{seed}")
+        self.curve: list[dict[str, float]] = []
+        self.scoring_seconds = 0.0
+        synchronize(device)
+        self.start = time.perf_counter()
+
+    def after(self, step: int, loss: torch.Tensor, estimate: Callable[[], torch.Tensor],
+              allow_non_finite: bool = False) -> None:
+        done, every = step + 1, self.config.curve_every
+        if done <= 0 or not every or (done % every and done != self.config.iterations):
+            return
+        value = loss.item()
+        if not math.isfinite(value) and not allow_non_finite:
+            raise RunError(f"{self.problem.name}: the loss became {value} at iteration {done}; "
+                           "try smaller learning rates")
+        tick = time.perf_counter()
+        scores = self.scorer(estimate().detach(), full=False) if self.scorer is not None else {}
+        self.scoring_seconds += time.perf_counter() - tick
+        self.curve.append(dict(iteration=done, loss=value, **scores))
+        self.steps.set_postfix(loss=f"{value:.2e}", **{key: f"{v:.2f}" for key, v in scores.items()})
+
+    def seconds(self, image: torch.Tensor) -> float:
+        """The run's time without the scoring; checks that the final image is finite."""
+        if not torch.isfinite(image).all():
+            raise RunError(f"{self.problem.name}: the image network's output became NaN; try smaller learning rates")
+        synchronize(self.device)
+        return time.perf_counter() - self.start - self.scoring_seconds
 
 
 def quantised(image: torch.Tensor) -> torch.Tensor:

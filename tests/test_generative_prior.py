@@ -1,5 +1,6 @@
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -89,6 +90,14 @@ def test_a_vae_trained_for_a_few_epochs_lowers_its_loss(kind):
     history = generative.train_vae(model, data, epochs=4, likelihood=likelihood, batch_size=64)
     assert history[-1] < 0.9 * history[0] and history[-1] < history[-2] < history[0]
     assert model.decode(torch.randn(3, model.latent)).min() >= 0  # sigmoid / ReLU outputs
+
+
+def test_the_dcgan_option_trains_and_generates_images_in_the_unit_range():
+    generator = generative.DCGANGenerator(latent=16, base=8)
+    history = generative.train_dcgan(generator, generative.mnist_digits()[0][:256], epochs=2, batch_size=64)
+    assert len(history) == 2 and all(np.isfinite(history))
+    images = generator.decode(torch.randn(4, 16))
+    assert images.shape == (4, 1, 32, 32) and images.min() >= 0 and images.max() <= 1
 
 
 # --- the algorithms, on an image inside the generator's range ---------------------------------------------------
