@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from dipkit import figures, kernels
 from dipkit.blur import blur, blur_adjoint, operator_norm_squared
-from dipkit.cli import RunError, parse_config, run_main
+from dipkit.cli import RunError, parse_config, require_positive, run_main
 from dipkit.device import choose_device, keep_freed_memory, seed_everything, synchronize
 from dipkit.images import load_image, resolve_image
 from dipkit.metrics import psnr, ssim
@@ -116,10 +116,7 @@ def check_config(config: Config) -> None:
         raise RunError(f"kernel_size must be odd and positive, not {config.kernel_size}")
     if config.kernel_size > min(config.height, config.width):
         raise RunError(f"kernel_size {config.kernel_size} is larger than the image ({config.height}x{config.width})")
-    positive = ("tv_weight", "tv_smoothing", "l2_weight", "alpha0", "eps0", "delta0", "upper_iterations")
-    for name in positive:
-        if not getattr(config, name) > 0:
-            raise RunError(f"{name} must be positive, not {getattr(config, name)}")
+    require_positive(config, "tv_weight", "tv_smoothing", "l2_weight", "alpha0", "eps0", "delta0", "upper_iterations")
     if not (0 < config.rho < 1 and 0 < config.nu < 1 and config.rho_bar >= 1 and config.nu_bar >= 1):
         raise RunError("MAID needs 0 < rho < 1, 0 < nu < 1, rho_bar >= 1 and nu_bar >= 1")
 

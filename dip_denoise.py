@@ -39,7 +39,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from dipkit import figures
-from dipkit.cli import RunError, parse_config, run_main
+from dipkit.cli import RunError, parse_config, require_positive, run_main
 from dipkit.device import choose_device, seed_everything, synchronize
 from dipkit.images import load_image, resolve_image
 from dipkit.metrics import psnr, ssim
@@ -106,9 +106,8 @@ def check_config(config: Config) -> list[str]:
         resolve_image(name)
     if config.size and (config.size < 64 or config.size % 32):
         raise RunError(f"size must be 0 or a multiple of 32 of at least 64 (five scales), not {config.size}")
-    for name in ("iterations", "learning_rate", "checkpoint_every", "stop_window", "stop_patience", "input_depth"):
-        if not getattr(config, name) > 0:
-            raise RunError(f"{name} must be positive, not {getattr(config, name)}")
+    require_positive(config, "iterations", "learning_rate", "checkpoint_every", "stop_window", "stop_patience",
+                     "input_depth")
     if not 0 <= config.ema < 1:
         raise RunError(f"ema must be in [0, 1), not {config.ema}")
     return names

@@ -42,14 +42,13 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from dipkit import figures
-from dipkit.cli import RunError, parse_config, run_main
+from dipkit.cli import RunError, parse_config, require_positive, run_main
 from dipkit.device import choose_device, seed_everything, synchronize
 from dipkit.generative import (DCGANGenerator, ImageVAE, KernelVAE, blurred_observation, camera_shake_kernels,
-                               circular_blur, held_out, kernel_ncc, mnist_digits, recentre, train_dcgan,
+                               circular_blur, held_out, kernel_ncc, kernel_spectrum, mnist_digits, recentre, train_dcgan,
                                train_vae)
 from dipkit.metrics import psnr, ssim
 from dipkit.networks import SkipNetwork
@@ -117,11 +116,10 @@ ALGORITHMS = ("alg1", "alg2", "alg3")
 
 
 def check_config(config: Config) -> None:
-    for name in ("test_images", "image_latent", "image_width", "image_epochs", "kernel_latent", "kernel_count",
-                 "kernel_epochs", "restarts", "alg1_steps", "alg1_step", "alg1_decay", "range_steps", "alg2_steps",
-                 "alg2_lr", "alg3_iterations", "alg3_lr", "alg3_channels", "tv_blind_iterations", "figure_rows"):
-        if not getattr(config, name) > 0:
-            raise RunError(f"{name} must be positive, not {getattr(config, name)}")
+    require_positive(config, "test_images", "image_latent", "image_width", "image_epochs", "kernel_latent",
+                     "kernel_count", "kernel_epochs", "restarts", "alg1_steps", "alg1_step", "alg1_decay",
+                     "range_steps", "alg2_steps", "alg2_lr", "alg3_iterations", "alg3_lr", "alg3_kernel_lr",
+                     "alg3_channels", "tv_blind_iterations", "figure_rows")
     if not 0 < config.test_images <= 1000:
         raise RunError("test_images must be between 1 and 1000 (the rest of MNIST-5k trains G_I)")
     if any(not 0 <= s < 1 for s in (config.noise_level, *config.noise_levels)):
@@ -336,18 +334,11 @@ def algorithm_3(y: torch.Tensor, models: dict, config: Config, generator: torch.
 # Baselines
 
 
-def _kernel_spectrum(kernel: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    h, w = kernel.shape[-2:]
-    padded = torch.roll(F.pad(kernel.reshape(-1, 1, h, w), (0, shape[1] - w, 0, shape[0] - h)),
-                        shifts=(-(h // 2), -(w // 2)), dims=(-2, -1))
-    return torch.fft.rfft2(padded)
-
-
 def tv_deconvolution(y: torch.Tensor, kernel: torch.Tensor, weight: float, iterations: int = 300) -> torch.Tensor:
     """argmin_x ½‖k ⊛ x − y‖² + weight·TV_ε(x) (ε = 0.01) by FISTA, k the true kernels (N, 1, h, w)."""
     y = y.double()
     shape = y.shape[-2:]
-    spectrum = _kernel_spectrum(kernel.double(), shape)
+    spectrum = kernel_spectrum(kernel.double(), shape)
     tv = SmoothedTV(1e-2)
 
     def gradient(x: torch.Tensor) -> torch.Tensor:

@@ -41,12 +41,10 @@ import torch
 import torch.nn.functional as F
 
 from dipkit.blind import Problem, Scorer, centre_of, check_scoring, problems_of
-from dipkit.cli import RunError, parse_config, run_main
-from dipkit.device import choose_device, keep_freed_memory
+from dipkit.cli import RunError, parse_config, require_positive, run_main
 from dipkit.metrics import ssim_loss
 from dipkit.networks import KernelGenerator, SkipNetwork
-from dipkit.runs import start_run
-from dipkit.study import Estimate, Progress, prepare, run_study, two_rate_adam
+from dipkit.study import Estimate, Progress, prepare, run_script, two_rate_adam
 
 # Named variants for --variants: overrides of the constants below (edit or add your own)
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -131,10 +129,8 @@ def variant_configs(config: Config) -> dict[str, Config]:
 
 
 def check_config(config: Config) -> tuple[list[Problem], dict[str, Config]]:
-    for name in ("iterations", "lr_image", "lr_kernel", "input_channels", "channels", "scales", "kernel_input",
-                 "kernel_hidden"):
-        if not getattr(config, name) > 0:
-            raise RunError(f"{name} must be positive, not {getattr(config, name)}")
+    require_positive(config, "iterations", "lr_image", "lr_kernel", "input_channels", "channels", "scales",
+                     "kernel_input", "kernel_hidden")
     if not 0 <= config.pretrain_alpha <= 1 or not 0 <= config.beta1_image < 1:
         raise RunError("pretrain_alpha must be in [0, 1] and beta1_image in [0, 1)")
     if not config.seeds:
@@ -197,15 +193,9 @@ def deblur(problem: Problem, config: Config, seed: int, scorer: Scorer | None = 
 def run(config: Config) -> dict[str, Any]:
     """Check the constants, then run every variant and seed on every problem; returns the rows and the folder."""
     problems, variants = check_config(config)
-    device = choose_device(config.device)
-    keep_freed_memory()
-    print(f"SelfDeblur on {device}: {len(problems)} problem(s) x {len(variants)} variant(s) x "
-          f"{len(config.seeds)} seed(s), {config.iterations} iterations ({config.setting} setting)")
-    folder = start_run(config, "selfdeblur", device)
-    result = run_study(problems, variants, config.seeds, deblur, folder, config.crop, config.max_shift,
-                       config.known_kernel_tv)
-    print(f"wrote {folder}")
-    return dict(result, folder=folder)
+    return run_script(config, "selfdeblur", "SelfDeblur", f"{len(problems)} problem(s) x {len(variants)} variant(s) x "
+                      f"{len(config.seeds)} seed(s), {config.iterations} iterations ({config.setting} setting)",
+                      problems, variants, deblur)
 
 
 def main(argv: list[str] | None = None) -> None:

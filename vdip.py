@@ -47,12 +47,10 @@ import torch.nn.functional as F
 
 import selfdeblur
 from dipkit.blind import Problem, Scorer, blur_valid, centre_of, check_scoring, problems_of
-from dipkit.cli import RunError, parse_config, run_main
-from dipkit.device import choose_device, keep_freed_memory
+from dipkit.cli import RunError, parse_config, require_positive, run_main
 from dipkit.metrics import ssim_loss
 from dipkit.networks import KernelGenerator, SkipNetwork
-from dipkit.runs import start_run
-from dipkit.study import Estimate, Progress, prepare, run_study, two_rate_adam
+from dipkit.study import Estimate, Progress, prepare, run_script, two_rate_adam
 
 # Named variants for --variants: overrides of the constants below; selfdeblur.VARIANTS' names are accepted too
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -152,10 +150,8 @@ def variant_configs(config: Config) -> dict[str, Config | selfdeblur.Config]:
 
 
 def check_config(config: Config) -> tuple[list[Problem], dict[str, Config | selfdeblur.Config]]:
-    for name in ("iterations", "lr_image", "lr_kernel", "input_channels", "channels", "scales", "kernel_input",
-                 "kernel_hidden", "prior_decay_every", "extreme_window"):
-        if not getattr(config, name) > 0:
-            raise RunError(f"{name} must be positive, not {getattr(config, name)}")
+    require_positive(config, "iterations", "lr_image", "lr_kernel", "input_channels", "channels", "scales",
+                     "kernel_input", "kernel_hidden", "prior_decay_every", "extreme_window")
     if min(config.crop, config.max_shift, config.pretrain_iterations, config.curve_every, config.kernel_l2,
            config.extreme_bias) < 0:
         raise RunError("crop, max_shift, pretrain_iterations, curve_every, kernel_l2 and extreme_bias cannot be "
@@ -169,11 +165,11 @@ def check_config(config: Config) -> tuple[list[Problem], dict[str, Config | self
         raise RunError("seeds: give at least one")
     variants = variant_configs(config)
     problems = problems_of(config)
+    extreme = any(isinstance(v, Config) and v.prior == "extreme" for v in variants.values())
     for p in problems:
         check_scoring(p.blurred.shape[-2:], config.crop, config.max_shift, p.name)
         latent = min(s + k - 1 for s, k in zip(p.blurred.shape[-2:], p.kernel_size))
-        if any(isinstance(v, Config) and v.prior == "extreme" for v in variants.values()) and \
-                config.extreme_window > latent:
+        if extreme and config.extreme_window > latent:
             raise RunError(f"{p.name}: the extreme prior's {config.extreme_window}-pixel window exceeds the "
                            f"{latent}-pixel latent image; lower extreme_window")
     return problems, variants
@@ -333,15 +329,9 @@ def deblur(problem: Problem, config: Config | selfdeblur.Config, seed: int, scor
 def run(config: Config) -> dict[str, Any]:
     """Check the constants, then run every variant and seed on every problem; returns the rows and the folder."""
     problems, variants = check_config(config)
-    device = choose_device(config.device)
-    keep_freed_memory()
-    print(f"VDIP on {device}: {len(problems)} problem(s) x {len(variants)} variant(s) ({', '.join(variants)}) x "
-          f"{len(config.seeds)} seed(s), {config.pretrain_iterations} + {config.iterations} iterations")
-    folder = start_run(config, "vdip", device)
-    result = run_study(problems, variants, config.seeds, deblur, folder, config.crop, config.max_shift,
-                       config.known_kernel_tv)
-    print(f"wrote {folder}")
-    return dict(result, folder=folder)
+    return run_script(config, "vdip", "VDIP", f"{len(problems)} problem(s) x {len(variants)} variant(s) "
+                      f"({', '.join(variants)}) x {len(config.seeds)} seed(s), {config.pretrain_iterations} + "
+                      f"{config.iterations} iterations", problems, variants, deblur)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -40,10 +40,10 @@ def affinity_first(self: NonLocalBlock, x: torch.Tensor) -> torch.Tensor:
     return x + self.out(attended.transpose(1, 2).reshape(n, -1, h, w))
 
 
-def seconds_per_iteration(problem, config, iterations: int) -> float:
-    selfdeblur.deblur(problem, dataclasses.replace(config, iterations=2), seed=0)  # warm-up (allocations, cuDNN)
-    run = dataclasses.replace(config, iterations=iterations)
-    return selfdeblur.deblur(problem, run, seed=0).seconds / iterations
+def seconds_per_iteration(deblur, problem, config, iterations: int) -> float:
+    """Seconds per iteration of deblur(problem, config, seed), after a 2-iteration warm-up (allocations, cuDNN)."""
+    deblur(problem, dataclasses.replace(config, iterations=2), seed=0)
+    return deblur(problem, dataclasses.replace(config, iterations=iterations), seed=0).seconds / iterations
 
 
 def main() -> None:
@@ -57,16 +57,16 @@ def main() -> None:
     problem = blind.synthetic_problems(("camera",), (args.kernel,))[0]
     config = make_config(selfdeblur.Config, device=args.device, progress=False, curve_every=0)
     rows = {}
-    ours = seconds_per_iteration(problem, config, args.iterations)
+    ours = seconds_per_iteration(selfdeblur.deblur, problem, config, args.iterations)
     original = NonLocalBlock.forward
     NonLocalBlock.forward = affinity_first
     try:
-        theirs = seconds_per_iteration(problem, config, args.iterations)
+        theirs = seconds_per_iteration(selfdeblur.deblur, problem, config, args.iterations)
     finally:
         NonLocalBlock.forward = original
     rows["iteration"] = dict(seconds=ours, affinity_first_seconds=theirs, speedup=theirs / ours,
                              projected_seconds_per_image=5000 * ours)
-    simpler = seconds_per_iteration(problem, dataclasses.replace(config, simpler=True), args.iterations)
+    simpler = seconds_per_iteration(selfdeblur.deblur, problem, dataclasses.replace(config, simpler=True), args.iterations)
     rows["simpler_iteration"] = dict(seconds=simpler, projected_seconds_per_image=5000 * simpler)
     estimate = problem.blurred.to(device)
     truth = problem.truth.to(device)

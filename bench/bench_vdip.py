@@ -25,11 +25,7 @@ from dipkit import blind  # noqa: E402
 from dipkit.cli import make_config  # noqa: E402
 from dipkit.device import choose_device, keep_freed_memory, synchronize  # noqa: E402
 from dipkit.runs import environment, write_json  # noqa: E402
-
-
-def seconds_per_iteration(deblur, problem, config, iterations: int) -> float:
-    deblur(problem, dataclasses.replace(config, iterations=2), seed=0)  # warm-up (allocations, cuDNN)
-    return deblur(problem, dataclasses.replace(config, iterations=iterations), seed=0).seconds / iterations
+from bench_selfdeblur import seconds_per_iteration  # noqa: E402  (bench/ is on the path: the script's folder)
 
 
 def timed(function, device, repeats: int = 5) -> float:

@@ -53,6 +53,13 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def require_positive(config: Any, *names: str) -> None:
+    """A RunError naming the first of these constants that is not positive."""
+    for name in names:
+        if not getattr(config, name) > 0:
+            raise RunError(f"{name} must be positive, not {getattr(config, name)}")
+
+
 def make_config(cls: type, **overrides: Any):
     """The defaults, then the class's QUICK preset if `quick=True`, then the explicit overrides."""
     values = dict(getattr(cls, "QUICK", {})) if overrides.get("quick", False) else {}

@@ -116,14 +116,19 @@ def camera_shake_kernels(n: int, size: int = 28, seed: int = 0, lengths: tuple[i
 # The blur
 
 
+def kernel_spectrum(kernel: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """rfft2 of kernels (B, 1, h, w) or one (h, w), zero-padded to `shape` with the centre pixel (h // 2, w // 2)
+    at the origin: the transfer function of the authors' circular blur."""
+    h, w = kernel.shape[-2:]
+    padded = F.pad(kernel.reshape(-1, 1, h, w), (0, shape[1] - w, 0, shape[0] - h))
+    return torch.fft.rfft2(torch.roll(padded, shifts=(-(h // 2), -(w // 2)), dims=(-2, -1)))
+
+
 def circular_blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """The authors' forward model: each channel of x (B, C, H, W) circularly convolved with its batch's kernel
-    (B, 1, h, w) or one kernel (h, w), zero-padded to H x W with its centre pixel (h // 2, w // 2) at the origin."""
-    h, w = kernel.shape[-2:]
-    H, W = x.shape[-2:]
-    k = kernel.reshape(-1, 1, h, w)
-    padded = torch.roll(F.pad(k, (0, W - w, 0, H - h)), shifts=(-(h // 2), -(w // 2)), dims=(-2, -1))
-    return torch.fft.irfft2(torch.fft.rfft2(x) * torch.fft.rfft2(padded), s=(H, W))
+    (B, 1, h, w) or one kernel (h, w), centred as kernel_spectrum."""
+    shape = x.shape[-2:]
+    return torch.fft.irfft2(torch.fft.rfft2(x) * kernel_spectrum(kernel, shape), s=shape)
 
 
 def blurred_observation(x: torch.Tensor, kernel: torch.Tensor, noise_level: float, seed: int = 0) -> torch.Tensor:
@@ -164,7 +169,18 @@ def _bn_relu(channels: int) -> list[nn.Module]:
     return [nn.BatchNorm2d(channels), nn.ReLU()]
 
 
-class ImageVAE(nn.Module):
+class _VAE(nn.Module):
+    """A VAE's shared interface: encoder -> (mean, log_variance) heads; dense -> reshape to `grid` -> decoder."""
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(x)
+        return self.mean(h), self.log_variance(h)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.dense(z).view(-1, *self.grid))
+
+
+class ImageVAE(_VAE):
     """The authors' SVHN VAE at 32 x 32, width `base` (they used 128; 32 trains on a CPU in minutes): encoder three
     2x2 stride-2 convs (base, 2·base, 4·base) with BN + ReLU, then dense μ and log σ²; decoder dense -> 4x4x4·base,
     three 2x2 stride-2 transposed convs (4·base, 2·base, base) with BN + ReLU, a 1x1 conv and a sigmoid."""
@@ -184,17 +200,10 @@ class ImageVAE(nn.Module):
             layers += [nn.ConvTranspose2d(d_in, d, 2, stride=2), *_bn_relu(d)]
             d_in = d
         self.decoder = nn.Sequential(*layers, nn.Conv2d(d_in, channels, 1), nn.Sigmoid())
-        self.latent, self.top = latent, 4 * base
-
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.encoder(x)
-        return self.mean(h), self.log_variance(h)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.dense(z).view(-1, self.top, 4, 4))
+        self.latent, self.grid = latent, (4 * base, 4, 4)
 
 
-class KernelVAE(nn.Module):
+class KernelVAE(_VAE):
     """The authors' motion-blur VAE (latent 50, 28 x 28): encoder conv 2x2 (20), max-pool, conv 2x2 (20), max-pool,
     dense μ and log σ²; decoder dense -> 6x6x20, x2 upsampling, transposed conv 2x2 (20), x2 upsampling, transposed
     conv 2x2 (20), transposed conv 2x2 (1), ReLU between. Their last layer is a ReLU too; trained here from scratch it
@@ -211,14 +220,7 @@ class KernelVAE(nn.Module):
             nn.Upsample(scale_factor=2), nn.ConvTranspose2d(width, width, 2), nn.ReLU(),
             nn.Upsample(scale_factor=2), nn.ConvTranspose2d(width, width, 2), nn.ReLU(),
             nn.ConvTranspose2d(width, 1, 2), nn.Sigmoid())
-        self.latent, self.width = latent, width
-
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.encoder(x)
-        return self.mean(h), self.log_variance(h)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.dense(z).view(-1, self.width, 6, 6))
+        self.latent, self.grid = latent, (width, 6, 6)
 
 
 class DCGANGenerator(nn.Module):

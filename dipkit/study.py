@@ -35,8 +35,8 @@ from tqdm import tqdm
 from . import figures
 from .blind import Problem, Scorer, known_kernel_baseline, with_chroma
 from .cli import RunError, run_main
-from .device import choose_device, seed_everything, synchronize
-from .runs import write_csv, write_json
+from .device import choose_device, keep_freed_memory, seed_everything, synchronize
+from .runs import start_run, write_csv, write_json
 
 
 @dataclass
@@ -117,6 +117,21 @@ def save_kernel_png(path: Path, kernel: torch.Tensor) -> None:
     """Scaled to a maximum of 255, as SelfDeblur (and Levin's gt/kernel*.png) store kernels."""
     k = kernel.detach().float()
     save_png(path, (k / k.max())[None, None])
+
+
+def run_script(config, script: str, method: str, headline: str, problems: list[Problem], variants: dict[str, Any],
+               deblur: Callable[[Problem, Any, int, Scorer], Estimate]) -> dict[str, Any]:
+    """What selfdeblur.py's and vdip.py's run() do once their constants are checked: say what runs where
+    ("<method> on <device>: <headline>"), open Results/<script>/<run>, run the study; returns its rows and the
+    folder."""
+    device = choose_device(config.device)
+    keep_freed_memory()
+    print(f"{method} on {device}: {headline}")
+    folder = start_run(config, script, device)
+    result = run_study(problems, variants, config.seeds, deblur, folder, config.crop, config.max_shift,
+                       config.known_kernel_tv)
+    print(f"wrote {folder}")
+    return dict(result, folder=folder)
 
 
 def run_study(
