@@ -39,7 +39,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from tqdm import tqdm
 
-from ADP import maid
+from dipkit.maid import maid
 from dipkit import figures
 from dipkit.cli import RunError, parse_config, run_main
 from dipkit.device import choose_device, seed_everything, synchronize

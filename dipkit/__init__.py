@@ -8,6 +8,7 @@ blur     blur operators (convolution with replicate padding and its exact adjoin
 metrics  PSNR and SSIM
 tv       smoothed total variation with its gradient and Hessian-vector product
 solvers  certified FISTA (with an optional prox) and conjugate gradients
+maid     MAID, adaptive inexact bilevel descent, generic in the problem
 networks the DIP skip network (and non-local blocks)
 runs     run folders: config.json, metrics.json, CSV curves
 figures  image grids, kernel panels, curves

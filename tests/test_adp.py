@@ -6,6 +6,7 @@ import torch
 
 import ADP
 from dipkit.cli import RunError, make_config, run_main
+from dipkit.maid import maid
 from dipkit.solvers import conjugate_gradient, fista
 
 
@@ -83,7 +84,7 @@ def test_every_accepted_maid_step_decreases_the_exact_upper_loss():
         ADP.Config, **{**config.__dict__, "upper_iterations": 12, "alpha0": 1e-4, "eps0": 1e-1}
     )
     accepted = []
-    ADP.maid(problem, theta0, problem.y, config, lambda row, theta, x: accepted.append((row, theta.clone())))
+    maid(problem, theta0, problem.y, config, lambda row, theta, x: accepted.append((row, theta.clone())))
     steps = [(row, theta) for row, theta in accepted if row["accepted"]]
     assert len(steps) >= 5
     previous = exact_upper(problem, theta0)
@@ -133,7 +134,7 @@ def test_maid_reaches_the_closed_form_optimum_of_a_quadratic_bilevel_problem():
         backtracking=10, eps_threshold=1e-13, upper_iterations=500,
     )
     theta0 = torch.zeros(3, dtype=torch.float64)
-    result = ADP.maid(problem, theta0, torch.zeros(8, dtype=torch.float64), settings)
+    result = maid(problem, theta0, torch.zeros(8, dtype=torch.float64), settings)
     assert (result.theta - problem.minimiser()).norm().item() < 1e-5
 
 
