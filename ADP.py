@@ -18,8 +18,9 @@ with H(x̃) q = Aᵀ(A x̃ − y) solved by CG to residual δ, and a backtrackin
 the trial point against a lower bound at the current one accepts only steps that certainly decrease F. On
 failure ε and δ shrink (×ν); on success they grow (×ν̄) and so does the step (×ρ̄).
 
-Run   python ADP.py                     the paper's setting on three bundled images (a few minutes on a CPU)
+Run   python ADP.py                     the paper's setting on one bundled image (a few minutes on a CPU)
       python ADP.py --quick             about a minute on a laptop CPU
+      python ADP.py --original_code     the paper's two columns as its code computed them (dipkit/adp_original.py)
       python ADP.py --mode semiblind --images coffee
       python ADP.py --help              every constant, with its meaning and default
 Writes Results/ADP/<run>/: ADP.png, kernel.png, curve.png, curve.csv (the per-iteration MAID log), table.csv,
@@ -44,6 +45,7 @@ from dipkit.device import choose_device, keep_freed_memory, seed_everything
 from dipkit.images import load_image, resolve_image
 from dipkit.metrics import psnr, ssim
 from dipkit.runs import start_run, write_csv, write_json
+from dipkit.adp_original import ORIGINAL_BUGS, OriginalSettings, run_original
 from dipkit.maid import maid
 from dipkit.solvers import conjugate_gradient, fista
 from dipkit.tv import SmoothedTV, forward_differences
@@ -86,6 +88,9 @@ class Config:
     # baselines
     baseline_accuracy: float = 1e-2  # certified accuracy ‖x − x(b0)‖ of the converged TV baselines
     oracle_factors: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # λ multipliers of the tuned TV
+    # the paper's code (dipkit/adp_original.py)
+    original_code: bool = False  # run the paper's code instead: its TV and ADP-β-MAID columns, in float32 as it ran
+    original_bugs: tuple[str, ...] = tuple(ORIGINAL_BUGS)  # behaviours of that code kept; leave a name out to fix it
     # run
     seed: int = 0  # seeds the noise and everything else
     deterministic: bool = False  # ask torch for deterministic kernels
@@ -115,6 +120,9 @@ def check_config(config: Config) -> None:
         raise RunError(f"kernel_size must be odd and positive, not {config.kernel_size}")
     if config.kernel_size > min(config.height, config.width):
         raise RunError(f"kernel_size {config.kernel_size} is larger than the image ({config.height}x{config.width})")
+    unknown = set(config.original_bugs) - set(ORIGINAL_BUGS)
+    if unknown:
+        raise RunError(f"unknown original bug(s) {', '.join(sorted(unknown))} (use {', '.join(ORIGINAL_BUGS)})")
     require_positive(config, "tv_weight", "tv_smoothing", "l2_weight", "alpha0", "eps0", "delta0", "upper_iterations")
     if not (0 < config.rho < 1 and 0 < config.nu < 1 and config.rho_bar >= 1 and config.nu_bar >= 1):
         raise RunError("MAID needs 0 < rho < 1, 0 < nu < 1, rho_bar >= 1 and nu_bar >= 1")
@@ -223,10 +231,33 @@ def quality(x: torch.Tensor, x_true: torch.Tensor) -> dict[str, float]:
     return {"psnr": psnr(x, x_true), "ssim": ssim(x, x_true)}
 
 
+def original_settings(config: Config, upper_iterations: int | None = None) -> OriginalSettings:
+    """The paper code's constants, with this config's problem and MAID values where both have them."""
+    return OriginalSettings(
+        tv_weight=config.tv_weight, tv_smoothing=config.tv_smoothing, sobolev_weight=config.sobolev_weight,
+        upper_iterations=config.upper_iterations if upper_iterations is None else upper_iterations,
+        alpha0=config.alpha0, eps0=config.eps0, trials=config.backtracking, rho=config.rho,
+        step_growth=config.rho_bar, eps_growth=config.nu_bar, eps_shrink=config.nu, armijo=config.armijo,
+        eps_threshold=config.eps_threshold, bugs=tuple(config.original_bugs),
+    )
+
+
+def paper_columns(
+    y: torch.Tensor, b0: torch.Tensor, config: Config, seed: int, upper_iterations: int | None = None, observe=None
+):
+    """The paper code's TV column and (unless upper_iterations = 0) its ADP column, computed in float32 as that
+    code ran, returned in y's dtype."""
+    theta0 = b0.expand(y.shape[1], -1, -1).float()
+    result = run_original(y.float(), theta0, original_settings(config, upper_iterations), seed, observe)
+    result.tv_column, result.adp_column, result.b = (t.to(y.dtype) for t in (result.tv_column, result.adp_column, result.b))
+    return result
+
+
 def tv_baselines(
-    problem: ADPBeta, theta0: torch.Tensor, x_true: torch.Tensor, config: Config, adp_budget: int
+    problem: ADPBeta, theta0: torch.Tensor, x_true: torch.Tensor, config: Config, adp_budget: int, seed: int,
+    converged_only: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """TV reconstructions with the known kernel: same λ converged, the paper's 100 FISTA steps, x(b0) with
+    """TV reconstructions with the known kernel: same λ converged, the paper code's TV column, x(b0) with
     ADP's lower-level budget, and λ tuned on the ground truth (an oracle)."""
     y, tolerance = problem.y, problem.mu * config.baseline_accuracy
 
@@ -238,8 +269,11 @@ def tv_baselines(
 
     converged, n_converged = solve(config.lower_max_iterations * 10, y)
     out = {"tv": dict(x=converged, iterations=n_converged, tv_weight=problem.tv_weight)}
-    paper, n = solve(100, y, 0.0)
-    out["tv_100_steps"] = dict(x=paper, iterations=n, tv_weight=problem.tv_weight)
+    if converged_only:
+        return out
+    paper = paper_columns(y, theta0, config, seed, upper_iterations=0)
+    out["paper_tv"] = dict(x=paper.tv_column, iterations=paper.tv_column_iterations, tv_weight=problem.tv_weight,
+                           lipschitz=paper.tv_column_lipschitz)
     # the same deterministic FISTA path as the converged run, cut at ADP's budget if that comes first
     budget, n = (converged, n_converged) if adp_budget >= n_converged else solve(adp_budget, y)
     out["x_b0_same_budget"] = dict(x=budget, iterations=n, tv_weight=problem.tv_weight)
@@ -275,7 +309,7 @@ def run_image(name: str, index: int, config: Config, device: torch.device, dtype
     bar.close()
     budget = result.log[-1]["cumulative_lower_evaluations"] if result.log else 0
     tic = time.perf_counter()
-    baselines = tv_baselines(problem, theta0, x_true, config, budget)
+    baselines = tv_baselines(problem, theta0, x_true, config, budget, config.seed + index)
     baseline_seconds = time.perf_counter() - tic
 
     methods = {"blurry": dict(x=y), **baselines, "adp": dict(x=result.x, iterations=budget)}
@@ -296,6 +330,47 @@ def run_image(name: str, index: int, config: Config, device: torch.device, dtype
     )
 
 
+def run_image_original(name: str, index: int, config: Config, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    """The paper code's two columns on one image, beside the blurry data and the converged TV."""
+    x_true = load_image(name, (config.height, config.width), config.channels, device, dtype)
+    b0 = known_kernel(config).to(device=device, dtype=dtype)
+    theta0 = b0.expand(config.channels, -1, -1).clone()
+    y = observe_data(x_true, b0, config, config.seed + index)
+    bar = tqdm(total=config.upper_iterations, desc=Path(name).stem, disable=not config.progress, leave=False)
+    start = time.perf_counter()
+
+    def observe(row: dict[str, Any], x: torch.Tensor) -> None:
+        row.update(image=Path(name).stem, seconds=time.perf_counter() - start,
+                   cumulative_lower_evaluations=row["fista_iterations"], **quality(x, x_true))
+        bar.update(1)
+        bar.set_postfix(U=f"{row['upper_loss']:.4g}", psnr=f"{row['psnr']:.2f}", eps=f"{row['eps']:.1e}")
+
+    paper = paper_columns(y, b0, config, config.seed + index, observe=observe)
+    bar.close()
+    seconds = time.perf_counter() - start
+    converged = tv_baselines(ADPBeta(y, b0, config), theta0, x_true, config, 0, 0, converged_only=True)
+    methods = {
+        "blurry": dict(x=y),
+        "paper_tv": dict(x=paper.tv_column, iterations=paper.tv_column_iterations, lipschitz=paper.tv_column_lipschitz),
+        "paper_adp": dict(x=paper.adp_column, iterations=paper.counts["fista_iterations"]),
+        **converged,
+    }
+    change = (paper.b - theta0).abs()
+    return dict(
+        name=Path(name).stem, x_true=x_true, y=y, b0=theta0, b=paper.b, log=paper.log, methods=methods,
+        metrics=dict(
+            **{m: {**quality(v["x"], x_true), **{k: v[k] for k in v if k != "x"}} for m, v in methods.items()},
+            original_bugs=list(config.original_bugs),
+            stop_reason=paper.stop_reason,
+            upper_iterations=len(paper.log),
+            accepted_steps=sum(r["accepted"] for r in paper.log),
+            counts=paper.counts,
+            seconds=dict(paper_columns=seconds),
+            kernel_change_max=change.max().item(),
+        ),
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Outputs
 
@@ -303,23 +378,31 @@ def run_image(name: str, index: int, config: Config, device: torch.device, dtype
 METHOD_TITLES = {
     "blurry": "blurry + noisy",
     "tv": "TV (same λ, converged)",
-    "tv_100_steps": "TV (100 FISTA steps, paper)",
+    "paper_tv": "TV, the paper's code (100 steps of step 1/L₁₀₀)",
     "x_b0_same_budget": "x(b0), ADP's budget",
     "tv_oracle": "TV (λ tuned on truth: oracle)",
     "adp": "ADP-β-MAID",
+}
+ORIGINAL_TITLES = {
+    "blurry": "blurry + noisy",
+    "paper_tv": "TV, the paper's code",
+    "paper_adp": "ADP-β-MAID, the paper's code",
+    "tv": "TV (same λ, converged)",
 }
 
 
 def write_outputs(folder: Path, results: list[dict[str, Any]], config: Config) -> None:
     caption = lambda m: f"{m['psnr']:.2f} dB / {m['ssim']:.3f}"  # noqa: E731
+    titles = ORIGINAL_TITLES if config.original_code else METHOD_TITLES
+    shown = ("blurry", "paper_tv", "paper_adp", "tv") if config.original_code else ("blurry", "paper_tv", "tv", "adp")
     figures.image_grid(
         folder / "ADP.png",
         [
             [(r["x_true"], "PSNR / SSIM")]
-            + [(r["methods"][m]["x"], caption(r["metrics"][m])) for m in ("blurry", "tv", "adp")]
+            + [(r["methods"][m]["x"], caption(r["metrics"][m])) for m in shown]
             for r in results
         ],
-        ["ground truth", "blurry + noisy", "TV", "ADP-β-MAID"],
+        ["ground truth"] + [titles[m] for m in shown],
         [r["name"] for r in results],
     )
     colours = "RGB" if config.channels == 3 else "I"
@@ -350,7 +433,7 @@ def write_outputs(folder: Path, results: list[dict[str, Any]], config: Config) -
     table = [
         dict(image=r["name"], method=m, psnr=r["metrics"][m]["psnr"], ssim=r["metrics"][m]["ssim"],
              tv_weight=r["metrics"][m].get("tv_weight", ""), lower_iterations=r["metrics"][m].get("iterations", ""))
-        for r in results for m in METHOD_TITLES
+        for r in results for m in titles
     ]
     write_csv(folder / "table.csv", table)
 
@@ -362,20 +445,23 @@ def run(config: Config) -> dict[str, Any]:
     keep_freed_memory()
     dtype = getattr(torch, config.dtype)
     seed_everything(config.seed, config.deterministic)
-    print(f"ADP-β-MAID on {device} ({config.dtype}), setting {config.setting}, mode {config.mode}")
+    what = "the paper's code (float32)" if config.original_code else f"ADP-β-MAID ({config.dtype})"
+    print(f"{what} on {device}, setting {config.setting}, mode {config.mode}")
     folder = start_run(config, "ADP", device)
     tic = time.perf_counter()
-    results = [run_image(name, i, config, device, dtype) for i, name in enumerate(config.images)]
+    one_image = run_image_original if config.original_code else run_image
+    results = [one_image(name, i, config, device, dtype) for i, name in enumerate(config.images)]
     seconds = time.perf_counter() - tic
     write_outputs(folder, results, config)
     metrics = dict(images={r["name"]: r["metrics"] for r in results}, seconds=seconds)
     write_json(folder / "metrics.json", metrics)
     for r in results:
         m = r["metrics"]
-        print(
-            f"{r['name']:>12}: blurry {m['blurry']['psnr']:.2f}  TV {m['tv']['psnr']:.2f}  "
-            f"TV-oracle {m['tv_oracle']['psnr']:.2f}  ADP {m['adp']['psnr']:.2f} dB  ({m['stop_reason']})"
-        )
+        shown = [(titles_short, key) for titles_short, key in (
+            ("blurry", "blurry"), ("paper TV", "paper_tv"), ("paper ADP", "paper_adp"), ("TV", "tv"),
+            ("TV-oracle", "tv_oracle"), ("ADP", "adp")) if key in m]
+        scores = "  ".join(f"{label} {m[key]['psnr']:.2f}" for label, key in shown)
+        print(f"{r['name']:>12}: {scores} dB  ({m['stop_reason']})")
     print(f"wrote {folder} in {seconds:.1f} s")
     return dict(folder=folder, results=results, metrics=metrics)
 
