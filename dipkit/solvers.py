@@ -1,7 +1,10 @@
-"""First-order and Krylov solvers with certificates: FISTA for smooth convex problems, conjugate gradients.
+"""First-order, quasi-Newton and Krylov solvers with certificates: FISTA (with an optional prox) and L-BFGS for
+convex problems, conjugate gradients for linear systems.
 
-Both count their work in the unit that costs: gradient evaluations for FISTA, matrix-vector (Hessian-vector)
-products for CG.
+Each counts its work in the unit that costs: gradient evaluations for FISTA and L-BFGS (a function value
+computed with its gradient counts once), matrix-vector (Hessian-vector) products for CG. The minimisers stop on
+the same test, ‖∇h‖ ≤ tolerance (with a prox, the gradient mapping), so on a μ-strongly convex h either
+certifies ‖x − x*‖ ≤ tolerance/μ whichever found x.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ def _norm(a: torch.Tensor) -> float:
 
 
 @dataclass
-class FistaResult:
+class MinimiserResult:
     x: torch.Tensor  # the returned point
     gradient_evaluations: int  # the cost
     stationarity: float  # ‖∇h(x)‖, or with a prox 2‖G(x)‖: ‖x − x*‖ ≤ stationarity/μ for μ-strongly convex h
@@ -38,7 +41,7 @@ def fista(
     tolerance: float,
     max_iterations: int,
     prox: Callable[[torch.Tensor, float], torch.Tensor] | None = None,
-) -> FistaResult:
+) -> MinimiserResult:
     """Minimise h = f + r by FISTA with adaptive gradient restart; f convex with `lipschitz`-Lipschitz gradient,
     r convex with proximal map prox(v, step) (r = 0 when prox is None).
 
@@ -63,7 +66,7 @@ def fista(
         if not math.isfinite(stationarity):
             raise FloatingPointError("FISTA: the gradient is not finite")
         if stationarity <= tolerance or k == max_iterations:
-            return FistaResult(y if prox is None else x_next, k + 1, stationarity, stationarity <= tolerance)
+            return MinimiserResult(y if prox is None else x_next, k + 1, stationarity, stationarity <= tolerance)
         move = x_next - x
         if _dot(g, move) > 0:  # the step points uphill from the last iterate: drop the momentum
             t = 1.0
@@ -71,6 +74,72 @@ def fista(
         y = x_next.add(move, alpha=(t - 1) / t_next)
         x, t = x_next, t_next
     raise AssertionError("unreachable")
+
+
+def lbfgs(
+    value_and_gradient: Callable[[torch.Tensor], tuple[float, torch.Tensor]],
+    x0: torch.Tensor,
+    tolerance: float,
+    max_evaluations: int,
+    initial_step: float,
+    memory: int = 10,
+    armijo: float = 1e-4,
+) -> MinimiserResult:
+    """Minimise a smooth convex h by L-BFGS (Nocedal and Wright 2006, Alg. 7.4 and 7.5) until ‖∇h(x)‖ ≤ tolerance.
+
+    The direction is the two-loop recursion on the last `memory` pairs (s, y) with sᵀy > 0, scaled by sᵀy/yᵀy;
+    the first step is −initial_step·∇h (1/L is safe). A backtracking line search halves the step from 1 until
+    h(x + t d) ≤ h(x) + armijo·t⟨∇h(x), d⟩, or ⟨∇h(x + t d), d⟩ ≤ armijo·⟨∇h(x), d⟩, which implies the same
+    decrease for a convex h (h(x + td) − h(x) ≤ t⟨∇h(x + td), d⟩) and, unlike the values, does not drown in
+    rounding near the minimum. If d is not a descent direction the memory is dropped. Every evaluation of
+    (h, ∇h) counts, line-search ones included; at most max_evaluations are made.
+    """
+    value, g = value_and_gradient(x0)
+    x, evaluations = x0, 1
+    pairs: list[tuple[torch.Tensor, torch.Tensor, float]] = []
+    while True:
+        stationarity = _norm(g)
+        if not math.isfinite(stationarity) or not math.isfinite(value):
+            raise FloatingPointError("L-BFGS: the objective or its gradient is not finite")
+        if stationarity <= tolerance or evaluations >= max_evaluations:
+            return MinimiserResult(x, evaluations, stationarity, stationarity <= tolerance)
+        direction = -_two_loop(g, pairs, initial_step)
+        slope = _dot(g, direction)
+        if not slope < 0:  # curvature pairs gone stale: restart from the scaled gradient
+            pairs, direction = [], -initial_step * g
+            slope = -initial_step * stationarity**2
+        step = 1.0
+        while True:
+            x_next = x.add(direction, alpha=step)
+            value_next, g_next = value_and_gradient(x_next)
+            evaluations += 1
+            decreased = value_next <= value + armijo * step * slope or _dot(g_next, direction) <= armijo * slope
+            if decreased or evaluations >= max_evaluations:
+                break
+            step *= 0.5
+        s, y = x_next - x, g_next - g
+        sy = _dot(s, y)
+        if sy > 0:
+            pairs = (pairs + [(s, y, 1.0 / sy)])[-memory:]
+        x, value, g = x_next, value_next, g_next
+
+
+def _two_loop(g: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor, float]], initial_step: float):
+    """H g for the L-BFGS inverse-Hessian approximation H built from `pairs`."""
+    q = g.clone()
+    alphas = []
+    for s, y, rho in reversed(pairs):
+        alpha = rho * _dot(s, q)
+        q.add_(y, alpha=-alpha)
+        alphas.append(alpha)
+    if pairs:
+        s, y, _ = pairs[-1]
+        q.mul_(_dot(s, y) / _dot(y, y))
+    else:
+        q.mul_(initial_step)
+    for (s, y, rho), alpha in zip(pairs, reversed(alphas)):
+        q.add_(s, alpha=alpha - rho * _dot(y, q))
+    return q
 
 
 def project_simplex(v: torch.Tensor) -> torch.Tensor:

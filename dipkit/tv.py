@@ -59,6 +59,14 @@ class SmoothedTV:
             *self._edge_weights(d1 * torch.rsqrt(d1 * d1 + eps2), d2 * torch.rsqrt(d2 * d2 + eps2))
         )
 
+    def value_and_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(TV_ε(x), ∇TV_ε(x)) sharing the square roots."""
+        eps = self.smoothing
+        d1, d2 = forward_differences(x)
+        r1, r2 = torch.sqrt(d1 * d1 + eps**2), torch.sqrt(d2 * d2 + eps**2)
+        value = sum(t.sum() for t in self._edge_weights(r1 - eps, r2 - eps))
+        return value, forward_differences_adjoint(*self._edge_weights(d1 / r1, d2 / r2))
+
     def hessian_vector(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         eps2 = self.smoothing**2
         (d1, d2), (v1, v2) = forward_differences(x), forward_differences(v)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dipkit.solvers import conjugate_gradient, fista, soft_threshold
+from dipkit.solvers import conjugate_gradient, fista, lbfgs, soft_threshold
 
 
 def spd_matrix(n: int, condition: float, seed: int = 0) -> torch.Tensor:
@@ -33,6 +33,43 @@ def test_fista_warm_start_at_the_solution_costs_one_gradient():
     b = torch.randn(10, dtype=torch.float64)
     result = fista(lambda x: h @ x - b, torch.linalg.solve(h, b), 1.0, 1e-8, 100)
     assert result.converged and result.gradient_evaluations == 1
+
+
+@pytest.mark.parametrize("eps", [1e-2, 1e-5, 1e-8])
+def test_lbfgs_meets_the_accuracy_it_certifies_in_fewer_evaluations_than_fista(eps):
+    h = spd_matrix(60, 1e4)
+    b = torch.randn(60, dtype=torch.float64)
+    mu, lipschitz = torch.linalg.eigvalsh(h)[[0, -1]].tolist()
+    exact = torch.linalg.solve(h, b)
+    calls = []
+
+    def value_and_gradient(x):
+        calls.append(1)
+        return (0.5 * x @ h @ x - b @ x).item(), h @ x - b
+
+    start = torch.zeros(60, dtype=torch.float64)
+    result = lbfgs(value_and_gradient, start, mu * eps, 100_000, 1.0 / lipschitz)
+    assert result.converged and (result.x - exact).norm() <= eps
+    assert result.gradient_evaluations == len(calls)  # line-search evaluations counted too
+    assert result.stationarity == pytest.approx((h @ result.x - b).norm().item())
+    reference = fista(lambda x: h @ x - b, start, lipschitz, mu * eps, 100_000)
+    assert result.gradient_evaluations < reference.gradient_evaluations
+
+
+def test_lbfgs_on_a_non_quadratic_objective_and_its_cap():
+    """h(x) = Σ √(1 + x²) + ½‖x − c‖²: the minimiser solves x/√(1 + x²) + x − c = 0 componentwise (bisection)."""
+    c = torch.linspace(-3, 3, 25, dtype=torch.float64)
+    lo, hi = torch.full_like(c, -10.0), torch.full_like(c, 10.0)
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        above = mid / torch.sqrt(1 + mid**2) + mid - c > 0
+        hi, lo = torch.where(above, mid, hi), torch.where(above, lo, mid)
+    value_and_gradient = lambda x: ((torch.sqrt(1 + x**2) + 0.5 * (x - c) ** 2).sum().item(),  # noqa: E731
+                                    x / torch.sqrt(1 + x**2) + x - c)
+    result = lbfgs(value_and_gradient, torch.zeros_like(c), 1e-10, 1000, 0.5)
+    torch.testing.assert_close(result.x, lo, atol=1e-9, rtol=0)
+    capped = lbfgs(value_and_gradient, torch.zeros_like(c), 1e-14, 3, 0.5)
+    assert not capped.converged and capped.gradient_evaluations == 3
 
 
 def test_conjugate_gradient_solves_to_its_residual():
