@@ -11,26 +11,38 @@ On the support S of x(B) the solution is smooth in B, and the implicit function 
 ∇F = β(B − A) − (Bx − y)vᵀ − (Bv)xᵀ with (BᵀB + α₂I)_SS v_S = [Aᵀ(Ax − y)]_S, v = 0 off S.
 Three solvers of the same problem, all from x = 0, all timed the same way and counted in the same units:
 
-    MAID    adaptive inexact descent (the implementation of ADP.py): certified lower accuracy ε, CG residual δ,
-            inexact line search, ε and δ adapted to what the line search needs
-    IFT     fixed step on the hypergradient with the lower level solved to a fixed tight accuracy
+    MAID        adaptive inexact descent (dipkit.maid, as ADP.py): certified lower accuracy ε, CG residual δ,
+                inexact line search, ε and δ adapted to what the line search needs
+    MAID, fixed ε   the same line search with ε and δ held fixed (an ablation: what adapting the accuracy is worth)
+    IFT         the paper's high-accuracy IFT: fixed step 1e-3 on the hypergradient, lower level to a fixed 1e-6
+    IFT, tuned  the same with the fastest step and accuracy of a small grid (steps that diverge excluded)
     LISTA   L = ∞: each step runs L proximal-gradient layers from the previous output and backpropagates through them
 
 The lower level is always proximal FISTA with the certificate ‖x − x(B)‖ ≤ 2‖G(x)‖/α₂ (G the gradient mapping);
 a lower-level iteration is one gradient of ½‖Bx − y‖², counted wherever it happens (line-search trials
 included); linear-solve work is CG products for MAID and IFT and backpropagated layers for LISTA.
 
+The ℓ1 term puts this lower level outside MAID's assumptions (h twice differentiable in x): x(B) is only piecewise
+smooth, and the hypergradient above is the one on the support of x̃. The certificate ‖x̃ − x(B)‖ ≤ 2‖G‖/α₂ needs
+strong convexity only and still holds, and so do the line search's bounds U± (they bound the smooth g = ½‖Ax − y‖²
+at x(B) from x̃), so every accepted step still decreases F. What can fail is the hypergradient's accuracy: when the
+support of x̃ differs from that of x(B), or B sits where the support changes, the CG residual δ no longer bounds
+its error, and MAID's search direction may be a poorer descent direction than δ promises (it then fails line
+searches and tightens ε, which makes the supports agree).
+
 Run   python adp_1d.py                  the paper's setting: Gaussian blur, piecewise-constant signal
       python adp_1d.py --quick          seconds
       python adp_1d.py --signal gaussians --operator integration --operator_weight 1e-3
       python adp_1d.py --help
 Writes Results/adp_1d/<run>/: curve.png and curve.csv (upper loss against wall time and lower-level
-iterations), reconstructions.png, B_minus_A.png, table.csv (time and iterations to within 1% of the best loss),
+iterations), reconstructions.png, B_minus_A.png, table.csv (time and iterations to within 1% of the best loss), grid.csv (the tuned IFT's grid),
 config.json, metrics.json.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 import time
 from dataclasses import dataclass
@@ -66,7 +78,7 @@ class Config:
     operator_weight: float = 0.0  # β of (β/2)‖B − A‖²_F (0 in the paper: plain ADP)
     lower_max_iterations: int = 500  # cap on FISTA iterations per lower-level solve
     cg_max_iterations: int = 200  # cap on CG iterations per hypergradient
-    solvers: tuple[str, ...] = ("maid", "ift", "lista")  # which solvers to run
+    solvers: tuple[str, ...] = ("maid", "maid_fixed", "ift", "ift_tuned", "lista")  # which solvers to run
     # MAID (the 1-D settings of the paper's code)
     upper_iterations: int = 300  # MAID: maximum upper iterations
     alpha0: float = 1e-3  # MAID: initial step (the code's 0.1 on a gradient scaled by the grid spacing 0.01)
@@ -79,10 +91,14 @@ class Config:
     armijo: float = 1e-8  # MAID: Armijo fraction
     backtracking: int = 5  # MAID: line-search trials (one more after each failure at the same point)
     eps_threshold: float = 1e-10  # MAID: stop once ε falls below this
+    maid_fixed_accuracy: float = 1e-6  # MAID, fixed ε: the lower accuracy ε (and CG residual δ) it keeps throughout
     # IFT
-    ift_iterations: int = 7500  # IFT: upper iterations
+    ift_iterations: int = 7500  # IFT: upper iterations (also the tuned IFT's)
     ift_step: float = 1e-3  # IFT: fixed step (the code's 0.1 on a gradient scaled by 0.01)
     ift_accuracy: float = 1e-6  # IFT: fixed lower-level accuracy ε; CG residual 1e-2·ε
+    tuning_steps: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # tuned IFT: the steps tried
+    tuning_accuracies: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)  # tuned IFT: the accuracies tried
+    tuning_iterations: int = 2000  # tuned IFT: upper iterations per grid point (it stops at the 1% target)
     # LISTA with L = ∞
     lista_epochs: int = 4000  # LISTA: training steps
     lista_layers: int = 50  # LISTA: proximal-gradient layers per step, started from the previous output
@@ -96,7 +112,8 @@ class Config:
     progress: bool = True  # show progress bars
     quick: bool = False  # the QUICK preset: shorter runs of all three solvers (seconds)
 
-    QUICK: ClassVar[dict[str, Any]] = dict(upper_iterations=60, ift_iterations=300, lista_epochs=300)
+    QUICK: ClassVar[dict[str, Any]] = dict(upper_iterations=60, ift_iterations=300, lista_epochs=300,
+                                           tuning_iterations=300)
 
 
 def check_config(config: Config) -> None:
@@ -104,9 +121,11 @@ def check_config(config: Config) -> None:
         raise RunError(f"unknown signal '{config.signal}' (use {', '.join(TUNED_WEIGHTS['gaussian'])})")
     if config.operator not in TUNED_WEIGHTS:
         raise RunError(f"unknown operator '{config.operator}' (use gaussian or integration)")
-    unknown = set(config.solvers) - {"maid", "ift", "lista"}
+    unknown = set(config.solvers) - set(SOLVERS)
     if unknown or not config.solvers:
-        raise RunError(f"unknown solver(s) {', '.join(sorted(unknown)) or '(none given)'}: use maid, ift, lista")
+        raise RunError(f"unknown solver(s) {', '.join(sorted(unknown)) or '(none given)'}: use {', '.join(SOLVERS)}")
+    if not (config.tuning_steps and config.tuning_accuracies and min(config.tuning_steps + config.tuning_accuracies) > 0):
+        raise RunError("tuning_steps and tuning_accuracies must be non-empty and positive")
     if config.points < 10:
         raise RunError(f"points must be at least 10, not {config.points}")
     weights = elastic_net_weights(config)
@@ -222,22 +241,81 @@ def run_maid(problem: ElasticNetADP, x0: torch.Tensor, config: Config, bar: tqdm
     return dict(b=result.theta, x=result.x, log=log, stop_reason=result.stop_reason)
 
 
-def run_ift(problem: ElasticNetADP, x0: torch.Tensor, config: Config, bar: tqdm) -> dict[str, Any]:
-    """Implicit differentiation at a fixed tight accuracy with a fixed step (the paper's 'high-accuracy IFT')."""
+def run_maid_fixed(problem: ElasticNetADP, x0: torch.Tensor, config: Config, bar: tqdm) -> dict[str, Any]:
+    """MAID's line search with the accuracy held at maid_fixed_accuracy (ν = ν̄ = 1): what adapting ε is worth."""
+    eps = config.maid_fixed_accuracy
+    return run_maid(problem, x0, dataclasses.replace(config, eps0=eps, delta0=eps, nu=1.0, nu_bar=1.0), bar)
+
+
+def ift_path(problem: ElasticNetADP, x0: torch.Tensor, step: float, accuracy: float, iterations: int, bar: tqdm,
+             stop_below: float = -math.inf) -> dict[str, Any]:
+    """Implicit differentiation with a fixed step and a fixed lower-level accuracy (CG residual 1e-2·accuracy).
+
+    Stops early once the loss is ≤ stop_below, or as diverged once it is not finite or more than twice the lowest
+    loss so far (a fixed step too large for the curvature makes the loss bounce up by orders of magnitude)."""
     b, x, q = problem.a.clone(), x0, None
     start = sync_clock(x0.device)
     log = [dict(seconds=0.0, lower_iterations=0, linear_work=0, loss=problem.upper_loss(x0))]
-    lower, linear = 0, 0
-    for _ in range(config.ift_iterations):
-        x, _, cost = problem.solve_lower(b, config.ift_accuracy, x)
-        z, q, matvecs = problem.hypergradient(b, x, 1e-2 * config.ift_accuracy, q)
+    lower, linear, stop_reason = 0, 0, "iteration cap reached"
+    for _ in range(iterations):
+        try:
+            x, _, cost = problem.solve_lower(b, accuracy, x)
+        except FloatingPointError:
+            stop_reason = "diverged"
+            break
+        z, q, matvecs = problem.hypergradient(b, x, 1e-2 * accuracy, q)
         lower, linear = lower + cost, linear + matvecs
         log.append(dict(seconds=sync_clock(x.device) - start, lower_iterations=lower, linear_work=linear,
                         loss=problem.upper_loss(x)))
-        b = b - config.ift_step * z
         bar.update(1)
-    x, _, cost = problem.solve_lower(b, config.ift_accuracy, x)  # the reconstruction at the final B
-    return dict(b=b, x=x, log=log, stop_reason="iteration cap reached")
+        if not log[-1]["loss"] <= 2 * min(row["loss"] for row in log):
+            stop_reason = "diverged"
+            break
+        if log[-1]["loss"] <= stop_below:
+            stop_reason = "reached the target"
+            break
+        b = b - step * z
+    if stop_reason != "diverged":
+        x, _, _ = problem.solve_lower(b, accuracy, x)  # the reconstruction at the final B
+    return dict(b=b, x=x, log=log, stop_reason=stop_reason)
+
+
+def run_ift(problem: ElasticNetADP, x0: torch.Tensor, config: Config, bar: tqdm) -> dict[str, Any]:
+    """The paper's 'high-accuracy IFT': fixed step ift_step, fixed accuracy ift_accuracy."""
+    return ift_path(problem, x0, config.ift_step, config.ift_accuracy, config.ift_iterations, bar)
+
+
+def tune_ift(problem: ElasticNetADP, x0: torch.Tensor, config: Config, target: float | None) -> list[dict[str, Any]]:
+    """Every (step, accuracy) of the grid for at most tuning_iterations, each stopping at the loss target (None:
+    1% above the best loss the grid itself reaches): one row each with the time and lower-level iterations it
+    took to reach the target (None if it did not)."""
+    paths = {}
+    for step, accuracy in itertools.product(config.tuning_steps, config.tuning_accuracies):
+        with tqdm(disable=True) as quiet:
+            stop_below = -math.inf if target is None else target
+            paths[step, accuracy] = ift_path(problem, x0, step, accuracy, config.tuning_iterations, quiet, stop_below)
+    if target is None:
+        target = 1.01 * min(row["loss"] for path in paths.values() for row in path["log"])
+    return [dict(step=step, accuracy=accuracy, diverged=path["stop_reason"] == "diverged", target=target,
+                 **{f"{k}_to_1pct": v for k, v in time_to_target(path["log"], target).items()})
+            for (step, accuracy), path in paths.items()]
+
+
+def best_tuning(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The grid point that reached the target fastest in wall time, among those that did not diverge."""
+    reached = [row for row in rows if not row["diverged"] and row["seconds_to_1pct"] is not None]
+    return min(reached, key=lambda row: row["seconds_to_1pct"]) if reached else None
+
+
+def run_ift_tuned(problem: ElasticNetADP, x0: torch.Tensor, config: Config, bar: tqdm, target: float | None = None):
+    """The grid first (to the loss target, see tune_ift), then IFT with its fastest (step, accuracy) for the paper
+    IFT's iteration budget."""
+    grid_rows = tune_ift(problem, x0, config, target)
+    best = best_tuning(grid_rows)
+    if best is None:
+        raise RunError("no (step, accuracy) of the tuning grid reached the target: widen tuning_steps")
+    result = ift_path(problem, x0, best["step"], best["accuracy"], config.ift_iterations, bar)
+    return dict(result, grid=grid_rows, tuned=dict(step=best["step"], accuracy=best["accuracy"]))
 
 
 def run_lista(problem: ElasticNetADP, x0: torch.Tensor, config: Config, bar: tqdm) -> dict[str, Any]:
@@ -263,7 +341,10 @@ def run_lista(problem: ElasticNetADP, x0: torch.Tensor, config: Config, bar: tqd
     return dict(b=b.detach(), x=x, log=log, stop_reason="iteration cap reached")
 
 
-SOLVERS = {"maid": ("MAID", run_maid, "upper_iterations"), "ift": ("IFT", run_ift, "ift_iterations"),
+SOLVERS = {"maid": ("MAID", run_maid, "upper_iterations"),
+           "maid_fixed": ("MAID, fixed ε", run_maid_fixed, "upper_iterations"),
+           "ift": ("IFT", run_ift, "ift_iterations"),
+           "ift_tuned": ("IFT, tuned", run_ift_tuned, "ift_iterations"),
            "lista": ("LISTA L=∞", run_lista, "lista_epochs")}
 
 
@@ -313,10 +394,16 @@ def run(config: Config) -> dict[str, Any]:
           f"α₁ = {problem.l1_weight}, α₂ = {problem.l2_weight}, β = {config.operator_weight}")
     folder = start_run(config, "adp_1d", device)
     results = {}
-    for name in config.solvers:
+    # the tuned IFT runs last: its grid stops at 1% above the best loss of the solvers before it
+    for name in sorted(config.solvers, key=lambda n: n == "ift_tuned"):
         label, solver, iterations = SOLVERS[name]
         with tqdm(total=getattr(config, iterations), desc=label, disable=not config.progress, leave=False) as bar:
-            results[name] = solver(problem, torch.zeros_like(y), config, bar)
+            if name == "ift_tuned":
+                losses = [row["loss"] for res in results.values() for row in res["log"]]
+                results[name] = solver(problem, torch.zeros_like(y), config, bar, 1.01 * min(losses) if losses else None)
+            else:
+                results[name] = solver(problem, torch.zeros_like(y), config, bar)
+    results = {name: results[name] for name in config.solvers}
     best = min(row["loss"] for res in results.values() for row in res["log"])
     table = []
     for name, res in results.items():
@@ -328,23 +415,37 @@ def run(config: Config) -> dict[str, Any]:
                           l1_error=(res["x"] - truth).abs().sum().item() * 2 / config.points,
                           stop_reason=res["stop_reason"]))
     write_outputs(folder, t, truth, y, a, results, table)
-    speedups = {}
     rows = {name: row for name, row in zip(results, table)}
-    maid_row, ift_row = rows.get("maid"), rows.get("ift")
-    if maid_row and ift_row and maid_row["seconds_to_1pct"] is not None and ift_row["seconds_to_1pct"] is not None:
-        speedups = dict(time=ift_row["seconds_to_1pct"] / maid_row["seconds_to_1pct"],
-                        lower_iterations=ift_row["lower_iterations_to_1pct"] / maid_row["lower_iterations_to_1pct"])
-    write_json(folder / "metrics.json", dict(best_loss=best, initial_loss=results[config.solvers[0]]["log"][0]["loss"],
-                                             solvers=table, maid_speedup_over_ift_to_1pct=speedups))
+    speedups = speedup(rows.get("maid"), rows.get("ift"))
+    tuned_speedups = speedup(rows.get("maid"), rows.get("ift_tuned"))
+    grid_rows = results["ift_tuned"]["grid"] if "ift_tuned" in results else []
+    if grid_rows:
+        write_csv(folder / "grid.csv", grid_rows)
+    write_json(folder / "metrics.json", dict(
+        best_loss=best, initial_loss=results[config.solvers[0]]["log"][0]["loss"], solvers=table,
+        maid_speedup_over_ift_to_1pct=speedups, maid_speedup_over_tuned_ift_to_1pct=tuned_speedups,
+        ift_tuned=results["ift_tuned"]["tuned"] if "ift_tuned" in results else {}, ift_tuning_grid=grid_rows,
+    ))
     print(f"best upper loss {best:.5g}; to within 1% of it:")
     for row in table:
         when = "never" if row["seconds_to_1pct"] is None else \
             f"{row['seconds_to_1pct']:.2f} s, {row['lower_iterations_to_1pct']} lower iterations"
         print(f"  {row['solver']:>10}: final {row['final_loss']:.5g} in {row['seconds']:.1f} s; 1%: {when}")
-    if speedups:
-        print(f"MAID over IFT: {speedups['time']:.1f}x in time, {speedups['lower_iterations']:.1f}x in lower iterations")
+    for label, ratios in (("IFT", speedups), ("the tuned IFT", tuned_speedups)):
+        if ratios:
+            print(f"MAID over {label}: {ratios['time']:.1f}x in time, {ratios['lower_iterations']:.1f}x in lower iterations")
     print(f"wrote {folder}")
-    return dict(folder=folder, results=results, table=table, best_loss=best, speedups=speedups)
+    return dict(folder=folder, results=results, table=table, best_loss=best, speedups=speedups,
+                tuned_speedups=tuned_speedups)
+
+
+def speedup(fast: dict[str, Any] | None, slow: dict[str, Any] | None) -> dict[str, float]:
+    """How many times faster `fast` came within 1% of the best loss than `slow`, in time and in lower iterations
+    (empty when either row is missing or never got there)."""
+    if not (fast and slow) or fast["seconds_to_1pct"] is None or slow["seconds_to_1pct"] is None:
+        return {}
+    return dict(time=slow["seconds_to_1pct"] / fast["seconds_to_1pct"],
+                lower_iterations=slow["lower_iterations_to_1pct"] / fast["lower_iterations_to_1pct"])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -50,7 +50,7 @@ def test_elastic_net_hypergradient_matches_finite_differences_on_a_fixed_active_
     assert (z * direction).sum().item() == pytest.approx(fd, rel=1e-5)
 
 
-@pytest.mark.parametrize("solver", ["maid", "ift", "lista"])
+@pytest.mark.parametrize("solver", ["maid", "maid_fixed", "ift", "lista"])
 def test_each_solver_lowers_the_upper_loss(solver):
     problem, config = small_problem(upper_iterations=15, ift_iterations=15, lista_epochs=15)
     _, run, _ = adp_1d.SOLVERS[solver]
@@ -95,14 +95,47 @@ def test_the_counters_count_what_they_claim():
 
 
 def test_end_to_end_writes_every_file_and_reports_the_speedup(tmp_path):
-    adp_1d.run(make_config(adp_1d.Config, quick=True, points=60, upper_iterations=20, ift_iterations=40,
-                                 lista_epochs=40, results_dir=str(tmp_path), run_name="e2e", progress=False))
+    adp_1d.run(make_config(adp_1d.Config, quick=True, points=60, upper_iterations=40, ift_iterations=40,
+                           lista_epochs=40, tuning_steps=(1e-2, 1.0), tuning_accuracies=(1e-3,), tuning_iterations=100,
+                           results_dir=str(tmp_path), run_name="e2e", progress=False))
     folder = tmp_path / "adp_1d" / "e2e"
-    for name in ("curve.png", "curve.csv", "reconstructions.png", "B_minus_A.png", "table.csv", "config.json",
-                 "metrics.json"):
+    for name in ("curve.png", "curve.csv", "reconstructions.png", "B_minus_A.png", "table.csv", "grid.csv",
+                 "config.json", "metrics.json"):
         assert (folder / name).stat().st_size > 0, name
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert metrics["best_loss"] < metrics["initial_loss"] and len(metrics["solvers"]) == 3
+    assert metrics["best_loss"] < metrics["initial_loss"] and len(metrics["solvers"]) == 5
+    assert "IFT, tuned" in (folder / "table.csv").read_text()
+    assert "maid_speedup_over_tuned_ift_to_1pct" in metrics and metrics["ift_tuned"]["step"] == 1e-2
+
+
+def test_the_tuning_grid_picks_the_fastest_step_that_does_not_diverge():
+    problem, config = small_problem(points=60, tuning_steps=(1e-3, 1e-2, 1.0), tuning_accuracies=(1e-6, 1e-3),
+                                    tuning_iterations=400)
+    rows = adp_1d.tune_ift(problem, torch.zeros_like(problem.y), config, target=None)
+    by_step = {(row["step"], row["accuracy"]): row for row in rows}
+    assert by_step[1.0, 1e-3]["diverged"] and by_step[1.0, 1e-6]["diverged"]  # far too large a step
+    best = adp_1d.best_tuning(rows)
+    assert not best["diverged"] and best["seconds_to_1pct"] is not None
+    reached = [row for row in rows if not row["diverged"] and row["seconds_to_1pct"] is not None]
+    assert best["seconds_to_1pct"] == min(row["seconds_to_1pct"] for row in reached) and len(reached) >= 2
+    # a step that diverges has a loss more than twice its best; the chosen one descends to the target
+    with adp_1d.tqdm(disable=True) as bar:
+        path = adp_1d.ift_path(problem, torch.zeros_like(problem.y), 1.0, 1e-3, 50, bar)
+    losses = [row["loss"] for row in path["log"]]
+    assert path["stop_reason"] == "diverged" and losses[-1] > 2 * min(losses[:-1])
+
+
+def test_maid_with_a_fixed_accuracy_keeps_it_and_terminates():
+    problem, config = small_problem(points=60, upper_iterations=30, maid_fixed_accuracy=1e-5)
+    rows = []
+    fixed = adp_1d.dataclasses.replace(config, eps0=1e-5, delta0=1e-5, nu=1.0, nu_bar=1.0)
+    result = adp_1d.maid(problem, problem.a.clone(), torch.zeros_like(problem.y), fixed,
+                         lambda row, b, x: rows.append(row))
+    assert rows and all(row["eps"] == 1e-5 and row["delta"] == 1e-5 for row in rows)
+    assert result.stop_reason == "upper iteration cap reached" and sum(row["accepted"] for row in rows) >= 10
+    with adp_1d.tqdm(disable=True) as bar:
+        through_solver = adp_1d.run_maid_fixed(problem, torch.zeros_like(problem.y), config, bar)
+    assert through_solver["log"][-1]["loss"] == pytest.approx(problem.upper_loss(result.x))
 
 
 def test_bad_input_exits_with_code_2_and_one_line(refused):
