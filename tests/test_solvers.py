@@ -10,12 +10,17 @@ def spd_matrix(n: int, condition: float, seed: int = 0) -> torch.Tensor:
     return q @ torch.diag(torch.logspace(0, -torch.log10(torch.tensor(condition)).item(), n, dtype=torch.float64)) @ q.T
 
 
+def quadratic(n: int, condition: float):
+    """h(x) = ½xᵀHx − bᵀx: (H, b, μ, L, the minimiser)."""
+    h = spd_matrix(n, condition)
+    b = torch.randn(n, dtype=torch.float64)
+    mu, lipschitz = torch.linalg.eigvalsh(h)[[0, -1]].tolist()
+    return h, b, mu, lipschitz, torch.linalg.solve(h, b)
+
+
 @pytest.mark.parametrize("eps", [1e-2, 1e-5, 1e-8])
 def test_fista_meets_the_accuracy_it_certifies(eps):
-    h = spd_matrix(30, 1e3)
-    b = torch.randn(30, dtype=torch.float64)
-    mu, lipschitz = torch.linalg.eigvalsh(h)[[0, -1]].tolist()
-    exact = torch.linalg.solve(h, b)
+    h, b, mu, lipschitz, exact = quadratic(30, 1e3)
     result = fista(lambda x: h @ x - b, torch.zeros(30, dtype=torch.float64), lipschitz, mu * eps, 100_000)
     assert result.converged
     assert (result.x - exact).norm() <= eps
@@ -37,10 +42,7 @@ def test_fista_warm_start_at_the_solution_costs_one_gradient():
 
 @pytest.mark.parametrize("eps", [1e-2, 1e-5, 1e-8])
 def test_lbfgs_meets_the_accuracy_it_certifies_in_fewer_evaluations_than_fista(eps):
-    h = spd_matrix(60, 1e4)
-    b = torch.randn(60, dtype=torch.float64)
-    mu, lipschitz = torch.linalg.eigvalsh(h)[[0, -1]].tolist()
-    exact = torch.linalg.solve(h, b)
+    h, b, mu, lipschitz, exact = quadratic(60, 1e4)
     calls = []
 
     def value_and_gradient(x):
