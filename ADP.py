@@ -9,14 +9,16 @@ learned. Here the operator is a blur with one k x k kernel per channel, b:
     lower level   x(b) = argmin_x h(x; b) = ½‖B_b x − y‖² + λ TV_ε(x) + (γ/2)‖x − ȳ‖²
     upper level   min_b  F(b) = ½‖A x(b) − y‖² + (β/2)‖b − b0‖²_H¹,     ‖u‖²_H¹ = ‖u‖² + ‖D₁u‖² + ‖D₂u‖²
 
-ȳ is the mean of y per channel; the small γ makes h γ-strongly convex, which is what certifies the lower-level
-accuracy. A = B_b0 is the known blur (non-blind) or the assumed one (semi-blind: the data carry an extra unknown Gaussian
-blur). MAID, the method of adaptive inexact descent, minimises F with inexact pieces whose errors it controls:
-the lower level is solved by warm-started FISTA only to a certified accuracy ‖x̃ − x(b)‖ ≤ ‖∇h‖/γ ≤ ε, the
+ȳ is the mean of y per channel; the small γ (not in the paper or its code; 1e-3 costs the converged TV 0.03 dB)
+makes h γ-strongly convex, which is what certifies the lower-level accuracy. A = B_b0 is the known blur (non-blind)
+or the assumed one (semi-blind: the data carry an extra unknown Gaussian blur). MAID, the method of adaptive
+inexact descent, minimises F with inexact pieces whose errors it controls: the lower level is solved by
+warm-started L-BFGS (or FISTA) only to a certified accuracy ‖x̃ − x(b)‖ ≤ ‖∇h‖/γ ≤ ε, the
 hypergradient ∇F = β(I + D₁ᵀD₁ + D₂ᵀD₂)(b − b0) − ∇_b⟨∇ₓh(x̃; b), q⟩ comes from the implicit function theorem
 with H(x̃) q = Aᵀ(A x̃ − y) solved by CG to residual δ, and a backtracking line search on an upper bound of F at
 the trial point against a lower bound at the current one accepts only steps that certainly decrease F. On
-failure ε and δ shrink (×ν); on success they grow (×ν̄) and so does the step (×ρ̄).
+failure ε and δ shrink (×ν); on success they grow (×ν̄) and so does the step (×ρ̄). `--original_code` runs the
+paper's code instead, re-stated with each of its behaviours named (dipkit/adp_original.py).
 
 Run   python ADP.py                     the paper's setting on one bundled image (a few minutes on a CPU)
       python ADP.py --quick             about a minute on a laptop CPU
@@ -290,7 +292,7 @@ def tv_baselines(
     paper = paper_columns(y, theta0, config, seed, upper_iterations=0)
     out["paper_tv"] = dict(x=paper.tv_column, iterations=paper.tv_column_iterations, tv_weight=problem.tv_weight,
                            lipschitz=paper.tv_column_lipschitz)
-    # the same deterministic FISTA path as the converged run, cut at ADP's budget if that comes first
+    # the same deterministic solver path as the converged run, cut at ADP's budget if that comes first
     budget, n = (converged, n_converged) if adp_budget >= n_converged else solve(adp_budget, y)
     out["x_b0_same_budget"] = dict(x=budget, iterations=n, tv_weight=problem.tv_weight)
 
