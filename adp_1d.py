@@ -97,7 +97,7 @@ class Config:
     ift_step: float = 1e-3  # IFT: fixed step (the code's 0.1 on a gradient scaled by 0.01)
     ift_accuracy: float = 1e-6  # IFT: fixed lower-level accuracy ε; CG residual 1e-2·ε
     tuning_steps: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # tuned IFT: the steps tried
-    tuning_accuracies: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)  # tuned IFT: the accuracies tried
+    tuning_accuracies: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)  # tuned IFT: the accuracies tried
     tuning_iterations: int = 2000  # tuned IFT: upper iterations per grid point (it stops at the 1% target)
     # LISTA with L = ∞
     lista_epochs: int = 4000  # LISTA: training steps
@@ -242,7 +242,8 @@ def run_maid(problem: ElasticNetADP, x0: torch.Tensor, config: Config, bar: tqdm
 
 
 def run_maid_fixed(problem: ElasticNetADP, x0: torch.Tensor, config: Config, bar: tqdm) -> dict[str, Any]:
-    """MAID's line search with the accuracy held at maid_fixed_accuracy (ν = ν̄ = 1): what adapting ε is worth."""
+    """MAID's line search with the accuracy held at maid_fixed_accuracy (ν = ν̄ = 1): what adapting ε is worth.
+    It stops at its first failed line search, where only a tighter accuracy could certify a decrease."""
     eps = config.maid_fixed_accuracy
     return run_maid(problem, x0, dataclasses.replace(config, eps0=eps, delta0=eps, nu=1.0, nu_bar=1.0), bar)
 

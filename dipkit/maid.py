@@ -105,5 +105,7 @@ def maid(
                 break
             if accuracy > eps:  # the lower level stalled (iteration cap or floating-point floor): tightening is futile
                 return MAIDResult(theta, x, log, f"lower level cannot reach accuracy ε = {eps:.2e}", dict(seconds))
+            if config.nu >= 1:  # a fixed accuracy (an ablation): retrying with smaller steps cannot close the bounds' gap
+                return MAIDResult(theta, x, log, f"line search failed at the fixed accuracy ε = {eps:.2e}", dict(seconds))
             eps, delta = config.nu * eps, config.nu * delta
     return MAIDResult(theta, x, log, "upper iteration cap reached", dict(seconds))
