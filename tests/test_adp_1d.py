@@ -118,6 +118,7 @@ def test_the_tuning_grid_picks_the_fastest_step_that_does_not_diverge():
     assert not best["diverged"] and best["seconds_to_1pct"] is not None
     reached = [row for row in rows if not row["diverged"] and row["seconds_to_1pct"] is not None]
     assert best["seconds_to_1pct"] == min(row["seconds_to_1pct"] for row in reached) and len(reached) >= 2
+    assert all(row["stop_reason"] == "diverged" for row in rows if row["diverged"])
     # a step that diverges has a loss more than twice its best; the chosen one descends to the target
     with adp_1d.tqdm(disable=True) as bar:
         path = adp_1d.ift_path(problem, torch.zeros_like(problem.y), 1.0, 1e-3, 50, bar)
@@ -137,6 +138,15 @@ def test_maid_with_a_fixed_accuracy_keeps_it_and_terminates():
     with adp_1d.tqdm(disable=True) as bar:
         through_solver = adp_1d.run_maid_fixed(problem, torch.zeros_like(problem.y), config, bar)
     assert through_solver["log"][-1]["loss"] == pytest.approx(problem.upper_loss(result.x))
+
+
+def test_help_lists_every_option(capsys):
+    """Each field's comment is argparse help text, where a bare percent sign breaks --help."""
+    with pytest.raises(SystemExit) as exit_:
+        adp_1d.parse_config(adp_1d.Config, ["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert all(f"--{field.name}" in text for field in adp_1d.dataclasses.fields(adp_1d.Config))
 
 
 def test_bad_input_exits_with_code_2_and_one_line(refused):
@@ -160,6 +170,9 @@ def test_the_speedup_compares_maid_with_ift_whatever_the_solver_order(tmp_path):
     rows = {row["solver"]: row for row in out["table"]}
     maid, lista, ift = rows["MAID"], rows["LISTA L=∞"], rows["IFT"]
     assert lista["seconds_to_1pct"] is None and maid["seconds_to_1pct"] and ift["seconds_to_1pct"]
+    assert not (out["folder"] / "grid.csv").exists()  # no tuned IFT asked for: the grid does not run
+    metrics = json.loads((out["folder"] / "metrics.json").read_text())
+    assert metrics["ift_tuning_grid"] == [] and metrics["maid_speedup_over_tuned_ift_to_1pct"] == {}
     assert out["speedups"]["time"] == pytest.approx(ift["seconds_to_1pct"] / maid["seconds_to_1pct"])
     assert out["speedups"]["lower_iterations"] == pytest.approx(
         ift["lower_iterations_to_1pct"] / maid["lower_iterations_to_1pct"])
