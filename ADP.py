@@ -246,6 +246,15 @@ def observe_data(x_true: torch.Tensor, b0: torch.Tensor, config: Config, seed: i
     return y.clamp(0, 1) if config.clip_data else y
 
 
+def image_problem(name: str, index: int, config: Config, device: torch.device, dtype: torch.dtype):
+    """(x_true, b0, θ0 = b0 for every channel, y) for the index-th image of the config; its noise seed is
+    seed + index."""
+    x_true = load_image(name, (config.height, config.width), config.channels, device, dtype)
+    b0 = known_kernel(config).to(device=device, dtype=dtype)
+    theta0 = b0.expand(config.channels, -1, -1).clone()  # one kernel per channel, all b0
+    return x_true, b0, theta0, observe_data(x_true, b0, config, config.seed + index)
+
+
 def quality(x: torch.Tensor, x_true: torch.Tensor) -> dict[str, float]:
     return {"psnr": psnr(x, x_true), "ssim": ssim(x, x_true)}
 
@@ -310,10 +319,7 @@ def tv_baselines(
 
 
 def run_image(name: str, index: int, config: Config, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
-    x_true = load_image(name, (config.height, config.width), config.channels, device, dtype)
-    b0 = known_kernel(config).to(device=device, dtype=dtype)
-    theta0 = b0.expand(config.channels, -1, -1).clone()  # one kernel per channel, all b0
-    y = observe_data(x_true, b0, config, config.seed + index)
+    x_true, b0, theta0, y = image_problem(name, index, config, device, dtype)
     problem = ADPBeta(y, b0, config)
 
     bar = tqdm(total=config.upper_iterations, desc=Path(name).stem, disable=not config.progress, leave=False)
@@ -350,10 +356,7 @@ def run_image(name: str, index: int, config: Config, device: torch.device, dtype
 
 def run_image_original(name: str, index: int, config: Config, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     """The paper code's two columns on one image, beside the blurry data and the converged TV."""
-    x_true = load_image(name, (config.height, config.width), config.channels, device, dtype)
-    b0 = known_kernel(config).to(device=device, dtype=dtype)
-    theta0 = b0.expand(config.channels, -1, -1).clone()
-    y = observe_data(x_true, b0, config, config.seed + index)
+    x_true, b0, theta0, y = image_problem(name, index, config, device, dtype)
     bar = tqdm(total=config.upper_iterations, desc=Path(name).stem, disable=not config.progress, leave=False)
     start = time.perf_counter()
 

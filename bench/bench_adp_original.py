@@ -56,9 +56,7 @@ def main() -> None:
     dtype = getattr(torch, config.dtype)
     table = []
     for index, name in enumerate(config.images):
-        x_true = ADP.load_image(name, (config.height, config.width), config.channels, device, dtype)
-        b0 = ADP.known_kernel(config).to(device=device, dtype=dtype)
-        y = ADP.observe_data(x_true, b0, config, config.seed + index)
+        x_true, b0, _, y = ADP.image_problem(name, index, config, device, dtype)
         for label, bugs in variants(own.rows):
             tic = time.perf_counter()
             varied = dataclasses.replace(config, original_bugs=bugs)

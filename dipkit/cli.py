@@ -80,7 +80,7 @@ def parse_config(cls: type, argv: list[str] | None = None, description: str | No
             f"--{field.name}",
             dest=field.name,
             default=argparse.SUPPRESS,
-            help=f"{comments.get(field.name, '')} (default: {field.default!r})",
+            help=f"{comments.get(field.name, '')} (default: {field.default!r})".replace("%", "%%"),  # argparse formats help
             **_argument_options(hints[field.name]),
         )
     return make_config(cls, **vars(parser.parse_args(argv)))

@@ -82,3 +82,15 @@ def test_run_folders_never_overwrite(tmp_path):
 def test_json_holds_tensors_and_non_finite_numbers(tmp_path):
     write_json(tmp_path / "m.json", {"t": torch.tensor([1.0, 2.0]), "nan": math.nan, "a": np.float32(0.5)})
     assert json.loads((tmp_path / "m.json").read_text()) == {"t": [1.0, 2.0], "nan": None, "a": 0.5}
+
+
+def test_a_percent_sign_in_a_constant_comment_does_not_break_help(capsys):
+    """argparse formats help strings with %; the comments are the user's text and are escaped."""
+    with pytest.raises(SystemExit) as stop:
+        parse_config(PercentConfig, ["--help"])
+    assert stop.value.code == 0 and "within 1% of the best" in capsys.readouterr().out
+
+
+@dataclasses.dataclass
+class PercentConfig:
+    target: float = 0.01  # stop within 1% of the best loss ("quoted" too)
