@@ -42,9 +42,9 @@ from tqdm import tqdm
 
 from dipkit import figures, kernels
 from dipkit.blur import blur, blur_adjoint, operator_norm_squared
-from dipkit.cli import RunError, parse_config, require_positive, run_main
+from dipkit.cli import RunError, parse_config, run_main
 from dipkit.device import choose_device, keep_freed_memory, seed_everything
-from dipkit.images import load_image, resolve_image
+from dipkit.images import load_image
 from dipkit.metrics import psnr, ssim
 from dipkit.runs import start_run, write_csv, write_json
 from dipkit.adp_original import ORIGINAL_BUGS, OriginalSettings, run_original
@@ -107,12 +107,21 @@ class Config:
     QUICK: ClassVar[dict[str, Any]] = dict(
         height=96, width=72, alpha0=1e-5, upper_iterations=15, oracle_factors=(0.5, 1.0, 2.0)
     )
+    LIMITS: ClassVar[dict[str, str]] = dict(
+        height="[8, inf)", width="[8, inf)", channels="[1, 3]", noise_level="[0, 1)", kernel_size="[1, inf)",
+        gaussian_sigma="(0, inf)", semiblind_sigma="(0, inf)", tv_weight="(0, inf)", tv_smoothing="(0, inf)",
+        l2_weight="(0, inf)", lower_max_iterations="[1, inf)", sobolev_weight="[0, inf)",
+        cg_max_iterations="[1, inf)", upper_iterations="[1, inf)", alpha0="(0, inf)", eps0="(0, inf)",
+        delta0="(0, inf)", rho="(0, 1)", rho_bar="[1, inf)", nu="(0, 1)", nu_bar="[1, inf)", armijo="[0, 1)",
+        backtracking="[1, inf)", eps_threshold="(0, inf)", baseline_accuracy="(0, inf)", oracle_factors="(0, inf)",
+        seed="[0, inf)",
+    )
 
 
 def check_config(config: Config) -> None:
-    """Refuse settings that cannot run, before anything is written."""
+    """Refuse settings that cannot run, before anything is written: every image is read once here."""
     for name in config.images:
-        resolve_image(name)
+        load_image(name, (config.height, config.width), config.channels)
     if config.setting not in ("motion", "gaussian", "disc"):
         raise RunError(f"unknown setting '{config.setting}' (use motion, gaussian or disc)")
     if config.lower_solver not in ("lbfgs", "fista"):
@@ -128,9 +137,6 @@ def check_config(config: Config) -> None:
     unknown = set(config.original_bugs) - set(ORIGINAL_BUGS)
     if unknown:
         raise RunError(f"unknown original bug(s) {', '.join(sorted(unknown))} (use {', '.join(ORIGINAL_BUGS)})")
-    require_positive(config, "tv_weight", "tv_smoothing", "l2_weight", "alpha0", "eps0", "delta0", "upper_iterations")
-    if not (0 < config.rho < 1 and 0 < config.nu < 1 and config.rho_bar >= 1 and config.nu_bar >= 1):
-        raise RunError("MAID needs 0 < rho < 1, 0 < nu < 1, rho_bar >= 1 and nu_bar >= 1")
 
 
 # ---------------------------------------------------------------------------------------------------------------

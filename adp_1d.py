@@ -122,6 +122,15 @@ class Config:
     QUICK: ClassVar[dict[str, Any]] = dict(upper_iterations=60, ift_iterations=300, lista_epochs=300,
                                            tuning_steps=(1e-2, 2e-2, 3e-2), tuning_accuracies=(1e-6, 1e-4, 1e-2),
                                            tuning_iterations=60)
+    LIMITS: ClassVar[dict[str, str]] = dict(
+        points="[10, inf)", noise_level="[0, inf)", l1_weight="[-1, inf)", l2_weight="[-1, inf)",
+        operator_weight="[0, inf)", lower_max_iterations="[1, inf)", cg_max_iterations="[1, inf)",
+        upper_iterations="[1, inf)", alpha0="(0, inf)", eps0="(0, inf)", delta0="(0, inf)", rho="(0, 1)",
+        rho_bar="[1, inf)", nu="(0, 1)", nu_bar="[1, inf)", armijo="[0, 1)", backtracking="[1, inf)",
+        eps_threshold="(0, inf)", maid_fixed_accuracy="(0, inf)", ift_iterations="[1, inf)", ift_step="(0, inf)",
+        ift_accuracy="(0, inf)", tuning_steps="(0, inf)", tuning_accuracies="(0, inf)", tuning_iterations="[1, inf)",
+        lista_epochs="[1, inf)", lista_layers="[1, inf)", lista_lr="(0, inf)", seed="[0, inf)",
+    )
 
 
 def check_config(config: Config) -> None:
@@ -132,10 +141,8 @@ def check_config(config: Config) -> None:
     unknown = set(config.solvers) - set(SOLVERS)
     if unknown or not config.solvers:
         raise RunError(f"unknown solver(s) {', '.join(sorted(unknown)) or '(none given)'}: use {', '.join(SOLVERS)}")
-    if not (config.tuning_steps and config.tuning_accuracies and min(config.tuning_steps + config.tuning_accuracies) > 0):
-        raise RunError("tuning_steps and tuning_accuracies must be non-empty and positive")
-    if config.points < 10:
-        raise RunError(f"points must be at least 10, not {config.points}")
+    if not (config.tuning_steps and config.tuning_accuracies):
+        raise RunError("tuning_steps and tuning_accuracies must not be empty")
     weights = elastic_net_weights(config)
     if not (weights[0] >= 0 and weights[1] > 0):
         raise RunError(f"need l1_weight >= 0 and l2_weight > 0, not {weights}")

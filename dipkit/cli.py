@@ -3,7 +3,9 @@
 Every field of a script's constants dataclass becomes an option of the same name (`--tv_weight 0.01`); the
 comment at the end of the field's line is its help text. A class attribute `QUICK` (a dict) holds the preset that
 `--quick` applies before any explicit option, so `--quick --upper_iterations 5` runs the quick preset with five
-upper iterations. Bad input raises `RunError`, which `run_main` reports as one line with exit code 2.
+upper iterations. A class attribute `LIMITS` maps every numeric constant to the interval it must lie in, written
+as in mathematics ("[0, 1)", "(0, inf)", "[1, inf)"); a tuple's every entry must lie in it. Bad input raises
+`RunError`, which `run_main` reports as one line with exit code 2.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import argparse
 import dataclasses
 import inspect
 import io
+import math
+import re
 import sys
 import textwrap
 import tokenize
@@ -60,14 +64,54 @@ def require_positive(config: Any, *names: str) -> None:
             raise RunError(f"{name} must be positive, not {getattr(config, name)}")
 
 
+_INTERVAL = re.compile(r"^([\[(])\s*(-?inf|[-+0-9.e]+)\s*,\s*(-?inf|[-+0-9.e]+)\s*([\])])$")
+
+
+def in_interval(value: float, interval: str) -> bool:
+    """Whether `value` lies in an interval written "[a, b)", "(0, inf)", ... (a NaN never does)."""
+    match = _INTERVAL.match(interval)
+    if not match:
+        raise ValueError(f"not an interval: {interval!r}")
+    opening, low, high, closing = match.groups()
+    low, high = float(low), float(high)
+    if math.isnan(value):
+        return False
+    above = value >= low if opening == "[" else value > low
+    below = value <= high if closing == "]" else value < high
+    return above and below
+
+
+def numeric_fields(cls: type) -> list[str]:
+    """The constants that are numbers or tuples of numbers (booleans are not): those LIMITS must cover."""
+    def numeric(hint: Any) -> bool:
+        if get_origin(hint) is tuple:
+            return numeric(get_args(hint)[0])
+        return hint in (int, float)
+
+    hints = get_type_hints(cls)
+    return [f.name for f in dataclasses.fields(cls) if numeric(hints[f.name])]
+
+
+def check_limits(config: Any) -> None:
+    """A RunError naming the first constant outside its interval in the class's LIMITS."""
+    for name, interval in getattr(type(config), "LIMITS", {}).items():
+        value = getattr(config, name)
+        for entry in value if isinstance(value, tuple) else (value,):
+            if not in_interval(entry, interval):
+                raise RunError(f"{name} must be in {interval}, not {entry}")
+
+
 def make_config(cls: type, **overrides: Any):
-    """The defaults, then the class's QUICK preset if `quick=True`, then the explicit overrides."""
+    """The defaults, then the class's QUICK preset if `quick=True`, then the explicit overrides; every constant
+    is checked against the class's LIMITS."""
     values = dict(getattr(cls, "QUICK", {})) if overrides.get("quick", False) else {}
     values.update(overrides)
     unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
         raise RunError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    config = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    check_limits(config)
+    return config
 
 
 def parse_config(cls: type, argv: list[str] | None = None, description: str | None = None):

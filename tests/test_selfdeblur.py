@@ -103,6 +103,46 @@ def test_known_kernel_deconvolution_beats_the_blurred_input():
 
 # --- networks ---------------------------------------------------------------------------------------------------
 
+def test_known_kernel_orientation_is_chosen_by_psnr_against_the_truth(monkeypatch):
+    """With the orientation unknown, the reference row keeps the deconvolution nearer the truth, even when the
+    other one explains y better (as on Levin's im1_kernel5 and im3_kernel6)."""
+    truth = smooth_image(48)
+    kernel = torch.zeros(5, 5, dtype=torch.float64)
+    kernel[1, :4] = 0.25
+    blurred = blind.blur_valid(blind.pad_to_latent(truth, (5, 5)), kernel)
+    noisy_fit = truth + 0.05 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(0), dtype=truth.dtype)
+    # as stored: an image that explains y (small residual) but is far from the truth; rotated: the truth itself,
+    # which the rotated kernel blurs wrongly (large residual)
+    fake = lambda y, k, weight=1e-3: noisy_fit if torch.equal(k, kernel) else truth  # noqa: E731
+    monkeypatch.setattr(blind, "known_kernel_deconvolution", fake)
+    problem = blind.Problem("p", blurred, (5, 5), truth, kernel, kernel_orientation_known=False)
+    chosen = blind.known_kernel_baseline(problem, crop=8, max_shift=2)
+    assert torch.equal(chosen, truth)
+    residual = lambda x, k: (blind.blur_valid(blind.pad_to_latent(x, (5, 5)), k) - blurred).pow(2).sum()  # noqa: E731
+    assert residual(noisy_fit, kernel) < residual(truth, kernel.flip(-2, -1))  # the residual would choose wrongly
+
+
+LEVIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "levin"
+
+
+@pytest.mark.skipif(not (LEVIN / "gt").is_dir(), reason="Levin's benchmark is not at ../shared/data/levin")
+def test_levin_known_kernel_row_is_above_33_db_where_the_residual_chose_wrongly():
+    problems = [p for p in blind.levin_problems(str(LEVIN)) if p.name in ("im1_kernel5", "im3_kernel6")]
+    for problem in problems:
+        known = blind.known_kernel_baseline(problem)
+        assert blind.Scorer(problem, known)(blind.quantise_8bit(known))["psnr_gt"] > 33
+
+
+def test_a_wider_shift_search_is_reported_beside_and_never_lowers_psnr():
+    truth = smooth_image(64)
+    estimate = torch.roll(truth, (6, -1), (-2, -1)) * 0.95 + 0.02
+    problem = blind.Problem("p", truth, (5, 5), truth, torch.full((5, 5), 1 / 25))
+    scores = blind.Scorer(problem, known=truth * 0.9, crop=10, max_shift=4, wide_shift=8)(estimate)
+    assert scores["psnr_gt_shift8"] > scores["psnr_gt"] + 3  # the 6-pixel shift is found only by the wider search
+    assert {"ssim_shift8", "error_ratio_shift8"} <= set(scores)
+    assert "psnr_gt_shift8" not in blind.Scorer(problem, crop=10, max_shift=4)(estimate)
+
+
 def test_non_local_block_is_the_dot_product_form_and_starts_as_identity():
     torch.manual_seed(0)
     block = NonLocalBlock(8).double()
