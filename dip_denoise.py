@@ -9,15 +9,26 @@ The network fits the image before the noise, so the output is a denoised image a
 average (0.99) of the outputs is better still. Which iteration? With a clean image one can read off the best
 one (an oracle, reported as such). Without one, this script uses the windowed moving variance of the outputs
 (ES-WMV, Wang et al., "Early stopping for deep image prior", TMLR 2023): the variance of the last W outputs
-falls while the image is being fitted and rises once the noise is; the rule returns the averaged output at the
-variance's minimum and stops when no new minimum has come for P iterations.
+falls while the image is being fitted and rises once the noise is. The rule fires when no new minimum has come
+for P iterations; its choice, the averaged output at the variance's minimum, is then frozen (as in the official
+code), whether or not the run goes on. A run that ends before the rule fires reports the lowest variance so far
+and says that the rule did not fire.
 
 Backtracking (the official code's safeguard): if the PSNR of the output against y falls by more than 5 dB since
-the last checkpoint, the parameters, BatchNorm statistics, Adam state and average are restored from the
-checkpoint (kept on the device, refreshed every `checkpoint_every` iterations) and the iterations are redone.
+the last checkpoint, the run goes back to the checkpoint (kept on the device, refreshed every `checkpoint_every`
+iterations) and redoes the iterations: parameters, BatchNorm statistics, Adam state, average, the ES-WMV window,
+its minimum, image and patience count, and the oracle are all restored, so the discarded iterations leave no
+trace. At most `max_restores` restores per image; after that, drops are accepted (with a warning).
+
+Iterations are counted from 0, as in the official code: iteration k is the (k+1)-th optimisation step, in
+metrics.json, table.csv, curve.csv, the figures and the printed lines alike.
+
+Image size: bundled images are resized to 512x512 (the paper-like size); image files (--images path, --folder)
+keep their size, centre-cropped to a multiple of 32 as the original does; --size N resizes every image to N x N
+(centre-cropped to a square first), --size 0 keeps every image's size.
 
 Run   python dip_denoise.py                          the paper's setting on a bundled 512x512 image (GPU: seconds)
-      python dip_denoise.py --quick                  64x64, 1000 iterations: about a minute on a CPU
+      python dip_denoise.py --quick                  whole images resized to 64x64, 1000 iterations (CPU: minutes)
       python dip_denoise.py --images my_noisy_photo.png --no-add_noise   a real noisy photo: no clean image
       python dip_denoise.py --folder path/to/images   every image of a folder, one table
       python dip_denoise.py --help
@@ -39,7 +50,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from dipkit import figures
-from dipkit.cli import RunError, parse_config, require_positive, run_main
+from dipkit.cli import RunError, parse_config, run_main
 from dipkit.device import choose_device, seed_everything, synchronize
 from dipkit.images import load_image, resolve_image
 from dipkit.metrics import psnr, ssim
@@ -47,6 +58,7 @@ from dipkit.networks import SkipNetwork
 from dipkit.runs import start_run, write_csv, write_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+BUNDLED_SIZE = 512  # what size -1 gives a bundled image (the paper's images are 512x512)
 
 
 @dataclass
@@ -54,7 +66,7 @@ class Config:
     # data
     images: tuple[str, ...] = ("astronaut",)  # bundled image names or image paths
     folder: str = ""  # if set, every image in this folder instead of `images`
-    size: int = 512  # centre-crop to a square and resize to size x size; 0 keeps the full image
+    size: int = -1  # -1: bundled images 512x512, files keep their size (cut to /32); 0: all keep it; N: all N x N
     add_noise: bool = True  # the images are clean: add the noise and measure PSNR; --no-add_noise for noisy photos
     noise_level: float = 25 / 255  # standard deviation σ of the added Gaussian noise (clipped to [0, 1] after)
     # DIP, the paper's denoising settings
@@ -65,12 +77,13 @@ class Config:
     input_depth: int = 32  # channels of the input noise z0
     input_scale: float = 0.1  # z0 ~ U[0, 1) times this
     # backtracking
-    backtrack_drop: float = 5.0  # restore the checkpoint when PSNR(output, y) falls by more than this (dB)
+    backtrack_drop: float = 5.0  # restore the checkpoint when PSNR(output, y) falls by more than this (dB); inf: never
     checkpoint_every: int = 100  # iterations between checkpoints (and between device-to-host transfers)
+    max_restores: int = 10  # most checkpoint restores per image; later drops are accepted (0: no backtracking)
     # stopping rule without a clean image (ES-WMV)
     stop_window: int = 100  # W: outputs in the moving-variance window
-    stop_patience: int = 1000  # P: stop after this many iterations without a new variance minimum
-    stop_early: bool = False  # end the run when the rule stops (always on when there is no clean image)
+    stop_patience: int = 1000  # P: the rule fires after this many iterations without a new variance minimum
+    stop_early: bool = False  # end the run when the rule fires (always on when there is no clean image)
     # speed
     channels_last: bool = False  # channels-last memory format for the network
     bf16: bool = False  # bfloat16 autocast for the network's forward and backward (fast on GPUs)
@@ -82,10 +95,17 @@ class Config:
     results_dir: str = "Results"  # outputs go to <results_dir>/dip_denoise/<run_name>/
     run_name: str = ""  # folder name of this run (default: a time stamp); never overwrites an existing one
     progress: bool = True  # show a progress bar
-    quick: bool = False  # the QUICK preset: a 64x64 crop, 1000 iterations (about a minute on a CPU)
+    quick: bool = False  # the QUICK preset: whole images resized to 64x64, 1000 iterations (CPU: minutes)
 
     QUICK: ClassVar[dict[str, Any]] = dict(size=64, iterations=1000, checkpoint_every=50, stop_window=50,
                                            stop_patience=200)
+    LIMITS: ClassVar[dict[str, str]] = dict(
+        size="[-1, inf)",  # and -1, 0 or a multiple of 32 of at least 64 (checked in check_config)
+        noise_level="[0, 1]", iterations="[1, inf)", learning_rate="(0, inf)", reg_noise_std="[0, inf)",
+        ema="[0, 1)", input_depth="[1, inf)", input_scale="(0, inf)", backtrack_drop="(0, inf]",
+        checkpoint_every="[1, inf)", max_restores="[0, inf)", stop_window="[2, inf)", stop_patience="[1, inf)",
+        seed="[0, inf)",
+    )
 
 
 def image_list(config: Config) -> list[str]:
@@ -101,22 +121,28 @@ def image_list(config: Config) -> list[str]:
 
 
 def check_config(config: Config) -> list[str]:
+    """The image names, after the checks that involve more than one constant or the file system."""
+    if config.size not in (-1, 0) and (config.size < 64 or config.size % 32):
+        raise RunError(f"size must be -1, 0 or a multiple of 32 of at least 64 (five scales), not {config.size}")
     names = image_list(config)
     for name in names:
         resolve_image(name)
-    if config.size and (config.size < 64 or config.size % 32):
-        raise RunError(f"size must be 0 or a multiple of 32 of at least 64 (five scales), not {config.size}")
-    require_positive(config, "iterations", "learning_rate", "checkpoint_every", "stop_window", "stop_patience",
-                     "input_depth")
-    if not 0 <= config.ema < 1:
-        raise RunError(f"ema must be in [0, 1), not {config.ema}")
     return names
 
 
+def target_size(name: str, config: Config) -> int:
+    """The side an image is resized to, or 0 to keep its size (cropped to a multiple of 32)."""
+    if config.size == -1:  # an existing file is the user's image; anything else is a bundled one
+        return 0 if Path(name).expanduser().is_file() else BUNDLED_SIZE
+    return config.size
+
+
 def load_clean(name: str, config: Config) -> torch.Tensor:
-    """The image at the configured size; with size 0, centre-cropped to a multiple of 32 (as the original)."""
-    if config.size:
-        return load_image(name, (config.size, config.size), channels=3)
+    """The image, centre-cropped to a square and resized to N x N, or kept at its size and centre-cropped to a
+    multiple of 32 in each direction (as the original's crop_image); see `Config.size`."""
+    size = target_size(name, config)
+    if size:
+        return load_image(name, (size, size), channels=3)
     image = load_image(name, channels=3)
     (h, w), (full_h, full_w) = ((s // 32) * 32 for s in image.shape[-2:]), image.shape[-2:]
     if h < 64 or w < 64:
@@ -131,15 +157,17 @@ def load_clean(name: str, config: Config) -> torch.Tensor:
 
 @dataclass
 class DenoiseResult:
-    denoised: torch.Tensor  # the averaged output where the stopping rule stopped (the final one if it never did)
+    denoised: torch.Tensor  # the averaged output at the ES-WMV choice (the final average if there is none)
     final_output: torch.Tensor  # f_θ(z0) at the end, the official code's shown image
     final_average: torch.Tensor  # the exponential average at the end
-    curves: dict[str, list[float]]  # per iteration: psnr_noisy, psnr_clean, psnr_clean_average, variance
-    stop_iteration: int | None  # where the rule chose its image (None: no minimum yet)
-    stop_fired: bool  # whether the rule's patience ran out before the last iteration
+    curves: dict[str, list[float]]  # entry k is iteration k: psnr_noisy, psnr_clean, psnr_clean_average, variance
+    stop_iteration: int | None  # the ES-WMV choice: its variance minimum (None: the window never filled)
+    stop_fired: bool  # whether the rule fired (its patience ran out) within the iterations run
+    stop_fired_iteration: int | None = None  # where it fired; the choice is frozen from there on
     oracle_iteration: int | None = None  # best PSNR of the average against the clean image (needs it)
     oracle_image: torch.Tensor | None = None
     backtracks: int = 0  # checkpoint restorations
+    restores_exhausted: bool = False  # a drop came after max_restores restores and was accepted
     iterations_run: int = 0  # optimisation steps taken, redone ones included
     seconds: float = 0.0
     device: str = ""
@@ -174,16 +202,80 @@ class DIPState:
         self.steps = checkpoint["steps"]
 
 
+class Trackers:
+    """What the run reads off its outputs, kept on the device (no host synchronisation per iteration) and
+    checkpointed with the network: the ES-WMV window and rule (minimum, its iteration and averaged image, the
+    patience count, where it fired) and the oracle (best PSNR of the average against the clean image)."""
+
+    TENSORS = ("ring", "best_variance", "best_iteration", "wait", "fired_iteration", "stop_image", "best_oracle",
+               "oracle_iteration", "oracle_image")
+
+    def __init__(self, image: torch.Tensor, window: int, patience: int):
+        device = image.device
+        self.window, self.patience = window, patience
+        self.ring = torch.zeros((window, *image.shape[1:]), device=device)  # output k sits at k % window
+        self.filled = 0  # outputs in the window so far (host-side: known without a synchronisation)
+        self.best_variance = torch.tensor(float("inf"), device=device)
+        self.best_iteration = torch.tensor(-1, device=device)  # -1: no minimum yet
+        self.wait = torch.tensor(0, device=device)  # iterations since the minimum
+        self.fired_iteration = torch.tensor(-1, device=device)  # -1: not fired
+        self.stop_image = image.clone()
+        self.best_oracle = torch.tensor(-float("inf"), device=device)
+        self.oracle_iteration = torch.tensor(-1, device=device)
+        self.oracle_image = image.clone()
+
+    def checkpoint(self) -> dict[str, Any]:
+        return dict({name: getattr(self, name).clone() for name in self.TENSORS}, filled=self.filled)
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        for name in self.TENSORS:
+            getattr(self, name).copy_(checkpoint[name])
+        self.filled = checkpoint["filled"]
+
+    def observe_output(self, out: torch.Tensor, i: int) -> bool:
+        """Put output i in the window; whether the window is full."""
+        self.ring[i % self.window] = out[0]
+        self.filled += 1
+        return self.filled >= self.window
+
+    def observe_variance(self, variance: torch.Tensor, i: int, average: torch.Tensor) -> None:
+        """The ES-WMV rule at iteration i (as the official EarlyStop.check_stop): a new minimum resets the
+        patience count; once the count reaches P the rule fires and nothing changes any more."""
+        active = self.fired_iteration < 0
+        lower = active & (variance < self.best_variance)
+        self.best_variance.copy_(torch.where(lower, variance, self.best_variance))
+        self.best_iteration.copy_(torch.where(lower, i, self.best_iteration))
+        self.stop_image.copy_(torch.where(lower, average, self.stop_image))
+        self.wait.copy_(torch.where(lower, 0, torch.where(active, self.wait + 1, self.wait)))
+        self.fired_iteration.copy_(torch.where(active & (self.wait >= self.patience), i, self.fired_iteration))
+
+    def observe_oracle(self, psnr_average: torch.Tensor, i: int, average: torch.Tensor) -> None:
+        better = psnr_average > self.best_oracle
+        self.best_oracle.copy_(torch.where(better, psnr_average, self.best_oracle))
+        self.oracle_iteration.copy_(torch.where(better, i, self.oracle_iteration))
+        self.oracle_image.copy_(torch.where(better, average, self.oracle_image))
+
+
 def _psnr_device(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """PSNR in dB as a 0-d tensor on the device (no host synchronisation)."""
     return -10 * torch.log10(F.mse_loss(x.detach().clamp(0, 1).float(), reference.float()))
+
+
+def _window_variance(ring: torch.Tensor) -> torch.Tensor:
+    """ES-WMV's variance: the mean over pixels of the variance of the window's outputs (a 0-d tensor)."""
+    return ring.var(dim=0, unbiased=False).mean()
+
+
+def _optional(value: int) -> int | None:
+    return None if value < 0 else value
 
 
 def denoise(image: torch.Tensor | str, config: Config, clean: torch.Tensor | None = None) -> DenoiseResult:
     """Denoise a noisy image (a (1, C, H, W) tensor in [0, 1], or a path/bundled name) by DIP.
 
     With `clean`, PSNR curves against it and the oracle best iteration are reported too. The rule that needs no
-    clean image always runs; with `config.stop_early` or without `clean` the run ends when it stops.
+    clean image always runs; with `config.stop_early` or without `clean` the run ends at the first checkpoint
+    after it fires. Iterations are counted from 0.
     """
     device = choose_device(config.device)
     noisy = load_image(image, channels=3) if isinstance(image, str) else image
@@ -192,21 +284,15 @@ def denoise(image: torch.Tensor | str, config: Config, clean: torch.Tensor | Non
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     state = DIPState(noisy, config, generator)
-    n, window = config.iterations, config.stop_window
-    curve_noisy = torch.full((n,), float("nan"), device=device)
-    curve_clean, curve_clean_average = curve_noisy.clone(), curve_noisy.clone()
-    curve_variance = curve_noisy.clone()
-    ring = torch.zeros((window, *noisy.shape[1:]), device=device)
-    filled = 0
-    best_variance = torch.tensor(float("inf"), device=device)
-    stop_image = state.average.clone()
-    best_oracle = torch.tensor(-float("inf"), device=device)
-    oracle_image = state.average.clone()
-    last_checkpoint = state.checkpoint()
+    trackers = Trackers(state.average, config.stop_window, config.stop_patience)
+    n = config.iterations
+    curves_device = {key: torch.full((n,), float("nan"), device=device)
+                     for key in ("psnr_noisy", "psnr_clean", "psnr_clean_average", "variance")}
+    curve_noisy, curve_variance = curves_device["psnr_noisy"], curves_device["variance"]
+    saved = (state.checkpoint(), trackers.checkpoint())
     reference_psnr = -float("inf")
     stop_early = config.stop_early or clean is None
-    variance_min, variance_argmin, fired = float("inf"), None, False
-    backtracks, steps_run = 0, 0
+    backtracks, steps_run, exhausted = 0, 0, False
     bar = tqdm(total=n, disable=not config.progress, leave=False, desc="DIP")
     synchronize(device)
     start = time.perf_counter()
@@ -228,69 +314,66 @@ def denoise(image: torch.Tensor | str, config: Config, clean: torch.Tensor | Non
                 state.average.mul_(config.ema).add_(out, alpha=1 - config.ema)
             curve_noisy[i] = _psnr_device(out, noisy)
             if clean is not None:
-                curve_clean[i] = _psnr_device(out, clean)
-                curve_clean_average[i] = _psnr_device(state.average, clean)
-                better = curve_clean_average[i] > best_oracle
-                best_oracle = torch.where(better, curve_clean_average[i], best_oracle)
-                oracle_image = torch.where(better, state.average, oracle_image)
-            ring[i % window] = out
-            filled += 1
-            if filled >= window:
-                curve_variance[i] = ring.var(dim=0, unbiased=False).mean()
-                lower = curve_variance[i] < best_variance
-                best_variance = torch.where(lower, curve_variance[i], best_variance)
-                stop_image = torch.where(lower, state.average, stop_image)
+                curves_device["psnr_clean"][i] = _psnr_device(out, clean)
+                curves_device["psnr_clean_average"][i] = _psnr_device(state.average, clean)
+                trackers.observe_oracle(curves_device["psnr_clean_average"][i], i, state.average)
+            if trackers.observe_output(out, i):
+                curve_variance[i] = _window_variance(trackers.ring)
+                trackers.observe_variance(curve_variance[i], i, state.average)
         state.steps += 1
         steps_run += 1
         bar.update(1)
         if state.steps % config.checkpoint_every and state.steps < n:
             continue
         # checkpoint: one device-to-host transfer for the whole block
-        block_start = last_checkpoint["steps"]
+        block_start = saved[0]["steps"]
         block = curve_noisy[block_start:state.steps].cpu()
         if not torch.isfinite(block).all():
-            raise RunError(f"the DIP output became NaN near iteration {state.steps}: try a smaller learning_rate")
+            raise RunError(f"the DIP output became NaN near iteration {state.steps - 1}: try a smaller learning_rate")
         if block.min().item() < reference_psnr - config.backtrack_drop:
-            state.restore(last_checkpoint)
-            backtracks += 1
-            filled = 0  # the variance window restarts with the redone iterations
-            bar.update(-len(block))
-            continue
+            if backtracks < config.max_restores:
+                state.restore(saved[0])
+                trackers.restore(saved[1])
+                for curve in curves_device.values():
+                    curve[block_start:] = float("nan")
+                backtracks += 1
+                bar.update(-len(block))
+                continue
+            if not exhausted:
+                tqdm.write(f"warning: PSNR against the noisy image fell by more than {config.backtrack_drop} dB "
+                           f"again after {backtracks} restores; accepting it from now on (iteration "
+                           f"{state.steps - 1}); a smaller learning_rate may help")
+            exhausted = True
         reference_psnr = block[-1].item()
-        variances = curve_variance[block_start:state.steps].cpu()
-        for offset, value in enumerate(variances.tolist()):
-            if value < variance_min:
-                variance_min, variance_argmin = value, block_start + offset
         bar.set_postfix(psnr_y=f"{reference_psnr:.2f}", loss=f"{loss.item():.2e}")
-        if variance_argmin is not None and state.steps - 1 - variance_argmin >= config.stop_patience:
-            fired = True
-            if stop_early:
-                break
-        last_checkpoint = state.checkpoint()
+        if stop_early and trackers.fired_iteration.item() >= 0:
+            break
+        saved = (state.checkpoint(), trackers.checkpoint())
     synchronize(device)
     seconds = time.perf_counter() - start
     bar.close()
     with torch.no_grad():
         final_output = state.net(state.z0)
-    curves = dict(psnr_noisy=curve_noisy.tolist(), psnr_clean=curve_clean.tolist(),
-                  psnr_clean_average=curve_clean_average.tolist(), variance=curve_variance.tolist())
+    stop_iteration = _optional(trackers.best_iteration.item())
+    fired_iteration = _optional(trackers.fired_iteration.item())
     result = DenoiseResult(
-        denoised=stop_image if variance_argmin is not None else state.average.clone(),
-        final_output=final_output, final_average=state.average.clone(), curves=curves,
-        stop_iteration=variance_argmin, stop_fired=fired, backtracks=backtracks, iterations_run=steps_run,
-        seconds=seconds, device=str(device),
+        denoised=trackers.stop_image if stop_iteration is not None else state.average.clone(),
+        final_output=final_output, final_average=state.average.clone(),
+        curves={key: curve[: state.steps].tolist() for key, curve in curves_device.items()},
+        stop_iteration=stop_iteration, stop_fired=fired_iteration is not None, stop_fired_iteration=fired_iteration,
+        backtracks=backtracks, restores_exhausted=exhausted, iterations_run=steps_run, seconds=seconds,
+        device=str(device),
     )
     if clean is not None:
-        psnrs = curve_clean_average.tolist()
-        result.oracle_iteration = max(range(state.steps), key=lambda k: psnrs[k])
-        result.oracle_image = oracle_image
+        result.oracle_iteration = trackers.oracle_iteration.item()
+        result.oracle_image = trackers.oracle_image
         result.metrics = dict(
             noisy=dict(psnr=psnr(noisy, clean), ssim=ssim(noisy, clean)),
             final_output=dict(psnr=psnr(final_output, clean), ssim=ssim(final_output, clean)),
             final_average=dict(psnr=psnr(state.average, clean), ssim=ssim(state.average, clean)),
             stopping_rule=dict(psnr=psnr(result.denoised, clean), ssim=ssim(result.denoised, clean),
-                               iteration=variance_argmin, fired=fired),
-            oracle=dict(psnr=psnr(oracle_image, clean), ssim=ssim(oracle_image, clean),
+                               iteration=stop_iteration, fired=result.stop_fired, fired_iteration=fired_iteration),
+            oracle=dict(psnr=psnr(result.oracle_image, clean), ssim=ssim(result.oracle_image, clean),
                         iteration=result.oracle_iteration),
         )
     return result
@@ -311,48 +394,66 @@ def save_png(path: Path, image: torch.Tensor) -> None:
     Image.fromarray(array).save(path)
 
 
+def rule_summary(result: DenoiseResult) -> str:
+    """'it. 412, fired at it. 1412' or 'it. 2990, did not fire in 3000 iterations' (iterations from 0)."""
+    if result.stop_iteration is None:
+        return "no choice: fewer iterations than the window"
+    if result.stop_fired:
+        return f"it. {result.stop_iteration}, fired at it. {result.stop_fired_iteration}"
+    return f"it. {result.stop_iteration}, did not fire in {len(result.curves['variance'])} iterations"
+
+
 def write_image_outputs(folder: Path, name: str, noisy: torch.Tensor, clean: torch.Tensor | None,
                         result: DenoiseResult) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     save_png(folder / "denoised.png", result.denoised)
-    caption = lambda x: "" if clean is None else f"{psnr(x, clean):.2f} dB / {ssim(x, clean):.3f}"  # noqa: E731
+    caption = lambda x: "" if clean is None else f"{psnr(x, clean):.2f} dB / {ssim(x, clean):.3f} "  # noqa: E731
     panels = ([(clean, "PSNR / SSIM")] if clean is not None else []) + [
         (noisy, caption(noisy)), (result.final_output, caption(result.final_output)),
         (result.final_average, caption(result.final_average)),
-        (result.denoised, caption(result.denoised) + f" (it. {result.stop_iteration})"),
+        (result.denoised, caption(result.denoised) + f"({rule_summary(result)})"),
     ]
-    titles = (["clean"] if clean is not None else []) + ["noisy", "DIP", "averaged DIP", "averaged, ES-WMV stop"]
+    titles = (["clean"] if clean is not None else []) + ["noisy", "DIP", "averaged DIP", "averaged, ES-WMV choice"]
     figures.image_grid(folder / "DIP.png", [panels], titles, [name])
-    its = list(range(1, len(result.curves["psnr_noisy"]) + 1))
+    its = list(range(len(result.curves["psnr_noisy"])))  # iterations from 0, as everywhere
     lines = [(its, result.curves["psnr_noisy"], "output vs noisy")]
     if clean is not None:
         lines += [(its, result.curves["psnr_clean"], "output vs clean"),
                   (its, result.curves["psnr_clean_average"], "average vs clean")]
     panels = [dict(lines=lines, xlabel="iteration", ylabel="PSNR (dB)", marks=_marks(result)),
               dict(lines=[(its, result.curves["variance"], "windowed variance")], xlabel="iteration",
-                   ylabel="moving variance of the outputs", logy=True, marks=_marks(result))]
+                   ylabel="moving variance of the outputs", logy=True, marks=_marks(result),
+                   title=f"ES-WMV: {rule_summary(result)}")]
     figures.curves(folder / "curve.png", panels, n_cols=2)
-    write_csv(folder / "curve.csv", [dict(iteration=k, **{key: values[k - 1] for key, values in result.curves.items()})
+    write_csv(folder / "curve.csv", [dict(iteration=k, **{key: values[k] for key, values in result.curves.items()})
                                      for k in its])
 
 
 def _marks(result: DenoiseResult) -> list[tuple[float, str]]:
     marks = []
     if result.oracle_iteration is not None:
-        marks.append((result.oracle_iteration + 1, "oracle best (uses the clean image)"))
+        marks.append((result.oracle_iteration, "oracle best (uses the clean image)"))
     if result.stop_iteration is not None:
-        marks.append((result.stop_iteration + 1, "ES-WMV choice (no clean image)"))
+        fired = f"fired at {result.stop_fired_iteration}" if result.stop_fired else "did not fire"
+        marks.append((result.stop_iteration, f"ES-WMV choice, no clean image ({fired})"))
     return marks
+
+
+def read_inputs(names: list[str], config: Config) -> None:
+    """Read every image once before anything is written, so that bad input stops the run with no folder."""
+    for name in names:
+        load_clean(name, config)
 
 
 def run(config: Config) -> dict[str, Any]:
     """Denoise every image of the config; write the run folder; return the results and the table."""
     names = check_config(config)
     device = choose_device(config.device)
+    read_inputs(names, config)
     seed_everything(config.seed, config.deterministic)
     print(f"DIP denoising on {device}: {len(names)} image(s), {config.iterations} iterations")
     folder = start_run(config, "dip_denoise", device)
-    table, results = [], {}
+    table, results, per_image = [], {}, {}
     for index, name in enumerate(names):
         stem = Path(name).stem
         if config.add_noise:
@@ -365,23 +466,26 @@ def run(config: Config) -> dict[str, Any]:
         results[stem] = result
         write_image_outputs(folder / stem, stem, noisy, clean, result)
         m = result.metrics
-        row = dict(image=stem, height=noisy.shape[-2], width=noisy.shape[-1], seconds=result.seconds,
-                   seconds_per_iteration=result.seconds / max(result.iterations_run, 1),
-                   backtracks=result.backtracks, stop_iteration=result.stop_iteration, stop_fired=result.stop_fired)
+        facts = dict(height=noisy.shape[-2], width=noisy.shape[-1], es_wmv_iteration=result.stop_iteration,
+                     es_wmv_fired=result.stop_fired, es_wmv_fired_iteration=result.stop_fired_iteration,
+                     oracle_iteration=result.oracle_iteration, backtracks=result.backtracks,
+                     restores_exhausted=result.restores_exhausted, iterations_run=result.iterations_run,
+                     seconds=result.seconds, seconds_per_iteration=result.seconds / max(result.iterations_run, 1))
+        per_image[stem] = dict(m, **facts, device=result.device)
+        row = dict(image=stem, **facts)
         if clean is not None:
             row.update(psnr_noisy=m["noisy"]["psnr"], psnr_final=m["final_output"]["psnr"],
-                       psnr_final_average=m["final_average"]["psnr"], psnr_stop=m["stopping_rule"]["psnr"],
-                       psnr_oracle=m["oracle"]["psnr"], oracle_iteration=result.oracle_iteration)
+                       psnr_final_average=m["final_average"]["psnr"], psnr_es_wmv=m["stopping_rule"]["psnr"],
+                       psnr_oracle=m["oracle"]["psnr"])
         table.append(row)
         summary = "" if clean is None else (
             f": noisy {m['noisy']['psnr']:.2f}, final average {m['final_average']['psnr']:.2f}, ES-WMV "
-            f"{m['stopping_rule']['psnr']:.2f} (it. {result.stop_iteration}), oracle {m['oracle']['psnr']:.2f} dB "
+            f"{m['stopping_rule']['psnr']:.2f} ({rule_summary(result)}), oracle {m['oracle']['psnr']:.2f} dB "
             f"(it. {result.oracle_iteration})")
-        print(f"{stem:>12}{summary}; {result.seconds:.1f} s, {result.backtracks} backtracks")
+        print(f"{stem:>12} ({noisy.shape[-2]}x{noisy.shape[-1]}){summary}; {result.seconds:.1f} s, "
+              f"{result.backtracks} backtracks")
     write_csv(folder / "table.csv", table)
-    write_json(folder / "metrics.json", dict(images={k: dict(r.metrics, seconds=r.seconds, backtracks=r.backtracks,
-                                                             stop_iteration=r.stop_iteration, device=r.device)
-                                                     for k, r in results.items()}))
+    write_json(folder / "metrics.json", dict(iterations_counted_from=0, images=per_image))
     print(f"wrote {folder}")
     return dict(folder=folder, results=results, table=table)
 

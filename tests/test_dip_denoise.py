@@ -96,7 +96,8 @@ def test_the_stopping_rule_stops_without_a_clean_image():
                          stop_patience=30, checkpoint_every=10, progress=False)
     result = dip_denoise.denoise(dip_denoise.add_noise(clean, config, 1), config)  # no clean image: stops early
     assert result.stop_fired and result.iterations_run < 400
-    variance = result.curves["variance"]
+    assert result.stop_fired_iteration - result.stop_iteration == 30  # P iterations without a new minimum
+    variance = result.curves["variance"][: result.stop_fired_iteration + 1]  # the choice is frozen when it fires
     assert result.stop_iteration == min(range(len(variance)), key=lambda k: (variance[k] != variance[k], variance[k]))
     assert result.oracle_iteration is None and result.metrics == {}
 
@@ -125,7 +126,8 @@ def test_api_from_a_path_and_folder_mode(tmp_path):
 @pytest.mark.parametrize(
     "arguments, message",
     [(["--images", "missing.png"], "not found"), (["--size", "40"], "multiple of 32"),
-     (["--folder", "no/such/folder"], "does not exist")],
+     (["--folder", "no/such/folder"], "does not exist"), (["--max_restores", "-1"], "max_restores must be in"),
+     (["--ema", "1"], "ema must be in")],
 )
 def test_bad_input_exits_with_code_2_and_one_line(refused, arguments, message):
     refused("dip_denoise.py", arguments, message)
@@ -138,3 +140,186 @@ def test_bf16_autocast_and_channels_last_run_and_denoise():
     result = dip_denoise.denoise(dip_denoise.add_noise(clean, config, 1), config, clean)
     assert result.final_output.dtype == torch.float32
     assert result.metrics["final_output"]["psnr"] > result.metrics["noisy"]["psnr"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stubs for fast bookkeeping tests: a one-layer network and scripted PSNR / variance values
+
+
+class TinyNetwork(torch.nn.Sequential):
+    def __init__(self, input_depth, channels):
+        super().__init__(torch.nn.Conv2d(input_depth, channels, 3, padding=1), torch.nn.Sigmoid())
+
+
+@pytest.fixture
+def tiny_network(monkeypatch):
+    monkeypatch.setattr(dip_denoise, "SkipNetwork", TinyNetwork)
+
+
+def scripted_variance(monkeypatch, window, value_at):
+    """The window variance at iteration k is value_at(k) (for runs without restores: calls start at W - 1)."""
+    calls = {"n": 0}
+
+    def variance(ring):
+        k = calls["n"] + window - 1
+        calls["n"] += 1
+        return torch.tensor(float(value_at(k)))
+
+    monkeypatch.setattr(dip_denoise, "_window_variance", variance)
+
+
+def tiny_config(**overrides):
+    values = dict(quick=True, progress=False, stop_window=5, checkpoint_every=10, noise_level=0.2)
+    return make_config(dip_denoise.Config, **dict(values, **overrides))
+
+
+def test_the_es_wmv_choice_is_frozen_when_the_rule_fires(tiny_network, monkeypatch):
+    """Variance falls to iteration 20, stays high, and dips lower at 70: with P = 30 the rule fires at 50, and
+    its choice stays 20, whether the run stops there or goes on (where a lower minimum comes later)."""
+    scripted_variance(monkeypatch, 5, lambda k: 1 - 0.01 * k if k <= 20 else (1e-3 if k == 70 else 2.0))
+    clean = synthetic_clean()
+    config = tiny_config(iterations=100, stop_patience=30)
+    noisy = dip_denoise.add_noise(clean, config, 1)
+    going_on = dip_denoise.denoise(noisy, config, clean)
+    assert going_on.curves["variance"][70] == pytest.approx(1e-3) and len(going_on.curves["variance"]) == 100
+    assert (going_on.stop_iteration, going_on.stop_fired, going_on.stop_fired_iteration) == (20, True, 50)
+    rule = going_on.metrics["stopping_rule"]
+    assert (rule["iteration"], rule["fired"], rule["fired_iteration"]) == (20, True, 50)
+    assert rule["psnr"] == pytest.approx(going_on.curves["psnr_clean_average"][20], abs=1e-3)
+
+    scripted_variance(monkeypatch, 5, lambda k: 1 - 0.01 * k if k <= 20 else (1e-3 if k == 70 else 2.0))
+    stopping = dip_denoise.denoise(noisy, make_config(dip_denoise.Config, **dict(vars(config), stop_early=True)),
+                                   clean)
+    assert stopping.iterations_run == 60  # the first checkpoint after the rule fired
+    assert stopping.stop_iteration == 20 and torch.equal(stopping.denoised, going_on.denoised)
+
+
+def test_a_run_that_ends_before_the_rule_fires_says_so(tiny_network, monkeypatch):
+    scripted_variance(monkeypatch, 5, lambda k: 1 - 0.001 * k)  # always falling: never fires
+    config = tiny_config(iterations=40, stop_patience=30)
+    result = dip_denoise.denoise(synthetic_clean(), config, synthetic_clean())
+    assert (result.stop_iteration, result.stop_fired, result.stop_fired_iteration) == (39, False, None)
+    assert "did not fire in 40 iterations" in dip_denoise.rule_summary(result)
+
+
+def test_a_restore_leaves_no_trace_of_the_discarded_iterations(tiny_network, monkeypatch):
+    """Iteration 25 of the first pass drops 20 dB (a restore to 20) and carries a fake oracle PSNR of 100 dB
+    and a fake variance of 0: after the restore, neither may survive, and the variance window must hold the
+    outputs of the iterations kept, not those thrown away."""
+    real_psnr, real_variance = dip_denoise._psnr_device, dip_denoise._window_variance
+    psnr_calls, variance_calls = {"n": 0}, {"n": 0}
+
+    def psnr_stub(x, reference):  # three calls per iteration: noisy, clean, average vs clean
+        call, psnr_calls["n"] = psnr_calls["n"], psnr_calls["n"] + 1
+        return real_psnr(x, reference) + {3 * 25: -20.0, 3 * 25 + 2: 100.0}.get(call, 0.0)
+
+    def variance_stub(ring):  # first call at iteration W - 1 = 4
+        call, variance_calls["n"] = variance_calls["n"], variance_calls["n"] + 1
+        return real_variance(ring) * 0 if call == 25 - 4 else real_variance(ring)
+
+    monkeypatch.setattr(dip_denoise, "_psnr_device", psnr_stub)
+    monkeypatch.setattr(dip_denoise, "_window_variance", variance_stub)
+    outputs = []
+
+    class RecordingNetwork(TinyNetwork):
+        def forward(self, x):
+            out = super().forward(x)
+            outputs.append(out.detach().clone())
+            return out
+
+    monkeypatch.setattr(dip_denoise, "SkipNetwork", RecordingNetwork)
+    clean = synthetic_clean()
+    config = tiny_config(iterations=40, stop_patience=1000)
+    result = dip_denoise.denoise(dip_denoise.add_noise(clean, config, 1), config, clean)
+    assert result.backtracks == 1 and result.iterations_run == 50
+    kept = outputs[:20] + outputs[30:50]  # iterations 0-19 of the first pass, 20-39 redone
+    for k in range(4, 40):
+        expected = torch.cat(kept[k - 4 : k + 1]).var(dim=0, unbiased=False).mean().item()
+        assert result.curves["variance"][k] == pytest.approx(expected, rel=1e-4), k
+    averages, variance = result.curves["psnr_clean_average"], result.curves["variance"]
+    assert max(averages) < 100 and result.oracle_iteration == max(range(40), key=lambda k: averages[k])
+    assert result.metrics["oracle"]["psnr"] == pytest.approx(max(averages), abs=1e-3)
+    assert min(variance[4:]) > 0 and result.stop_iteration == min(range(4, 40), key=lambda k: variance[k])
+    assert result.metrics["stopping_rule"]["psnr"] == pytest.approx(averages[result.stop_iteration], abs=1e-3)
+
+
+def test_restores_are_capped(tiny_network, monkeypatch):
+    """A drop every 20 iterations run: after max_restores restores the drops are accepted and the run ends."""
+    real = dip_denoise._psnr_device
+    calls = {"n": 0}
+
+    def dropping(x, reference):  # one call per iteration without a clean image
+        calls["n"] += 1
+        assert calls["n"] < 1000, "the run never ends"
+        return real(x, reference) - (20 if calls["n"] % 20 == 16 else 0)
+
+    monkeypatch.setattr(dip_denoise, "_psnr_device", dropping)
+    result = dip_denoise.denoise(synthetic_clean(), tiny_config(iterations=60, max_restores=3, stop_patience=1000))
+    assert result.backtracks == 3 and result.restores_exhausted and result.iterations_run == 60 + 3 * 10
+    assert len(result.curves["psnr_noisy"]) == 60
+    none = dip_denoise.denoise(synthetic_clean(), tiny_config(iterations=60, max_restores=0, stop_patience=1000))
+    assert none.backtracks == 0 and none.iterations_run == 60
+
+
+def test_image_files_keep_their_size_and_bundled_images_are_512(tmp_path):
+    path = tmp_path / "photo.png"
+    Image.fromarray((torch.rand(100, 135, 3) * 255).byte().numpy()).save(path)
+    shape = lambda name, **options: tuple(  # noqa: E731
+        dip_denoise.load_clean(name, make_config(dip_denoise.Config, **options)).shape[-2:])
+    assert shape(str(path)) == (96, 128)  # centre-cropped to a multiple of 32, not resized
+    assert shape("chelsea") == (512, 512)  # bundled: the paper-like size
+    assert shape(str(path), size=64) == shape("chelsea", quick=True) == (64, 64)  # an explicit size: every image
+    assert shape("chelsea", size=0) == (288, 448)
+    crop = dip_denoise.load_clean(str(path), make_config(dip_denoise.Config))
+    full = dip_denoise.load_image(str(path))
+    assert torch.equal(crop, full[..., 2:98, 3:131])
+
+
+def test_one_iteration_numbering_in_metrics_csv_and_figures(tiny_network, monkeypatch, tmp_path):
+    import csv
+
+    drawn = {}
+    monkeypatch.setattr(dip_denoise.figures, "curves", lambda path, panels, n_cols: drawn.update(curves=panels))
+    monkeypatch.setattr(dip_denoise.figures, "image_grid", lambda path, rows, *a, **k: drawn.update(grid=rows))
+    path = tmp_path / "a.png"
+    Image.fromarray((synthetic_clean(64)[0].permute(1, 2, 0) * 255).byte().numpy()).save(path)
+    config = tiny_config(images=(str(path),), iterations=30, stop_patience=8, results_dir=str(tmp_path / "out"),
+                         run_name="n")
+    dip_denoise.run(config)
+    folder = tmp_path / "out" / "dip_denoise" / "n"
+    facts = json.loads((folder / "metrics.json").read_text())
+    assert facts["iterations_counted_from"] == 0
+    image = facts["images"]["a"]
+    rows = list(csv.DictReader((folder / "a" / "curve.csv").open()))
+    iterations = [int(r["iteration"]) for r in rows]
+    assert iterations == list(range(len(rows)))
+    by_iteration = {int(r["iteration"]): r for r in rows}
+    average = {k: float(r["psnr_clean_average"]) for k, r in by_iteration.items()}
+    assert image["oracle_iteration"] == image["oracle"]["iteration"] == max(average, key=average.get)
+    assert image["oracle"]["psnr"] == pytest.approx(average[image["oracle_iteration"]], abs=1e-3)
+    last = image["es_wmv_fired_iteration"] if image["es_wmv_fired"] else iterations[-1]
+    variance = {k: float(r["variance"]) for k, r in by_iteration.items() if 4 <= k <= last}
+    assert image["es_wmv_iteration"] == min(variance, key=variance.get)
+    table = list(csv.DictReader((folder / "table.csv").open()))[0]
+    assert int(table["es_wmv_iteration"]) == image["es_wmv_iteration"]
+    assert int(table["oracle_iteration"]) == image["oracle_iteration"]
+    psnr_panel, variance_panel = drawn["curves"]
+    assert list(psnr_panel["lines"][0][0]) == iterations and list(variance_panel["lines"][0][0]) == iterations
+    marks = {label.split()[0]: x for x, label in psnr_panel["marks"]}
+    assert marks == {"oracle": image["oracle_iteration"], "ES-WMV": image["es_wmv_iteration"]}
+    assert f"it. {image['es_wmv_iteration']}" in drawn["grid"][0][-1][1]
+
+
+def test_unreadable_image_stops_before_a_run_folder_exists(tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a picture")
+    with pytest.raises(dip_denoise.RunError, match="cannot read"):
+        dip_denoise.run(make_config(dip_denoise.Config, images=(str(broken), "astronaut"), quick=True,
+                                    results_dir=str(tmp_path / "out"), progress=False))
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_image_exits_with_code_2_and_no_folder(refused, tmp_path_factory):
+    broken = tmp_path_factory.mktemp("inputs") / "broken.png"
+    broken.write_bytes(b"not a picture")
+    refused("dip_denoise.py", ["--images", str(broken)], "cannot read")

@@ -1,8 +1,11 @@
+import csv
 import dataclasses
 
 import numpy as np
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves
 
 import generative_prior as gp
 from dipkit import generative
@@ -92,6 +95,62 @@ def test_a_vae_trained_for_a_few_epochs_lowers_its_loss(kind):
     assert model.decode(torch.randn(3, model.latent)).min() >= 0  # sigmoid / ReLU outputs
 
 
+def test_the_image_vae_decoder_has_a_relu_after_its_dense_layer_as_the_authors_svhn_decoder():
+    torch.manual_seed(0)
+    model = generative.ImageVAE(16, 8)
+    assert model.dense(torch.randn(64, 16)).min() >= 0
+
+
+def test_generator_weights_are_named_by_architecture_version_and_stale_weights_are_refused(tmp_path):
+    config = make_config(gp.Config, quick=True, progress=False, weights_dir=str(tmp_path))
+    path = gp._weights_path(config, "image")
+    assert path.name.endswith(f"_v{generative.ImageVAE.version}.pt") and generative.ImageVAE.version >= 2
+    assert gp._weights_path(config, "kernel").name.endswith("_v1.pt")
+    # weights of the version-1 decoder (no ReLU: its dense layer was the bare Linear) under the new name: refused
+    new = generative.ImageVAE(config.image_latent, config.image_width).state_dict()
+    torch.save({k.replace("dense.0.", "dense."): v for k, v in new.items()}, path)
+    with pytest.raises(RunError, match="cannot read the trained image generator"):
+        gp.generators(config, torch.device("cpu"), torch.zeros(1, 1, 32, 32))
+
+
+class DeviceAudit(TorchFunctionMode):
+    """Records every torch call whose tensors (arguments and results) lie on more than one device, except explicit
+    moves; `.item()` of a meta tensor returns 0, so that training runs through on the meta device."""
+
+    MOVES = {"to", "_has_compatible_shallow_copy_type"}
+
+    def __init__(self):
+        super().__init__()
+        self.mixed = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", str(func))
+        if name == "item" and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+            return 0.0
+        out = func(*args, **kwargs)
+        if name not in self.MOVES:
+            devices = {t.device for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)}
+            if len(devices) > 1:
+                self.mixed.append((name, devices))
+        return out
+
+
+@pytest.mark.parametrize("kind", ["dcgan", "vae"])
+def test_training_keeps_every_tensor_on_the_one_device_it_is_given(kind):
+    """On the meta device (a stand-in for CUDA or MPS on a CPU-only machine): the networks, the data, the noise,
+    the labels and the batch order all on it, no torch call mixing devices."""
+    data = torch.rand(20, 1, 32, 32)
+    model = generative.DCGANGenerator(latent=8, base=4) if kind == "dcgan" else generative.ImageVAE(8, 4)
+    with DeviceAudit() as audit:
+        if kind == "dcgan":
+            history = generative.train_dcgan(model, data, epochs=1, batch_size=8, device="meta")
+        else:
+            history = generative.train_vae(model, data, 1, "bernoulli", batch_size=8, device="meta")
+    assert audit.mixed == [] and history == [0.0]  # noise or labels made elsewhere would meet the networks
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+
+
 def test_the_dcgan_option_trains_and_generates_images_in_the_unit_range():
     generator = generative.DCGANGenerator(latent=16, base=8)
     history = generative.train_dcgan(generator, generative.mnist_digits()[0][:256], epochs=2, batch_size=64)
@@ -111,16 +170,63 @@ def trained(tmp_path_factory):
     return config, result["models"]
 
 
-def test_missing_weights_are_trained_then_reused_and_a_broken_file_is_reported(trained, capsys):
+def test_missing_weights_are_trained_then_reused_and_a_broken_file_is_reported_before_a_run_folder_exists(
+        trained, capsys, tmp_path):
     config, _ = trained
     gp.run(config)  # a second time: nothing left to train
     assert "training it first" not in capsys.readouterr().out
-    broken = dataclasses.replace(config, weights_dir=str(gp._weights_path(config, "image").parent / "broken"))
+    broken = dataclasses.replace(config, mode="deblur", weights_dir=str(tmp_path / "broken"),
+                                 results_dir=str(tmp_path / "out"), run_name="bad")
     path = gp._weights_path(broken, "image")
     path.parent.mkdir()
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(RunError, match="cannot read the trained image generator"):
         gp.run(broken)
+    assert not (tmp_path / "out").exists()  # the run folder is created only once every input has been read
+
+
+class LinearGenerator(torch.nn.Module):
+    latent = 3
+
+    def __init__(self):
+        super().__init__()
+        self.matrix = torch.linspace(-1, 1, 3 * 16).view(3, 16)
+
+    def decode(self, z):
+        return (z @ self.matrix).view(-1, 1, 4, 4)
+
+
+def test_range_images_are_the_authors_plain_constant_step_gradient_descent():
+    """x_range = G(z), z ← z − η ∇_z ‖x − G(z)‖² with a constant η from z ~ N(0, I), the best of the restarts."""
+    config = make_config(gp.Config, restarts=3, range_steps=7, range_step=0.05, progress=False)
+    model = LinearGenerator()
+    truth = torch.rand(2, 1, 4, 4)
+    found = gp.project_to_range(truth, {"image": model}, config, torch.Generator().manual_seed(4))
+    z = torch.randn(6, 3, generator=torch.Generator().manual_seed(4))
+    targets = truth.repeat(3, 1, 1, 1).view(6, 16)
+    for _ in range(7):
+        z = z - 0.05 * (-2 * (targets - z @ model.matrix) @ model.matrix.T)
+    images = (z @ model.matrix).view(3, 2, 16)
+    best = (images - truth.view(1, 2, 16)).square().sum(-1).argmin(0)
+    assert torch.allclose(found.view(2, 16), images[best, torch.arange(2)], atol=1e-5)
+    with pytest.raises(FloatingPointError, match="lower --range_step"):  # too long a step diverges: said so
+        gp.project_to_range(truth, {"image": model}, dataclasses.replace(config, range_step=1e6), torch.Generator())
+
+
+def test_alg2s_range_term_keeps_the_authors_weight_relative_to_the_summed_data_term():
+    """y = x = c, G = 0, k = δ, no TV: the loss is c²·N (the data term, a sum) + 100·c²·N/12 288 (the range term):
+    on the authors' 64x64x3 images their 100·mean((x − G)²), on our 32x32x1 ones the same ratio to the data term."""
+    config = make_config(gp.Config, alg2_tv=0.0)
+    delta = torch.zeros(1, 1, 5, 5)
+    delta[..., 2, 2] = 1
+    for shape in ((1, 3, 64, 64), (1, 1, 32, 32)):
+        x = torch.full(shape, 0.3)
+        loss = gp.alg2_loss(x, x, torch.zeros(shape), delta, config)
+        values = shape[1] * shape[2] * shape[3]
+        assert loss.item() == pytest.approx(0.09 * values * (1 + 100 / 12288), rel=1e-5)
+    x = torch.full((1, 3, 64, 64), 0.3)
+    assert (gp.alg2_loss(x, x, torch.zeros_like(x), delta, config) - 0.09 * 3 * 64 * 64).item() == \
+        pytest.approx(100 * 0.09, rel=1e-4)  # their 100·mean((x − G)²)
 
 
 def in_range_problem(config, models):
@@ -175,8 +281,11 @@ def test_quick_run_writes_the_figures_and_tables(trained, tmp_path):
     run = dataclasses.replace(config, mode="deblur", results_dir=str(tmp_path), test_images=2, figure_rows=2)
     result = gp.run(run)
     methods = [row["method"] for row in result["summary"]]
-    assert methods == ["blurred", "range image", "known kernel (TV)", "TV blind", "Alg. 1", "Alg. 2", "Alg. 2, G(z)",
-                       "Alg. 3"]
+    assert methods == ["blurred", "range image (oracle)", "known kernel TV (oracle)", "TV blind", "Alg. 1", "Alg. 2",
+                       "Alg. 2, G(z)", "Alg. 3"]
+    with (result["folder"] / "summary.csv").open() as file:
+        oracles = {row["method"] for row in csv.DictReader(file) if row["oracle"] == "True"}
+    assert oracles == {"range image (oracle)", "known kernel TV (oracle)"}
     assert {row["noise_level"] for row in result["sweep"]} == {0.01, 0.05}
     for name in ("deblurring.png", "kernels.png", "noise.png", "noise.csv", "table.csv", "summary.csv",
                  "config.json", "metrics.json"):
@@ -185,8 +294,9 @@ def test_quick_run_writes_the_figures_and_tables(trained, tmp_path):
 
 @pytest.mark.parametrize("arguments, message", [
     (["--algorithms", "alg9"], "unknown algorithm"),
-    (["--test_images", "0"], "test_images must be"),
-    (["--noise_levels", "0.01", "2"], "noise levels"),
+    (["--test_images", "0"], "test_images must be in [1, 1000]"),
+    (["--noise_levels", "0.01", "2"], "noise_levels must be in [0, 1)"),
+    (["--range_step", "0"], "range_step must be in (0, inf)"),
 ])
 def test_bad_input_exits_with_code_2_and_writes_nothing(refused, arguments, message):
     refused("generative_prior.py", arguments, message)

@@ -34,22 +34,29 @@ def test_extreme_channel_moments_match_monte_carlo_and_the_original_bright_varia
     assert abs(original.item() - mc_std) > 0.1 * mc_std  # the code's 4σ² + 4μ²σ² + 2σ⁴ misses −8μσ²
 
 
-def test_data_term_is_shans_weighted_sum_and_the_codes_extra_term_is_the_first_order_term_again():
+def test_data_term_is_shans_weighted_sum_and_the_codes_is_one_switch_per_doubled_term():
     torch.manual_seed(0)
     x, y, k = torch.rand(1, 3, 20, 22, dtype=torch.float64), torch.rand(1, 3, 16, 18, dtype=torch.float64), \
         torch.rand(5, 5, dtype=torch.float64)
     r = blind.blur_valid(x, k) - y
     a = r.numpy()
-    first = [np.diff(a, axis=2), np.diff(a, axis=3)]
-    second = [np.diff(d, axis=ax) for d in first for ax in (2, 3)]
-    expected = 0.5 * (a**2).sum() + 0.25 * sum((d**2).sum() for d in first) + 0.125 * sum((d**2).sum() for d in second)
-    assert vdip.data_term(r, 3 * 20 * 22).item() == pytest.approx(expected / (3 * 20 * 22), rel=1e-12)
-    # the original adds ¼ Σ_d ‖k ⋆ ∂_d x − ∂_d y‖²: the same as ¼ Σ_d ‖∂_d r‖², so its weight is doubled
-    extra = sum((blind.blur_valid(dx, k) - dy).square().sum()
+    sq = lambda d: (d**2).sum()  # noqa: E731
+    dv, dh = np.diff(a, axis=2), np.diff(a, axis=3)
+    dvv, dhh, dvh, dhv = np.diff(dv, axis=2), np.diff(dh, axis=3), np.diff(dv, axis=3), np.diff(dh, axis=2)
+    assert np.allclose(dvh, dhv)  # ∂x∂y = ∂y∂x: the code's fourth pair is the third again
+    # Shan et al.: Θ = {∂0, ∂x, ∂y, ∂xx, ∂xy, ∂yy}, weights ½ · 2^-order
+    shan = 0.5 * sq(a) + 0.25 * (sq(dv) + sq(dh)) + 0.125 * (sq(dvv) + sq(dvh) + sq(dhh))
+    n = 3 * 20 * 22
+    assert vdip.data_term(r, n).item() == pytest.approx(shan / n, rel=1e-12)
+    # the code, term by term: the four ordered second-order pairs, and ¼ Σ_d ‖k ⋆ ∂_d x − ∂_d y‖² added
+    extra = sum((blind.blur_valid(dx, k) - dy).square().sum().item()
                 for dx, dy in zip(vdip.differences(x), vdip.differences(y)))
-    assert torch.allclose(extra, sum(d.square().sum() for d in vdip.differences(r)))
-    doubled = vdip.data_term(r, 3 * 20 * 22, first_order_twice=True)
-    assert doubled.item() == pytest.approx((expected + 0.25 * extra.item()) / (3 * 20 * 22), rel=1e-12)
+    assert extra == pytest.approx(sq(dv) + sq(dh), rel=1e-12)  # = ¼ Σ_d ‖∂_d r‖² again
+    code = 0.5 * sq(a) + 0.25 * (sq(dv) + sq(dh)) + 0.125 * (sq(dvv) + sq(dvh) + sq(dhh) + sq(dhv)) + 0.25 * extra
+    both = vdip.data_term(r, n, first_order_twice=True, mixed_twice=True)
+    assert both.item() == pytest.approx(code / n, rel=1e-12)
+    assert vdip.data_term(r, n, mixed_twice=True).item() == pytest.approx((shan + 0.125 * sq(dvh)) / n, rel=1e-12)
+    assert vdip.data_term(r, n, first_order_twice=True).item() == pytest.approx((shan + 0.25 * extra) / n, rel=1e-12)
 
 
 def test_sparse_prior_has_the_gradient_of_a_log_prior_on_the_second_moments_of_the_gradients():
@@ -94,16 +101,78 @@ def test_extreme_channel_is_the_codes_3d_min_pool_and_the_prior_is_a_log_prior_i
     assert torch.allclose(irls, mu.grad)
 
 
-def test_the_fixed_extreme_prior_has_finite_gradients_where_the_original_had_none():
+def test_the_codes_std_of_the_square_has_1e_32_under_the_root_so_its_slope_at_sigma_0_is_0():
+    # float32, as the code ran: 1e-32 is a normal float32 (the smallest is 1.2e-38), so √(Var + 1e-32) = 1e-16 at σ = 0
+    mu = torch.tensor([0.3, 0.7, 0.0, 0.5, 0.9])
+    sigma = torch.tensor([0.0, 0.0, 0.0, 0.1, 0.3], requires_grad=True)
+    for bright, original_variance in ((False, False), (True, True), (True, False)):
+        sigma.grad = None
+        _, std = vdip.squared_moments(mu, sigma, bright, original_variance, stable=False)
+        s = sigma.detach()
+        if not bright:
+            code = torch.sqrt(4 * mu.square() * s.square() + 2 * s.square() * s.square() + 1e-32)
+        elif original_variance:  # the code's bright channel, word for word
+            code = torch.sqrt(4 * s.square() + 4 * mu.square() * s.square() + 2 * s.square() * s.square() + 1e-32)
+        else:
+            code = torch.sqrt(4 * (1 - mu).square() * s.square() + 2 * s.square() * s.square() + 1e-32)
+        assert torch.allclose(std.detach(), code, rtol=1e-6, atol=0)
+        assert std[0].item() == pytest.approx(1e-16, rel=1e-6)
+        std.sum().backward()
+        assert torch.isfinite(sigma.grad).all() and (sigma.grad[:3] == 0).all()
+
+
+def test_both_extreme_priors_have_finite_gradients_where_a_saturated_sigmoid_gives_sigma_0():
     mu = torch.rand(1, 3, 12, 12, requires_grad=True)
     sigma = torch.rand(1, 3, 12, 12)
     sigma[..., 4:8, 4:8] = 0  # a saturated sigmoid: σ is exactly 0 there
     sigma.requires_grad_()
-    for bias, original in ((1e-45, True), (1e-6, False)):
+    for bias, original in ((vdip.ORIGINAL_BIAS, True), (1e-6, False)):
         mu.grad = sigma.grad = None
         torch.manual_seed(5)
         vdip.extreme_prior(mu, sigma, 5, bias, original_numerics=original).backward()
-        assert bool(torch.isfinite(sigma.grad).all()) == (not original)
+        assert torch.isfinite(sigma.grad).all() and torch.isfinite(mu.grad).all()
+
+
+def test_the_codes_bias_is_the_smallest_float32_and_overflows_the_gradient_of_a_channel_value_near_0():
+    assert (torch.zeros(1) + vdip.ORIGINAL_BIAS).item() == pytest.approx(1.4013e-45, rel=1e-4)  # not 0
+    channel = torch.tensor([0.0, 1e-30, -0.5, 0.25], requires_grad=True)
+    (channel / (channel.detach() + vdip.ORIGINAL_BIAS)).sum().backward()
+    assert torch.isinf(channel.grad[0]) and torch.isfinite(channel.grad[1:]).all()
+    assert channel.grad[2] < 0  # a negative sample of x² flips the IRLS weight's sign
+
+
+def test_with_the_nan_skip_bug_a_step_is_skipped_on_nan_only_as_the_codes_checknan():
+    net = torch.nn.Linear(2, 2)
+    optimiser = torch.optim.Adam(net.parameters())
+    assert not vdip.has_nan_gradient(optimiser)  # no gradient yet
+    net(torch.ones(1, 2)).sum().backward()
+    assert not vdip.has_nan_gradient(optimiser)
+    net.weight.grad[0, 0] = float("inf")
+    assert not vdip.has_nan_gradient(optimiser)  # an infinite gradient is taken, as torch.isnan lets it through
+    net.bias.grad[1] = float("nan")
+    assert vdip.has_nan_gradient(optimiser)
+
+
+def test_the_orig_variants_are_the_code_and_the_others_name_what_they_change():
+    everything = set(vdip.ORIGINAL_BUGS)
+    code = {"sparse": {"first_order_twice", "mixed_twice"}, "extreme": everything}  # the Sparse scripts have no
+    for name, overrides in vdip.VARIANTS.items():  # extreme channel and no checkNaN
+        bugs = set(overrides.get("original_bugs", ()))
+        if name.endswith("-orig"):
+            assert bugs == code[overrides["prior"]], name
+        else:
+            assert len(bugs) <= 1, name  # corrected, or one of the code's behaviours named in the variant
+    assert make_config(vdip.Config).original_bugs == ()  # the default run is the corrected VDIP
+
+
+def test_the_lai_uniform_extreme_scripts_5_pretraining_steps_are_a_variant():
+    lai = vdip.VARIANTS["VDIP-Extreme-lai-uniform-orig"]
+    assert lai["pretrain_iterations"] == 5 and lai["prior"] == "extreme"
+    assert set(lai["original_bugs"]) == set(vdip.ORIGINAL_BUGS)
+    variants = vdip.variant_configs(make_config(vdip.Config, quick=True, variants=("VDIP-Extreme-lai-uniform-orig",
+                                                                                   "VDIP-Extreme-pre5")))
+    assert [v.pretrain_iterations for v in variants.values()] == [5, 5]  # the quick preset's 100 does not apply
+    assert variants["VDIP-Extreme-pre5"].original_bugs == ()
 
 
 def test_prior_weight_schedule_and_variants():
@@ -123,8 +192,8 @@ def test_prior_weight_schedule_and_variants():
 
 def test_pretraining_fits_the_mean_to_y_sigma_to_zero_and_the_kernel_to_flat():
     problem = blind.synthetic_problems(("camera",), (9,), size=64)[0]
-    config = make_config(vdip.Config, quick=True, progress=False, pretrain_iterations=150, iterations=0,
-                         curve_every=0)
+    config = dataclasses.replace(make_config(vdip.Config, quick=True, progress=False, pretrain_iterations=150,
+                                             curve_every=0), iterations=0)
     estimate = vdip.deblur(problem, config, seed=0)  # the state at the end of the pretraining
     assert psnr(estimate.image, problem.blurred) > 30
     assert estimate.extra["std"].max() < 0.05 and estimate.extra["std"].min() >= 0
@@ -139,7 +208,17 @@ def test_a_seed_repeats_and_the_original_counts_its_skipped_steps():
     assert torch.equal(first.image, again.image) and torch.equal(first.kernel, again.kernel)
     assert first.kernel.min() >= 0 and first.kernel.sum().item() == pytest.approx(1.0, abs=1e-5)
     original = vdip.deblur(problem, dataclasses.replace(config, original_bugs=vdip.ORIGINAL_BUGS), seed=1)
-    assert set(original.stats) == {"skipped_steps"} and first.stats == {}
+    assert set(original.stats) == {"skipped_steps", "infinite_steps"} and first.stats == {}
+
+
+def test_the_bug_path_asks_the_codes_nan_check_in_the_main_loop_only(monkeypatch):
+    problem = blind.synthetic_problems(("camera",), (9,), size=64)[0]
+    config = make_config(vdip.Config, quick=True, progress=False, pretrain_iterations=2, iterations=3, curve_every=0,
+                         prior="extreme", channels=8, original_bugs=("nan_skip",))
+    asked = []
+    monkeypatch.setattr(vdip, "has_nan_gradient", lambda optimiser: asked.append(1) or True)
+    estimate = vdip.deblur(problem, config, seed=0)
+    assert len(asked) == 3 and estimate.stats == dict(skipped_steps=3, infinite_steps=0)
 
 
 def test_vdip_extreme_raises_psnr_above_the_blurred_input_and_writes_the_std_figure(tmp_path):
@@ -185,6 +264,10 @@ def test_runs_made_apart_merge_into_one_table_with_the_baselines_once(tmp_path):
     (["--original_bugs", "typo"], "unknown original_bugs"),
     (["--quick", "--prior", "extreme", "--extreme_window", "99"], "exceeds"),
     (["--blurred", "no/such/photo.png", "--kernel_size", "9"], "not found"),
+    (["--quick", "--scales", "7"], "too small for 7 scales"),  # was found only inside the network, after the folder
+    (["--quick", "--gamma", "0"], "gamma must be in (0, 1]"),
+    (["--quick", "--prior", "extreme", "--extreme_bias", "0"], "extreme_bias must be in (0, inf)"),
+    (["--quick", "--prior_weight", "-0.5"], "prior_weight must be -1"),
 ])
 def test_bad_input_exits_with_code_2_and_writes_nothing(refused, arguments, message):
     refused("vdip.py", arguments, message)
