@@ -47,16 +47,17 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from dipkit import figures
+from dipkit.blur import circular_blur, fourier_multiply, kernel_spectrum
 from dipkit.cli import RunError, check_limits, parse_config, run_main
 from dipkit.device import choose_device, seed_everything, synchronize
-from dipkit.generative import (DCGANGenerator, ImageVAE, KernelVAE, blurred_observation, camera_shake_kernels,
-                               circular_blur, held_out, kernel_ncc, kernel_spectrum, mnist_digits, recentre, train_dcgan,
-                               train_vae)
+from dipkit.generative import (DCGANGenerator, ImageVAE, KernelVAE, blurred_observation, held_out, kernel_ncc,
+                               mnist_digits, recentre, train_dcgan, train_vae)
+from dipkit.kernels import camera_shake_kernels
 from dipkit.metrics import psnr, ssim
 from dipkit.networks import SkipNetwork
-from dipkit.runs import start_run, write_csv, write_json
-from dipkit.solvers import fista, project_simplex
-from dipkit.tv import SmoothedTV
+from dipkit.runs import start_run, write_csv, write_metrics
+from dipkit.solvers import project_simplex
+from dipkit.tv import SmoothedTV, anisotropic_tv, fista_tv_deconvolution
 
 
 @dataclass
@@ -290,12 +291,6 @@ def project_to_range(truth: torch.Tensor, models: dict, config: Config, generato
         return _best_of_restarts((targets - images).square().sum(dim=(1, 2, 3)), images, restarts=r)[0]
 
 
-def anisotropic_tv(x: torch.Tensor) -> torch.Tensor:
-    """Σ |x_{i+1,j} − x_ij| + |x_{i,j+1} − x_ij| per image, as tf.image.total_variation."""
-    return ((x[..., 1:, :] - x[..., :-1, :]).abs().sum(dim=(1, 2, 3))
-            + (x[..., :, 1:] - x[..., :, :-1]).abs().sum(dim=(1, 2, 3)))
-
-
 def alg2_loss(y: torch.Tensor, x: torch.Tensor, generated: torch.Tensor, k: torch.Tensor,
               config: Config) -> torch.Tensor:
     """Alg. 2's objective per restart: ‖y − G ⊛ k‖² + ½‖y − x ⊛ k‖² + w·‖x − G‖²/12 288 + τ·TV(x). The data and
@@ -362,18 +357,14 @@ def algorithm_3(y: torch.Tensor, models: dict, config: Config, generator: torch.
 
 
 def tv_deconvolution(y: torch.Tensor, kernel: torch.Tensor, weight: float, iterations: int = 300) -> torch.Tensor:
-    """argmin_x ½‖k ⊛ x − y‖² + weight·TV_ε(x) (ε = 0.01) by FISTA, k the true kernels (N, 1, h, w)."""
+    """argmin_x ½‖k ⊛ x − y‖² + weight·TV_ε(x) (ε = 0.01) by FISTA from y, k the true kernels (N, 1, h, w)."""
     y = y.double()
     shape = y.shape[-2:]
-    spectrum = kernel_spectrum(kernel.double(), shape)
-    tv = SmoothedTV(1e-2)
-
-    def gradient(x: torch.Tensor) -> torch.Tensor:
-        residual = torch.fft.irfft2(torch.fft.rfft2(x) * spectrum, s=shape) - y
-        return torch.fft.irfft2(torch.fft.rfft2(residual) * spectrum.conj(), s=shape) + weight * tv.gradient(x)
-
-    lipschitz = spectrum.abs().square().max().item() + weight * tv.lipschitz
-    return fista(gradient, y.clone(), lipschitz, 0.0, iterations).x.float().clamp(0, 1)
+    spectrum = kernel_spectrum(kernel.double(), shape)  # once, not at every step
+    x = fista_tv_deconvolution(y, lambda x: fourier_multiply(x, spectrum, shape),
+                               lambda r: fourier_multiply(r, spectrum.conj(), shape),
+                               spectrum.abs().square().max().item(), weight, iterations, y.clone())  # ‖k ⊛ ·‖² exact
+    return x.float().clamp(0, 1)
 
 
 def tv_blind_deconvolution(y: torch.Tensor, kernel_size: int, weight: float, iterations: int):
@@ -549,7 +540,8 @@ def run(config: Config) -> dict[str, Any]:
                   m) for m in methods]
         figures.curves(folder / "noise.png", [dict(lines=lines, xlabel="noise σ", ylabel="PSNR (dB)",
                                                    title="PSNR against the noise level", logx=True)], n_cols=1)
-    write_json(folder / "metrics.json", dict(summary=summary, noise_sweep=sweep))
+    write_metrics(folder, "generative_prior", summary, table, sum(r["seconds"] for r in summary), str(device),
+                  noise_sweep=sweep)
     for row in summary:
         print(f"{row['method']:>20}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.3f}"
               + (f", kernel NCC {row['kernel_ncc']:.3f}" if "kernel_ncc" in row else "")

@@ -1,16 +1,28 @@
-"""Blur operators: B_b x, a per-channel convolution with kernel b and replicate padding (Neumann boundary).
+"""The forward models: per-channel blurs of images x (N, C, H, W) by a kernel b, each with its exact adjoint.
 
-The convolution is a true convolution (not PyTorch's cross-correlation), the same as deepinv's
-`conv2d(x, b, padding="replicate")`, and `blur_adjoint` is its exact adjoint, the same as deepinv's
-`conv_transpose2d`; the tests check both. Both are written on `torch.nn.functional.conv2d` alone because PyTorch's
-`conv_transpose2d` is about four times slower in float64 on a CPU. Both are differentiable with respect to the
-kernel as well as the image.
+    blur, blur_adjoint                   B_b x, a true convolution with replicate padding (Neumann boundary), the
+                                         output the size of x: deepinv's conv2d(x, b, padding="replicate") and
+                                         conv_transpose2d (ADP)
+    blur_valid, blur_valid_adjoint       b ⋆ x, the 'valid' cross-correlation (PyTorch's conv2d), the output smaller
+                                         than x by the kernel size minus one, so nothing depends on a boundary rule:
+                                         deepinv's conv2d(x, b, padding="valid", correlation=True) (SelfDeblur, VDIP)
+    valid_blur_by_fft                    the same pair computed by FFTs, for large kernels in float64
+    circular_blur, circular_blur_adjoint x ⊛ b, the circular convolution with the kernel centred at (h//2, w//2),
+                                         multiplied in Fourier: deepinv's BlurFFT (the generative priors)
+
+The replicate-padded pair is written on `torch.nn.functional.conv2d` alone because PyTorch's `conv_transpose2d`
+is about four times slower in float64 on a CPU. Every operator is differentiable with respect to the kernel as
+well as the image. The tests check each against deepinv and each adjoint by ⟨A x, r⟩ = ⟨x, Aᵀ r⟩.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
+
+Operator = Callable[[torch.Tensor], torch.Tensor]
 
 
 def as_filter(kernel: torch.Tensor) -> torch.Tensor:
@@ -70,3 +82,68 @@ def operator_norm_squared(kernel: torch.Tensor, shape: tuple[int, ...], iteratio
         value = torch.linalg.vector_norm(w).item() / torch.linalg.vector_norm(v).item()
         v = w / torch.linalg.vector_norm(w)
     return value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The 'valid' cross-correlation
+
+
+def blur_valid(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """(b ⋆ x)(i, j) = Σ_{a,c} b(a, c) x(i + a, j + c) for x (N, C, H + K_h − 1, W + K_w − 1): SelfDeblur's forward
+    model, an (N, C, H, W) image; one kernel (K_h, K_w) for every channel."""
+    return F.conv2d(x, kernel.view(1, 1, *kernel.shape[-2:]).expand(x.shape[1], 1, -1, -1), groups=x.shape[1])
+
+
+def blur_valid_adjoint(r: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """(b ⋆ ·)ᵀ r, the full convolution of r (N, C, H, W) with b: an (N, C, H + K_h − 1, W + K_w − 1) image."""
+    return F.conv_transpose2d(r, kernel.view(1, 1, *kernel.shape[-2:]).expand(r.shape[1], 1, -1, -1),
+                              groups=r.shape[1])
+
+
+def valid_blur_by_fft(kernel: torch.Tensor, latent_shape: tuple[int, int]) -> tuple[Operator, Operator]:
+    """(x ↦ b ⋆ x, r ↦ (b ⋆ ·)ᵀ r) for latent images of `latent_shape`, by FFTs on the latent's grid: b ⋆ x is the
+    top-left (H − K_h + 1) x (W − K_w + 1) of the circular correlation there (nothing wraps), its adjoint the
+    circular convolution of the zero-padded r. In float64 on a 2-core CPU, 300 pairs at 281² take 0.9 s this way,
+    22 to 94 s by conv2d."""
+    h, w = latent_shape[0] - kernel.shape[-2] + 1, latent_shape[1] - kernel.shape[-1] + 1
+    spectrum = torch.fft.rfft2(kernel.reshape(1, 1, *kernel.shape[-2:]), s=latent_shape)  # b at the origin
+    correlation = spectrum.conj()
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return fourier_multiply(x, correlation, latent_shape)[..., :h, :w]
+
+    def adjoint(r: torch.Tensor) -> torch.Tensor:
+        return fourier_multiply(r, spectrum, latent_shape)
+
+    return forward, adjoint
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The circular convolution
+
+
+def fourier_multiply(x: torch.Tensor, transfer: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """irfft2(rfft2(x) · transfer) on a `shape` grid, x zero-padded to it: the circular convolution with the filter
+    whose rfft2 is `transfer` (its correlation for transfer.conj())."""
+    return torch.fft.irfft2(torch.fft.rfft2(x, s=shape) * transfer, s=shape)
+
+
+def kernel_spectrum(kernel: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """rfft2 of kernels (B, 1, h, w) or one (h, w), zero-padded to `shape` with the centre pixel (h // 2, w // 2)
+    at the origin: the transfer function of the circular blur (deepinv's filter_fft)."""
+    h, w = kernel.shape[-2:]
+    padded = F.pad(kernel.reshape(-1, 1, h, w), (0, shape[1] - w, 0, shape[0] - h))
+    return torch.fft.rfft2(torch.roll(padded, shifts=(-(h // 2), -(w // 2)), dims=(-2, -1)))
+
+
+def circular_blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """(x ⊛ b)(i, j) = Σ_{a,c} b(a, c) x(i − a + h//2, j − c + w//2), indices modulo the image size: each channel of
+    x (B, C, H, W) with its batch's kernel (B, 1, h, w), or one kernel (h, w) for all."""
+    shape = x.shape[-2:]
+    return fourier_multiply(x, kernel_spectrum(kernel, shape), shape)
+
+
+def circular_blur_adjoint(r: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """(· ⊛ b)ᵀ r: the circular correlation with b, the conjugate transfer function."""
+    shape = r.shape[-2:]
+    return fourier_multiply(r, kernel_spectrum(kernel, shape).conj(), shape)

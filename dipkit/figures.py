@@ -1,4 +1,5 @@
-"""Figures: image grids with PSNR/SSIM captions, kernel panels, curves. PNG files, no window."""
+"""Figures: image grids with PSNR/SSIM captions, kernel panels, curves, the PSNR-GT against PSNR-NB scatter, and
+8-bit PNGs of single images. PNG files, no window."""
 
 from __future__ import annotations
 
@@ -10,13 +11,39 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 
 def to_display(image: torch.Tensor):
     """(1, C, H, W) tensor in [0, 1] -> (H, W, C) or (H, W) array for imshow."""
     array = image.detach().float().clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
     return array[..., 0] if array.shape[-1] == 1 else array
+
+
+def save_png(path: Path, image: torch.Tensor) -> None:
+    """An 8-bit PNG of an image (1, C, H, W) or (H, W) in [0, 1]: round(255·clip(x, 0, 1)), grey for one channel."""
+    if image.dim() == 2:
+        image = image[None, None]
+    Image.fromarray((to_display(image) * 255).round().astype("uint8")).save(path)
+
+
+def _no_ticks(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _title_rows(axes, i: int, row_titles: Sequence[str], fontsize: int) -> None:
+    """Row i's title on its first panel, if there is one."""
+    if i < len(row_titles):
+        axes[i, 0].set_ylabel(row_titles[i], fontsize=fontsize)
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def image_grid(
@@ -38,16 +65,12 @@ def image_grid(
         for j, (image, caption) in enumerate(row):
             ax = axes[i, j]
             ax.imshow(to_display(image), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _no_ticks(ax)
             ax.set_xlabel(caption, fontsize=9)
             if i == 0:
                 ax.set_title(column_titles[j], fontsize=10)
-        if i < len(row_titles):
-            axes[i, 0].set_ylabel(row_titles[i], fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        _title_rows(axes, i, row_titles, 10)
+    _save(fig, path)
 
 
 def kernel_grid(
@@ -72,15 +95,11 @@ def kernel_grid(
             image = ax.imshow(values, cmap="viridis", norm=norm, interpolation="nearest")
             fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
             ax.set_title(title, fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _no_ticks(ax)
         for j in range(len(row), n_cols):
             axes[i, j].axis("off")
-        if i < len(row_titles):
-            axes[i, 0].set_ylabel(row_titles[i], fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        _title_rows(axes, i, row_titles, 9)
+    _save(fig, path)
 
 
 def curves(
@@ -109,9 +128,31 @@ def curves(
             ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
+
+
+def scatter(path: Path, rows: Sequence[dict]) -> None:
+    """A study's runs as points (PSNR-NB, PSNR-GT), one colour per variant, with the blurred input's mean PSNR-GT
+    as a dashed line: whether fitting y better (higher PSNR-NB) means a better image. `rows` are table rows with
+    'variant', 'psnr_nb' and, where there is a truth, 'psnr_gt'; rows without a truth or with a non-finite
+    PSNR-NB are left out."""
+    _save(_scatter_figure(rows), path)
+
+
+def _scatter_figure(rows: Sequence[dict]):
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == variant and "psnr_gt" in r and math.isfinite(r["psnr_nb"])]
+        if mine:
+            ax.scatter([r["psnr_nb"] for r in mine], [r["psnr_gt"] for r in mine], label=variant, alpha=0.8)
+    blurred = [r["psnr_gt"] for r in rows if r["variant"] == "blurred input"]
+    if blurred:
+        ax.axhline(float(np.mean(blurred)), color="grey", ls="--", lw=1, label="blurred input (mean PSNR-GT)")
+    ax.set_xlabel("PSNR-NB: estimate against the blurred input (dB)")
+    ax.set_ylabel("PSNR-GT (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
 
 
 def _has_positive(series) -> bool:

@@ -1,46 +1,10 @@
+"""dipkit.kernels: every kernel source. (The blur operators are tested in test_forward_models.py.)"""
+
 import pytest
 import torch
-from deepinv.physics.functional import conv2d, conv_transpose2d
+from deepinv.physics.generator import MotionBlurGenerator
 
 from dipkit import kernels
-from dipkit.blur import blur, blur_adjoint, operator_norm_squared
-
-torch.manual_seed(0)
-SHAPES = [((5, 5), 3, 3), ((5, 5), 3, 1), ((4, 6), 3, 3), ((3, 3), 1, 1), ((1, 1), 3, 3)]
-
-
-@pytest.mark.parametrize("size, channels, kernel_channels", SHAPES)
-def test_blur_adjoint_is_exact(size, channels, kernel_channels):
-    x = torch.rand(2, channels, 17, 13, dtype=torch.float64)
-    r = torch.rand_like(x)
-    b = torch.rand(kernel_channels, *size, dtype=torch.float64)
-    lhs = (blur(x, b) * r).sum()
-    rhs = (x * blur_adjoint(r, b)).sum()
-    assert torch.isclose(lhs, rhs, rtol=1e-12)
-
-
-@pytest.mark.parametrize("size, channels, kernel_channels", [s for s in SHAPES if s[0] != (1, 1)])
-def test_blur_matches_deepinv(size, channels, kernel_channels):
-    x = torch.rand(2, channels, 17, 13, dtype=torch.float64)
-    b = torch.rand(kernel_channels, *size, dtype=torch.float64)
-    torch.testing.assert_close(blur(x, b), conv2d(x, b[None], padding="replicate"))
-    torch.testing.assert_close(blur_adjoint(x, b), conv_transpose2d(x, b[None], padding="replicate"))
-
-
-def test_blur_is_a_convolution_not_a_correlation():
-    x = torch.zeros(1, 1, 9, 9, dtype=torch.float64)
-    x[0, 0, 4, 4] = 1
-    b = torch.zeros(3, 3, dtype=torch.float64)
-    b[0, 2] = 1  # the impulse response of a convolution is the kernel itself
-    assert blur(x, b)[0, 0, 3:6, 3:6].equal(b)
-
-
-def test_operator_norm_matches_the_matrix():
-    shape, b = (1, 1, 7, 6), kernels.diagonal_motion(3).double()
-    basis = torch.eye(42, dtype=torch.float64).reshape(42, 1, 7, 6)
-    matrix = blur(basis, b).reshape(42, 42)
-    exact = torch.linalg.matrix_norm(matrix, ord=2).item() ** 2
-    assert operator_norm_squared(b, shape, iterations=300) == pytest.approx(exact, rel=1e-6)
 
 
 def test_named_kernels():
@@ -56,3 +20,58 @@ def test_random_motion_is_a_seeded_normalised_kernel():
     a, b, c = kernels.random_motion(15, seed=1), kernels.random_motion(15, seed=1), kernels.random_motion(15, seed=2)
     assert a.shape == (15, 15) and a.min() >= 0 and a.sum() == pytest.approx(1, abs=1e-5)
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def extent(kernel: torch.Tensor) -> float:
+    """The side of the kernel's support (values above 1e-3 of its peak) over the frame's."""
+    support = torch.nonzero(kernel > 1e-3 * kernel.max())
+    return max((support.max(0).values - support.min(0).values + 1).tolist()) / kernel.shape[-1]
+
+
+def test_the_synthetic_benchmarks_motion_kernel_is_deepinvs_with_sigma_half_spanning_two_thirds_of_the_frame():
+    for seed in (0, 3):
+        expected = MotionBlurGenerator((15, 15), l=0.3, sigma=0.5).step(1, seed=seed)["filter"][0, 0].float()
+        assert torch.equal(kernels.motion_kernel(15, seed), expected)
+    spans = [extent(kernels.motion_kernel(15, seed)) for seed in range(20)]
+    assert 0.55 < sum(spans) / 20 < 0.8  # Levin's kernels span about two thirds of their frame
+    assert sum(spans) > 1.4 * sum(extent(kernels.random_motion(15, seed)) for seed in range(20))
+
+
+def test_camera_shake_kernels_are_non_negative_sum_to_one_are_centred_and_repeat():
+    shakes = kernels.camera_shake_kernels(500, seed=3)
+    assert shakes.shape == (500, 28, 28) and shakes.min() >= 0
+    assert torch.allclose(shakes.sum(dim=(-2, -1)), torch.ones(500), atol=1e-5)
+    t = torch.arange(28.0)
+    rows, cols = (shakes * t[:, None]).sum(dim=(-2, -1)), (shakes * t).sum(dim=(-2, -1))
+    inside = (shakes[:, [0, -1], :].sum(dim=(-2, -1)) + shakes[:, :, [0, -1]].sum(dim=(-2, -1))) == 0
+    assert inside.float().mean() > 0.9  # paths rarely reach the frame's border, where they are clamped
+    assert torch.allclose(rows[inside], torch.full_like(rows[inside], 13.5), atol=1e-3)  # barycentre at the centre
+    assert torch.allclose(cols[inside], torch.full_like(cols[inside], 13.5), atol=1e-3)
+    assert torch.equal(shakes, kernels.camera_shake_kernels(500, seed=3))
+    short, long = (kernels.camera_shake_kernels(300, seed=4, lengths=(n, n)) for n in (5, 25))
+    support = lambda k: (k > 0).sum(dim=(-2, -1)).float().mean()  # noqa: E731
+    assert support(long) > 2 * support(short)
+
+
+def test_splat_centres_each_path_and_spreads_each_sample_bilinearly():
+    still = kernels.splat(torch.full((1, 10), 3 - 2j, dtype=torch.complex128), 5)
+    assert still[0, 2, 2] == 1 and still.sum() == 1  # a still camera: all on the centre pixel
+    assert torch.allclose(kernels.splat(torch.zeros(1, 4, dtype=torch.complex128), 4)[0, 1:3, 1:3],
+                          torch.full((2, 2), 0.25, dtype=torch.float64))  # an even frame's centre is between four
+    sideways = kernels.splat(torch.tensor([[0.0, 1.0]], dtype=torch.complex128), 5)[0]  # columns 1.5 and 2.5
+    assert torch.allclose(sideways[2, 1:4], torch.tensor([0.25, 0.5, 0.25], dtype=torch.float64))
+    assert sideways.sum() == pytest.approx(1) and sideways[[0, 1, 3, 4]].sum() == 0
+
+
+def test_shake_trajectories_move_at_constant_speed_length_over_steps():
+    paths = kernels.shake_trajectories(6, torch.tensor([5, 8, 12, 20, 28, 28]), steps=50,
+                                       generator=torch.Generator().manual_seed(0))
+    speeds = (paths[:, 1:] - paths[:, :-1]).abs()
+    assert torch.allclose(speeds, torch.tensor([5.0, 8, 12, 20, 28, 28], dtype=torch.float64)[:, None] / 49)
+
+
+def test_generative_still_exports_the_camera_shake_kernels():
+    from dipkit import generative
+
+    assert generative.camera_shake_kernels is kernels.camera_shake_kernels
+    assert generative.splat is kernels.splat and generative.shake_trajectories is kernels.shake_trajectories

@@ -9,40 +9,14 @@ from torch.utils._pytree import tree_leaves
 
 import generative_prior as gp
 from dipkit import generative
+from dipkit.blur import circular_blur, kernel_spectrum
 from dipkit.cli import RunError, make_config
+from dipkit.kernels import camera_shake_kernels
 from dipkit.metrics import psnr
-from dipkit.solvers import project_simplex
+from dipkit.solvers import fista, project_simplex
+from dipkit.tv import SmoothedTV
 
-# --- data, kernels, blur ----------------------------------------------------------------------------------------
-
-def test_camera_shake_kernels_are_non_negative_sum_to_one_are_centred_and_repeat():
-    kernels = generative.camera_shake_kernels(500, seed=3)
-    assert kernels.shape == (500, 28, 28) and kernels.min() >= 0
-    assert torch.allclose(kernels.sum(dim=(-2, -1)), torch.ones(500), atol=1e-5)
-    t = torch.arange(28.0)
-    rows, cols = (kernels * t[:, None]).sum(dim=(-2, -1)), (kernels * t).sum(dim=(-2, -1))
-    inside = (kernels[:, [0, -1], :].sum(dim=(-2, -1)) + kernels[:, :, [0, -1]].sum(dim=(-2, -1))) == 0
-    assert inside.float().mean() > 0.9  # paths rarely reach the frame's border, where they are clamped
-    assert torch.allclose(rows[inside], torch.full_like(rows[inside], 13.5), atol=1e-3)  # barycentre at the centre
-    assert torch.allclose(cols[inside], torch.full_like(cols[inside], 13.5), atol=1e-3)
-    assert torch.equal(kernels, generative.camera_shake_kernels(500, seed=3))
-    short, long = (generative.camera_shake_kernels(300, seed=4, lengths=(n, n)) for n in (5, 25))
-    support = lambda k: (k > 0).sum(dim=(-2, -1)).float().mean()  # noqa: E731
-    assert support(long) > 2 * support(short)
-
-
-def test_circular_blur_is_the_centred_circular_convolution():
-    torch.manual_seed(0)
-    x, kernel = torch.rand(2, 1, 12, 10, dtype=torch.float64), torch.rand(2, 1, 5, 4, dtype=torch.float64)
-    expected = torch.zeros_like(x)
-    for a in range(5):
-        for b in range(4):  # y(i, j) = Σ k(a, b) x(i − (a − 2), j − (b − 2)), indices mod the image size
-            expected += kernel[:, :, a : a + 1, b : b + 1] * torch.roll(x, (a - 2, b - 2), (-2, -1))
-    assert torch.allclose(generative.circular_blur(x, kernel), expected)
-    delta = torch.zeros(5, 4, dtype=torch.float64)
-    delta[2, 2] = 1
-    assert torch.allclose(generative.circular_blur(x, delta), x)
-
+# --- data, generators --------------------------------------------------------------------------------------------
 
 def test_simplex_projection_satisfies_its_optimality_condition():
     torch.manual_seed(1)
@@ -57,17 +31,17 @@ def test_simplex_projection_satisfies_its_optimality_condition():
 
 def test_recentring_undoes_a_translation_of_image_and_kernel():
     truth = generative.mnist_digits()[0][:2]
-    kernels = generative.camera_shake_kernels(2, seed=6, lengths=(5, 8))[:, None]
+    kernels = camera_shake_kernels(2, seed=6, lengths=(5, 8))[:, None]
     shifted_image = torch.stack([torch.roll(truth[0], (-3, 2), (-2, -1)), torch.roll(truth[1], (1, 0), (-2, -1))])
     shifted_kernel = torch.stack([torch.roll(kernels[0], (3, -2), (-2, -1)), torch.roll(kernels[1], (-1, 0), (-2, -1))])
-    assert torch.allclose(generative.circular_blur(shifted_image, shifted_kernel), generative.circular_blur(truth, kernels),
+    assert torch.allclose(circular_blur(shifted_image, shifted_kernel), circular_blur(truth, kernels),
                           atol=1e-5)  # the ambiguity
     image, kernel = generative.recentre(shifted_image, shifted_kernel)
     assert torch.equal(image, truth) and torch.allclose(kernel, kernels)
 
 
 def test_kernel_ncc_is_one_for_a_shifted_copy_and_lower_for_another_kernel():
-    kernels = generative.camera_shake_kernels(2, seed=5)
+    kernels = camera_shake_kernels(2, seed=5)
     assert generative.kernel_ncc(torch.roll(kernels[0], (3, -2), (0, 1)), kernels[0]) == pytest.approx(1.0)
     assert generative.kernel_ncc(kernels[1], kernels[0]) < 0.95
 
@@ -87,7 +61,7 @@ def test_a_vae_trained_for_a_few_epochs_lowers_its_loss(kind):
     if kind == "image":
         model, data, likelihood = generative.ImageVAE(16, 8), generative.mnist_digits()[0][:512], "bernoulli"
     else:
-        kernels = generative.camera_shake_kernels(1024, seed=0)
+        kernels = camera_shake_kernels(1024, seed=0)
         model, data, likelihood = generative.KernelVAE(), (kernels / kernels.amax((-2, -1), keepdim=True))[:, None], \
             "bernoulli"
     history = generative.train_vae(model, data, epochs=4, likelihood=likelihood, batch_size=64)
@@ -235,7 +209,7 @@ def in_range_problem(config, models):
     test, _ = generative.held_out(2, labels)
     with torch.no_grad():
         truth = models["image"].decode(models["image"].encode(digits[test])[0])
-    kernels = generative.camera_shake_kernels(2, seed=11, lengths=(10, 14))[:, None]
+    kernels = camera_shake_kernels(2, seed=11, lengths=(10, 14))[:, None]
     return truth, kernels, generative.blurred_observation(truth, kernels, 0.01, seed=1)
 
 
@@ -259,15 +233,15 @@ def test_alg3_fits_y_to_the_noise_level_with_a_kernel_of_g_ks_range(trained):
                                                                          alg1_decay=300), torch.Generator().manual_seed(0))
     image, kernel = gp.algorithm_3(y, models, config, torch.Generator().manual_seed(0), kernel_latents)
     assert kernel.min() >= 0 and torch.allclose(kernel.sum(dim=(-2, -1)), torch.ones(2, 1), atol=1e-5)
-    residual = (generative.circular_blur(image, kernel) - y).square().mean(dim=(1, 2, 3)).sqrt()
+    residual = (circular_blur(image, kernel) - y).square().mean(dim=(1, 2, 3)).sqrt()
     assert (residual < 0.03).all()  # σ = 0.01
-    blurred_misfit = (generative.circular_blur(y, kernel) - y).square().mean(dim=(1, 2, 3)).sqrt()
+    blurred_misfit = (circular_blur(y, kernel) - y).square().mean(dim=(1, 2, 3)).sqrt()
     assert (residual < 0.5 * blurred_misfit).all()  # y itself explains y far worse
 
 
 def test_baselines_known_kernel_tv_beats_the_blurred_input_and_the_blind_tv_kernel_stays_on_the_simplex():
     digits = generative.mnist_digits()[0][:3]
-    kernels = generative.camera_shake_kernels(3, seed=2, lengths=(8, 12))[:, None]
+    kernels = camera_shake_kernels(3, seed=2, lengths=(8, 12))[:, None]
     y = generative.blurred_observation(digits, kernels, 0.01)
     known = gp.tv_deconvolution(y, kernels, 0.01)
     assert all(psnr(known[n : n + 1], digits[n : n + 1]) > psnr(y[n : n + 1], digits[n : n + 1]) + 2 for n in range(3))
@@ -276,7 +250,36 @@ def test_baselines_known_kernel_tv_beats_the_blurred_input_and_the_blind_tv_kern
     assert image.shape == y.shape
 
 
-def test_quick_run_writes_the_figures_and_tables(trained, tmp_path):
+
+def old_tv_deconvolution(y, kernel, weight, iterations=300):
+    """generative_prior.tv_deconvolution before it called dipkit.tv.fista_tv_deconvolution, frozen."""
+    y = y.double()
+    shape = y.shape[-2:]
+    spectrum = kernel_spectrum(kernel.double(), shape)
+    tv = SmoothedTV(1e-2)
+
+    def gradient(x):
+        residual = torch.fft.irfft2(torch.fft.rfft2(x) * spectrum, s=shape) - y
+        return torch.fft.irfft2(torch.fft.rfft2(residual) * spectrum.conj(), s=shape) + weight * tv.gradient(x)
+
+    lipschitz = spectrum.abs().square().max().item() + weight * tv.lipschitz
+    return fista(gradient, y.clone(), lipschitz, 0.0, iterations).x.float().clamp(0, 1)
+
+
+def test_known_kernel_tv_and_the_anisotropic_tv_are_the_old_loops_bit_for_bit():
+    digits = generative.mnist_digits()[0][:2]
+    kernels = camera_shake_kernels(2, seed=7)[:, None]
+    y = generative.blurred_observation(digits, kernels, 0.01)
+    assert torch.equal(gp.tv_deconvolution(y, kernels, 0.01, 60), old_tv_deconvolution(y, kernels, 0.01, 60))
+    x = torch.rand(3, 1, 9, 8, requires_grad=True)
+    old = ((x[..., 1:, :] - x[..., :-1, :]).abs().sum(dim=(1, 2, 3))
+           + (x[..., :, 1:] - x[..., :, :-1]).abs().sum(dim=(1, 2, 3)))
+    new = gp.anisotropic_tv(x)
+    assert torch.equal(old, new)
+    assert torch.equal(*(torch.autograd.grad(t.sum(), x)[0] for t in (old, new)))
+
+
+def test_quick_run_writes_the_figures_and_tables(trained, tmp_path, metrics_of):
     config, _ = trained
     run = dataclasses.replace(config, mode="deblur", results_dir=str(tmp_path), test_images=2, figure_rows=2)
     result = gp.run(run)
@@ -290,6 +293,7 @@ def test_quick_run_writes_the_figures_and_tables(trained, tmp_path):
     for name in ("deblurring.png", "kernels.png", "noise.png", "noise.csv", "table.csv", "summary.csv",
                  "config.json", "metrics.json"):
         assert (result["folder"] / name).is_file(), name
+    assert len(metrics_of(result["folder"], "generative_prior")["items"]) == len(result["table"])
 
 
 @pytest.mark.parametrize("arguments, message", [

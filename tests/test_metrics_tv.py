@@ -3,8 +3,11 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from dipkit import kernels
+from dipkit.blur import blur, blur_adjoint
 from dipkit.metrics import psnr, ssim
-from dipkit.tv import SmoothedTV, forward_differences, forward_differences_adjoint
+from dipkit.tv import (SmoothedTV, anisotropic_tv, fista_tv_deconvolution, forward_differences,
+                       forward_differences_adjoint)
 
 rng = np.random.default_rng(0)
 
@@ -52,3 +55,39 @@ def test_tv_lipschitz_bound_holds():
         top = v.norm().item()
         v = v / top
     assert 0.9 * tv.lipschitz < top <= tv.lipschitz
+
+
+def test_anisotropic_tv_sums_the_absolute_differences_of_each_image():
+    x = torch.rand(3, 2, 6, 5, dtype=torch.float64)
+    pixels = [(c, i, j) for c in range(2) for i in range(6) for j in range(5)]
+    expected = [sum(abs(x[n, c, i + 1, j] - x[n, c, i, j]).item() for c, i, j in pixels if i < 5)
+                + sum(abs(x[n, c, i, j + 1] - x[n, c, i, j]).item() for c, i, j in pixels if j < 4) for n in range(3)]
+    torch.testing.assert_close(anisotropic_tv(x), torch.tensor(expected, dtype=torch.float64))
+
+
+def test_fista_tv_deconvolution_solves_least_squares_without_tv_and_is_stationary_with_it():
+    y = torch.rand(2, 1, 9, 8, dtype=torch.float64)
+    twice = lambda x: 2 * x  # noqa: E731  (A = 2I: x* = y/2 without TV)
+    x = fista_tv_deconvolution(y, twice, twice, 4.0, 0.0, 200, torch.zeros_like(y))
+    torch.testing.assert_close(x, y / 2)
+    kernel = kernels.gaussian(3, 0.8).double()
+    forward, adjoint = (lambda x: blur(x, kernel)), (lambda r: blur_adjoint(r, kernel))  # noqa: E731
+    weight, tv = 0.01, SmoothedTV(0.05)
+    x = fista_tv_deconvolution(y, forward, adjoint, 1.0, weight, 3000, y.clone(), smoothing=0.05)
+    x.requires_grad_(True)
+    objective = 0.5 * (forward(x) - y).square().sum() + weight * tv.value(x)
+    (gradient,) = torch.autograd.grad(objective, x)
+    assert gradient.norm() < 1e-6  # ‖B_b‖ ≤ ‖b‖₁ = 1: the bound given is safe
+    assert gradient.norm() < 1e-3 * (adjoint(forward(y) - y) + weight * tv.gradient(y)).norm()  # far from the start
+
+
+def test_fista_tv_deconvolution_stops_at_the_tolerance():
+    y = torch.rand(1, 1, 6, 6, dtype=torch.float64)
+    identity = lambda x: x  # noqa: E731
+    calls = []
+    counting = lambda r: calls.append(1) or r  # noqa: E731
+    fista_tv_deconvolution(y, identity, counting, 1.0, 0.1, 500, y.clone(), tolerance=1e-3)
+    stopped = len(calls)
+    calls.clear()
+    fista_tv_deconvolution(y, identity, counting, 1.0, 0.1, 500, y.clone())
+    assert stopped < len(calls) == 501
