@@ -46,7 +46,7 @@ from dipkit.cli import RunError, parse_config, run_main
 from dipkit.device import choose_device, keep_freed_memory, seed_everything
 from dipkit.images import load_image
 from dipkit.metrics import psnr, ssim
-from dipkit.runs import start_run, write_csv, write_json
+from dipkit.runs import mean_scores, start_run, write_csv, write_metrics
 from dipkit.adp_original import ORIGINAL_BUGS, OriginalSettings, run_original
 from dipkit.maid import maid
 from dipkit.solvers import conjugate_gradient, fista, lbfgs
@@ -480,8 +480,9 @@ def run(config: Config) -> dict[str, Any]:
     results = [one_image(name, i, config, device, dtype) for i, name in enumerate(config.images)]
     seconds = time.perf_counter() - tic
     write_outputs(folder, results, config)
-    metrics = dict(images={r["name"]: r["metrics"] for r in results}, seconds=seconds)
-    write_json(folder / "metrics.json", metrics)
+    items = {r["name"]: r["metrics"] for r in results}
+    write_metrics(folder, "ADP", mean_scores(items), items, seconds, str(device))
+    metrics = dict(items=items, seconds=seconds)
     for r in results:
         m = r["metrics"]
         shown = [(titles_short, key) for titles_short, key in (

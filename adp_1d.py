@@ -53,7 +53,7 @@ import itertools
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Optional
 
 import torch
 from tqdm import tqdm
@@ -62,7 +62,7 @@ from dipkit.maid import maid
 from dipkit import figures
 from dipkit.cli import RunError, parse_config, run_main
 from dipkit.device import choose_device, seed_everything, synchronize
-from dipkit.runs import start_run, write_csv, write_json
+from dipkit.runs import start_run, write_csv, write_metrics
 from dipkit.solvers import conjugate_gradient, fista, soft_threshold
 
 # The original's hand-tuned elastic-net weights (α₁, α₂) of the ADP lower level, [operator][signal].
@@ -80,8 +80,8 @@ class Config:
     points: int = 200  # grid size n on [−1, 1] (spacing 2/n)
     noise_level: float = 0.005  # standard deviation of the Gaussian noise
     # problem
-    l1_weight: float = -1.0  # α₁ of the elastic net; −1: the original's tuned value for this signal and operator
-    l2_weight: float = -1.0  # α₂ (> 0, the strong convexity μ); −1: the original's tuned value
+    l1_weight: Optional[float] = None  # α₁ of the elastic net; None: the original's tuned value for this signal and operator
+    l2_weight: Optional[float] = None  # α₂ (> 0, the strong convexity μ); None: the original's tuned value
     operator_weight: float = 0.0  # β of (β/2)‖B − A‖²_F (0 in the paper: plain ADP)
     lower_max_iterations: int = 500  # cap on FISTA iterations per lower-level solve
     cg_max_iterations: int = 200  # cap on CG iterations per hypergradient
@@ -123,7 +123,7 @@ class Config:
                                            tuning_steps=(1e-2, 2e-2, 3e-2), tuning_accuracies=(1e-6, 1e-4, 1e-2),
                                            tuning_iterations=60)
     LIMITS: ClassVar[dict[str, str]] = dict(
-        points="[10, inf)", noise_level="[0, inf)", l1_weight="[-1, inf)", l2_weight="[-1, inf)",
+        points="[10, inf)", noise_level="[0, inf)", l1_weight="[0, inf)", l2_weight="(0, inf)",
         operator_weight="[0, inf)", lower_max_iterations="[1, inf)", cg_max_iterations="[1, inf)",
         upper_iterations="[1, inf)", alpha0="(0, inf)", eps0="(0, inf)", delta0="(0, inf)", rho="(0, 1)",
         rho_bar="[1, inf)", nu="(0, 1)", nu_bar="[1, inf)", armijo="[0, 1)", backtracking="[1, inf)",
@@ -150,7 +150,8 @@ def check_config(config: Config) -> None:
 
 def elastic_net_weights(config: Config) -> tuple[float, float]:
     tuned = TUNED_WEIGHTS[config.operator][config.signal]
-    return (tuned[0] if config.l1_weight == -1 else config.l1_weight, tuned[1] if config.l2_weight == -1 else config.l2_weight)
+    return (tuned[0] if config.l1_weight is None else config.l1_weight,
+            tuned[1] if config.l2_weight is None else config.l2_weight)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -440,11 +441,12 @@ def run(config: Config) -> dict[str, Any]:
     grid_rows = results["ift_tuned"]["grid"] if "ift_tuned" in results else []
     if grid_rows:
         write_csv(folder / "grid.csv", grid_rows)
-    write_json(folder / "metrics.json", dict(
-        best_loss=best, initial_loss=results[config.solvers[0]]["log"][0]["loss"], solvers=table,
+    write_metrics(
+        folder, "adp_1d", {row["solver"]: row for row in table}, table, sum(row["seconds"] for row in table),
+        str(device), best_loss=best, initial_loss=results[config.solvers[0]]["log"][0]["loss"],
         maid_speedup_over_ift_to_1pct=speedups, maid_speedup_over_tuned_ift_to_1pct=tuned_speedups,
         ift_tuned=results["ift_tuned"]["tuned"] if "ift_tuned" in results else {}, ift_tuning_grid=grid_rows,
-    ))
+    )
     print(f"best upper loss {best:.5g}; to within 1% of it:")
     for row in table:
         when = "never" if row["seconds_to_1pct"] is None else \

@@ -39,26 +39,27 @@ Writes Results/dip_denoise/<run>/: per image <name>/DIP.png, <name>/curve.png, <
 from __future__ import annotations
 
 import copy
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from tqdm import tqdm
 
 from dipkit import figures
+from dipkit.figures import save_png
 from dipkit.cli import RunError, parse_config, run_main
 from dipkit.device import choose_device, seed_everything, synchronize
 from dipkit.images import load_image, resolve_image
 from dipkit.metrics import psnr, ssim
 from dipkit.networks import SkipNetwork
-from dipkit.runs import start_run, write_csv, write_json
+from dipkit.runs import start_run, write_csv, write_metrics
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
-BUNDLED_SIZE = 512  # what size -1 gives a bundled image (the paper's images are 512x512)
+BUNDLED_SIZE = 512  # what size None gives a bundled image (the paper's images are 512x512)
 
 
 @dataclass
@@ -66,7 +67,7 @@ class Config:
     # data
     images: tuple[str, ...] = ("astronaut",)  # bundled image names or image paths
     folder: str = ""  # if set, every image in this folder instead of `images`
-    size: int = -1  # -1: bundled images 512x512, files keep their size (cut to /32); 0: all keep it; N: all N x N
+    size: Optional[int] = None  # None: bundled images 512x512, files keep their size (cut to /32); 0: all keep it; N: N x N
     add_noise: bool = True  # the images are clean: add the noise and measure PSNR; --no-add_noise for noisy photos
     noise_level: float = 25 / 255  # standard deviation σ of the added Gaussian noise (clipped to [0, 1] after)
     # DIP, the paper's denoising settings
@@ -100,7 +101,7 @@ class Config:
     QUICK: ClassVar[dict[str, Any]] = dict(size=64, iterations=1000, checkpoint_every=50, stop_window=50,
                                            stop_patience=200)
     LIMITS: ClassVar[dict[str, str]] = dict(
-        size="[-1, inf)",  # and -1, 0 or a multiple of 32 of at least 64 (checked in check_config)
+        size="[0, inf)",  # and 0 or a multiple of 32 of at least 64 (checked in check_config)
         noise_level="[0, 1]", iterations="[1, inf)", learning_rate="(0, inf)", reg_noise_std="[0, inf)",
         ema="[0, 1)", input_depth="[1, inf)", input_scale="(0, inf)", backtrack_drop="(0, inf]",
         checkpoint_every="[1, inf)", max_restores="[0, inf)", stop_window="[2, inf)", stop_patience="[1, inf)",
@@ -122,8 +123,8 @@ def image_list(config: Config) -> list[str]:
 
 def check_config(config: Config) -> list[str]:
     """The image names, after the checks that involve more than one constant or the file system."""
-    if config.size not in (-1, 0) and (config.size < 64 or config.size % 32):
-        raise RunError(f"size must be -1, 0 or a multiple of 32 of at least 64 (five scales), not {config.size}")
+    if config.size and (config.size < 64 or config.size % 32):
+        raise RunError(f"size must be None, 0 or a multiple of 32 of at least 64 (five scales), not {config.size}")
     names = image_list(config)
     for name in names:
         resolve_image(name)
@@ -132,7 +133,7 @@ def check_config(config: Config) -> list[str]:
 
 def target_size(name: str, config: Config) -> int:
     """The side an image is resized to, or 0 to keep its size (cropped to a multiple of 32)."""
-    if config.size == -1:  # an existing file is the user's image; anything else is a bundled one
+    if config.size is None:  # an existing file is the user's image; anything else is a bundled one
         return 0 if Path(name).expanduser().is_file() else BUNDLED_SIZE
     return config.size
 
@@ -204,15 +205,18 @@ class DIPState:
 
 class Trackers:
     """What the run reads off its outputs, kept on the device (no host synchronisation per iteration) and
-    checkpointed with the network: the ES-WMV window and rule (minimum, its iteration and averaged image, the
-    patience count, where it fired) and the oracle (best PSNR of the average against the clean image)."""
+    checkpointed with the network: the curves (entry k: iteration k), the ES-WMV window and rule (minimum, its
+    iteration and averaged image, the patience count, where it fired) and the oracle (best PSNR of the average
+    against the clean image)."""
 
     TENSORS = ("ring", "best_variance", "best_iteration", "wait", "fired_iteration", "stop_image", "best_oracle",
                "oracle_iteration", "oracle_image")
+    CURVES = ("psnr_noisy", "psnr_clean", "psnr_clean_average", "variance")
 
-    def __init__(self, image: torch.Tensor, window: int, patience: int):
+    def __init__(self, image: torch.Tensor, window: int, patience: int, iterations: int):
         device = image.device
         self.window, self.patience = window, patience
+        self.curves = {key: torch.full((iterations,), float("nan"), device=device) for key in self.CURVES}
         self.ring = torch.zeros((window, *image.shape[1:]), device=device)  # output k sits at k % window
         self.filled = 0  # outputs in the window so far (host-side: known without a synchronisation)
         self.best_variance = torch.tensor(float("inf"), device=device)
@@ -225,12 +229,31 @@ class Trackers:
         self.oracle_image = image.clone()
 
     def checkpoint(self) -> dict[str, Any]:
-        return dict({name: getattr(self, name).clone() for name in self.TENSORS}, filled=self.filled)
+        return dict({name: getattr(self, name).clone() for name in self.TENSORS}, filled=self.filled,
+                    curves={key: curve.clone() for key, curve in self.curves.items()})
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
         for name in self.TENSORS:
             getattr(self, name).copy_(checkpoint[name])
+        for key, curve in self.curves.items():
+            curve.copy_(checkpoint["curves"][key])  # NaN again from the checkpoint on
         self.filled = checkpoint["filled"]
+
+    def observe(self, i: int, out: torch.Tensor, average: torch.Tensor, noisy: torch.Tensor,
+                clean: torch.Tensor | None) -> None:
+        """Everything read off output i and the average after it: the PSNRs, the oracle, the window and the rule."""
+        self.curves["psnr_noisy"][i] = _psnr_device(out, noisy)
+        if clean is not None:
+            self.curves["psnr_clean"][i] = _psnr_device(out, clean)
+            self.curves["psnr_clean_average"][i] = _psnr_device(average, clean)
+            self.observe_oracle(self.curves["psnr_clean_average"][i], i, average)
+        if self.observe_output(out, i):
+            self.curves["variance"][i] = _window_variance(self.ring)
+            self.observe_variance(self.curves["variance"][i], i, average)
+
+    @property
+    def fired(self) -> bool:
+        return self.fired_iteration.item() >= 0  # one synchronisation: asked once per checkpoint
 
     def observe_output(self, out: torch.Tensor, i: int) -> bool:
         """Put output i in the window; whether the window is full."""
@@ -254,6 +277,41 @@ class Trackers:
         self.best_oracle.copy_(torch.where(better, psnr_average, self.best_oracle))
         self.oracle_iteration.copy_(torch.where(better, i, self.oracle_iteration))
         self.oracle_image.copy_(torch.where(better, average, self.oracle_image))
+
+
+class Backtracking:
+    """The official code's safeguard, read once per checkpoint: if the PSNR of the output against y fell by more
+    than `drop` dB since the last checkpoint, go back to it (the network and the trackers) and redo the block,
+    at most `max_restores` times; after that, drops are accepted with a warning."""
+
+    def __init__(self, state: DIPState, trackers: Trackers, drop: float, max_restores: int):
+        self.drop, self.max_restores = drop, max_restores
+        self.restores, self.exhausted, self.reference = 0, False, -float("inf")
+        self.save(state, trackers)
+
+    def save(self, state: DIPState, trackers: Trackers) -> None:
+        self.saved = (state.checkpoint(), trackers.checkpoint())
+
+    def restored(self, state: DIPState, trackers: Trackers) -> int:
+        """At a checkpoint: the number of iterations undone (0: none), after one device-to-host transfer of the
+        block's PSNRs; a non-finite output stops the run."""
+        start = self.saved[0]["steps"]
+        block = trackers.curves["psnr_noisy"][start:state.steps].cpu()
+        if not torch.isfinite(block).all():
+            raise RunError(f"the DIP output became NaN near iteration {state.steps - 1}: try a smaller learning_rate")
+        if block.min().item() < self.reference - self.drop:
+            if self.restores < self.max_restores:
+                state.restore(self.saved[0])
+                trackers.restore(self.saved[1])
+                self.restores += 1
+                return len(block)
+            if not self.exhausted:
+                tqdm.write(f"warning: PSNR against the noisy image fell by more than {self.drop} dB again after "
+                           f"{self.restores} restores; accepting it from now on (iteration {state.steps - 1}); a "
+                           "smaller learning_rate may help")
+            self.exhausted = True
+        self.reference = block[-1].item()
+        return 0
 
 
 def _psnr_device(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -281,77 +339,50 @@ def denoise(image: torch.Tensor | str, config: Config, clean: torch.Tensor | Non
     noisy = load_image(image, channels=3) if isinstance(image, str) else image
     noisy = noisy.to(device=device, dtype=torch.float32)
     clean = None if clean is None else clean.to(device=device, dtype=torch.float32)
-    generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
-    state = DIPState(noisy, config, generator)
-    trackers = Trackers(state.average, config.stop_window, config.stop_patience)
-    n = config.iterations
-    curves_device = {key: torch.full((n,), float("nan"), device=device)
-                     for key in ("psnr_noisy", "psnr_clean", "psnr_clean_average", "variance")}
-    curve_noisy, curve_variance = curves_device["psnr_noisy"], curves_device["variance"]
-    saved = (state.checkpoint(), trackers.checkpoint())
-    reference_psnr = -float("inf")
-    stop_early = config.stop_early or clean is None
-    backtracks, steps_run, exhausted = 0, 0, False
-    bar = tqdm(total=n, disable=not config.progress, leave=False, desc="DIP")
+    state = DIPState(noisy, config, torch.Generator().manual_seed(config.seed))
+    trackers = Trackers(state.average, config.stop_window, config.stop_patience, config.iterations)
+    backtracking = Backtracking(state, trackers, config.backtrack_drop, config.max_restores)
+    stop_early, steps_run = config.stop_early or clean is None, 0
+    bar = tqdm(total=config.iterations, disable=not config.progress, leave=False, desc="DIP")
     synchronize(device)
     start = time.perf_counter()
-    while state.steps < n:
-        i = state.steps
+    while state.steps < config.iterations:
+        # the DIP step: min_θ ‖f_θ(z0 + σ_p n) − y‖², fresh n each step, then the exponential average
         z = state.z0 + config.reg_noise_std * torch.randn_like(state.z0)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-            out = state.forward(z)
-        out = out.float()
+            out = state.forward(z).float()
         loss = F.mse_loss(out, noisy)
         state.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         state.optimiser.step()
         with torch.no_grad():
             out = out.detach()
-            if i == 0:
+            if state.steps == 0:
                 state.average.copy_(out)
             else:
                 state.average.mul_(config.ema).add_(out, alpha=1 - config.ema)
-            curve_noisy[i] = _psnr_device(out, noisy)
-            if clean is not None:
-                curves_device["psnr_clean"][i] = _psnr_device(out, clean)
-                curves_device["psnr_clean_average"][i] = _psnr_device(state.average, clean)
-                trackers.observe_oracle(curves_device["psnr_clean_average"][i], i, state.average)
-            if trackers.observe_output(out, i):
-                curve_variance[i] = _window_variance(trackers.ring)
-                trackers.observe_variance(curve_variance[i], i, state.average)
-        state.steps += 1
-        steps_run += 1
+            trackers.observe(state.steps, out, state.average, noisy, clean)
+        state.steps, steps_run = state.steps + 1, steps_run + 1
         bar.update(1)
-        if state.steps % config.checkpoint_every and state.steps < n:
+        if state.steps % config.checkpoint_every and state.steps < config.iterations:
             continue
-        # checkpoint: one device-to-host transfer for the whole block
-        block_start = saved[0]["steps"]
-        block = curve_noisy[block_start:state.steps].cpu()
-        if not torch.isfinite(block).all():
-            raise RunError(f"the DIP output became NaN near iteration {state.steps - 1}: try a smaller learning_rate")
-        if block.min().item() < reference_psnr - config.backtrack_drop:
-            if backtracks < config.max_restores:
-                state.restore(saved[0])
-                trackers.restore(saved[1])
-                for curve in curves_device.values():
-                    curve[block_start:] = float("nan")
-                backtracks += 1
-                bar.update(-len(block))
-                continue
-            if not exhausted:
-                tqdm.write(f"warning: PSNR against the noisy image fell by more than {config.backtrack_drop} dB "
-                           f"again after {backtracks} restores; accepting it from now on (iteration "
-                           f"{state.steps - 1}); a smaller learning_rate may help")
-            exhausted = True
-        reference_psnr = block[-1].item()
-        bar.set_postfix(psnr_y=f"{reference_psnr:.2f}", loss=f"{loss.item():.2e}")
-        if stop_early and trackers.fired_iteration.item() >= 0:
+        undone = backtracking.restored(state, trackers)
+        if undone:
+            bar.update(-undone)
+            continue
+        bar.set_postfix(psnr_y=f"{backtracking.reference:.2f}", loss=f"{loss.item():.2e}")
+        if stop_early and trackers.fired:
             break
-        saved = (state.checkpoint(), trackers.checkpoint())
+        backtracking.save(state, trackers)
     synchronize(device)
     seconds = time.perf_counter() - start
     bar.close()
+    return _result(state, trackers, backtracking, noisy, clean, steps_run, seconds, device)
+
+
+def _result(state: DIPState, trackers: Trackers, backtracking: Backtracking, noisy: torch.Tensor,
+            clean: torch.Tensor | None, steps_run: int, seconds: float, device: torch.device) -> DenoiseResult:
     with torch.no_grad():
         final_output = state.net(state.z0)
     stop_iteration = _optional(trackers.best_iteration.item())
@@ -359,22 +390,20 @@ def denoise(image: torch.Tensor | str, config: Config, clean: torch.Tensor | Non
     result = DenoiseResult(
         denoised=trackers.stop_image if stop_iteration is not None else state.average.clone(),
         final_output=final_output, final_average=state.average.clone(),
-        curves={key: curve[: state.steps].tolist() for key, curve in curves_device.items()},
+        curves={key: curve[: state.steps].tolist() for key, curve in trackers.curves.items()},
         stop_iteration=stop_iteration, stop_fired=fired_iteration is not None, stop_fired_iteration=fired_iteration,
-        backtracks=backtracks, restores_exhausted=exhausted, iterations_run=steps_run, seconds=seconds,
-        device=str(device),
+        backtracks=backtracking.restores, restores_exhausted=backtracking.exhausted, iterations_run=steps_run,
+        seconds=seconds, device=str(device),
     )
     if clean is not None:
         result.oracle_iteration = trackers.oracle_iteration.item()
         result.oracle_image = trackers.oracle_image
+        scores = lambda x: dict(psnr=psnr(x, clean), ssim=ssim(x, clean))  # noqa: E731
         result.metrics = dict(
-            noisy=dict(psnr=psnr(noisy, clean), ssim=ssim(noisy, clean)),
-            final_output=dict(psnr=psnr(final_output, clean), ssim=ssim(final_output, clean)),
-            final_average=dict(psnr=psnr(state.average, clean), ssim=ssim(state.average, clean)),
-            stopping_rule=dict(psnr=psnr(result.denoised, clean), ssim=ssim(result.denoised, clean),
-                               iteration=stop_iteration, fired=result.stop_fired, fired_iteration=fired_iteration),
-            oracle=dict(psnr=psnr(result.oracle_image, clean), ssim=ssim(result.oracle_image, clean),
-                        iteration=result.oracle_iteration),
+            noisy=scores(noisy), final_output=scores(final_output), final_average=scores(state.average),
+            stopping_rule=dict(scores(result.denoised), iteration=stop_iteration, fired=result.stop_fired,
+                               fired_iteration=fired_iteration),
+            oracle=dict(scores(result.oracle_image), iteration=result.oracle_iteration),
         )
     return result
 
@@ -387,11 +416,6 @@ def add_noise(clean: torch.Tensor, config: Config, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(clean.shape, generator=generator, dtype=torch.float32)
     return (clean + config.noise_level * noise).clamp(0, 1)
-
-
-def save_png(path: Path, image: torch.Tensor) -> None:
-    array = (figures.to_display(image) * 255).round().astype("uint8")
-    Image.fromarray(array).save(path)
 
 
 def rule_summary(result: DenoiseResult) -> str:
@@ -485,7 +509,9 @@ def run(config: Config) -> dict[str, Any]:
         print(f"{stem:>12} ({noisy.shape[-2]}x{noisy.shape[-1]}){summary}; {result.seconds:.1f} s, "
               f"{result.backtracks} backtracks")
     write_csv(folder / "table.csv", table)
-    write_json(folder / "metrics.json", dict(iterations_counted_from=0, images=per_image))
+    summary = {key: statistics.fmean(row[key] for row in table) for key in table[0] if key.startswith("psnr_")}
+    write_metrics(folder, "dip_denoise", summary, per_image, sum(r.seconds for r in results.values()), str(device),
+                  iterations_counted_from=0)
     print(f"wrote {folder}")
     return dict(folder=folder, results=results, table=table)
 

@@ -35,16 +35,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Optional
 
 import torch
 import torch.nn.functional as F
 
-from dipkit.blind import Problem, Scorer, centre_of, check_scoring, problems_of
+from dipkit.blind import Problem, centre_of, problems_of
 from dipkit.cli import RunError, parse_config, run_main
+from dipkit.levin import Scorer
 from dipkit.metrics import ssim_loss
 from dipkit.networks import KernelGenerator, SkipNetwork
-from dipkit.study import Estimate, Progress, prepare, run_script, two_rate_adam
+from dipkit.study import Estimate, Progress, Scoring, prepare, run_script, two_rate_adam
 
 # Named variants for --variants: overrides of the constants below (edit or add your own)
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -68,7 +69,7 @@ class Config:
     data_seed: int = 0  # synthetic: seeds the kernels and the noise
     levin_dir: str = ""  # a folder in Levin's layout: im<i>_kernel<j>_img.png, gt/im<i>.png, gt/kernel<j>.png
     blurred: tuple[str, ...] = ()  # your own blurred photos (grey; no metrics); needs kernel_size
-    kernel_size: int = 0  # size of the kernel to estimate: 0 = the true size (synthetic), SelfDeblur's (Levin)
+    kernel_size: Optional[int] = None  # side of the kernel to estimate; None: the true one (synthetic), SelfDeblur's (Levin)
     only: tuple[str, ...] = ()  # run only the problems of these names (e.g. im1_kernel4 camera_k27)
     # SelfDeblur as published
     setting: Literal["paper", "repo"] = "paper"  # paper: MSE throughout; repo: 1 − SSIM from iteration 1000
@@ -87,7 +88,7 @@ class Config:
     reg_noise: float = 0.001  # σ of the fresh perturbation of z_x at each step (0: none)
     kernel_input: int = 200  # size of z_k
     kernel_hidden: int = 1000  # hidden units of G_k
-    loss_switch: int = -1  # iteration from which the loss is 1 − SSIM: -1 the setting's (paper never, repo 1000)
+    loss_switch: Optional[int] = None  # first iteration with the 1 − SSIM loss; None: the setting's (paper never, repo 1000)
     # variants
     simpler: bool = False  # SimplerSDB: no non-local blocks, no reg noise, one loss (unless loss_switch is set)
     pretrain_iterations: int = 0  # steps of α·L_blind + (1 − α)·L_no-blur before the main loop (the talk: 500)
@@ -112,11 +113,11 @@ class Config:
                                            milestones=(600, 800, 900), channels=32, skip_channels=8, kernel_hidden=200,
                                            crop=8, max_shift=4, wide_shift=0, curve_every=100)
     LIMITS: ClassVar[dict[str, str]] = dict(
-        kernel_sizes="[1, inf)", size="[1, inf)", noise_level="[0, 1)", data_seed="[0, inf)", kernel_size="[0, inf)",
+        kernel_sizes="[1, inf)", size="[1, inf)", noise_level="[0, 1)", data_seed="[0, inf)", kernel_size="[1, inf)",
         iterations="[1, inf)", lr_image="(0, inf)", lr_kernel="(0, inf)", milestones="[1, inf)", gamma="(0, 1]",
         beta1_image="[0, 1)", input_channels="[1, inf)", input_scale="(0, inf)", channels="[1, inf)",
         skip_channels="[0, inf)", scales="[1, inf)", reg_noise="[0, inf)", kernel_input="[1, inf)",
-        kernel_hidden="[1, inf)", loss_switch="[-1, inf)", pretrain_iterations="[0, inf)", pretrain_alpha="[0, 1]",
+        kernel_hidden="[1, inf)", loss_switch="[0, inf)", pretrain_iterations="[0, inf)", pretrain_alpha="[0, 1]",
         seeds="[0, inf)", crop="[0, inf)", max_shift="[0, inf)", wide_shift="[0, inf)", curve_every="[0, inf)",
         known_kernel_tv="(0, inf)",
     )
@@ -124,7 +125,7 @@ class Config:
 
 def loss_switch(config: Config) -> int | None:
     """The first iteration with the 1 − SSIM loss, or None for MSE throughout."""
-    if config.loss_switch >= 0:
+    if config.loss_switch is not None:
         return config.loss_switch
     return 1000 if config.setting == "repo" and not config.simpler else None
 
@@ -138,15 +139,19 @@ def variant_configs(config: Config) -> dict[str, Config]:
     return {name: dataclasses.replace(config, **VARIANTS[name]) for name in config.variants}
 
 
+def scoring(config: Config) -> Scoring:
+    return Scoring(config.crop, config.max_shift, config.wide_shift, config.known_kernel_tv)
+
+
 def check_config(config: Config) -> tuple[list[Problem], dict[str, Config]]:
+    """What the ranges (Config.LIMITS, checked on parsing) cannot say; reads the problems, so that bad input
+    stops here, before run() opens a run folder."""
     if not config.seeds:
         raise RunError("seeds: give at least one")
-    if 0 < config.wide_shift <= config.max_shift:
-        raise RunError(f"wide_shift ({config.wide_shift}) must exceed max_shift ({config.max_shift}), or be 0")
     variants = variant_configs(config)
-    problems = problems_of(config)
-    for p in problems:
-        check_scoring(p.blurred.shape[-2:], config.crop, max(config.max_shift, config.wide_shift), p.name)
+    problems = problems_of(config.levin_dir, config.blurred, config.kernel_size, config.images, config.kernel_sizes,
+                           config.size, config.noise_level, config.data_seed, config.only)
+    scoring(config).check(problems)
     return problems, variants
 
 
@@ -163,16 +168,18 @@ def networks(config: Config, kernel_size: tuple[int, int]) -> tuple[SkipNetwork,
 
 def deblur(problem: Problem, config: Config, seed: int, scorer: Scorer | None = None) -> Estimate:
     """One SelfDeblur run on one problem: fit G_x and G_k to y; the curve is scored every curve_every steps."""
-    device = prepare(config, seed)
+    device = prepare(config.device, seed, config.deterministic)
     y = problem.blurred.to(device)
     (h, w), (kh, kw) = y.shape[-2:], problem.kernel_size
     image_net, kernel_net = (net.to(device) for net in networks(config, problem.kernel_size))
     z_x = (torch.rand(1, config.input_channels, h + kh - 1, w + kw - 1) * config.input_scale).to(device)
     z_k = (torch.rand(config.kernel_input) * config.input_scale).to(device)
-    optimiser, scheduler = two_rate_adam(image_net, kernel_net, config)
+    optimiser, scheduler = two_rate_adam(image_net, kernel_net, config.lr_image, config.lr_kernel, config.beta1_image,
+                                         config.milestones, config.gamma)
     switch = loss_switch(config)
     reg_noise = 0.0 if config.simpler else config.reg_noise
-    progress = Progress(problem, config, seed, scorer, device)
+    progress = Progress(problem, seed, scorer, device, config.pretrain_iterations, config.iterations,
+                        config.curve_every, config.progress)
     for step in progress.steps:  # negative steps: the pretraining
         z = z_x + reg_noise * torch.randn_like(z_x) if reg_noise else z_x
         x, k = image_net(z), kernel_net(z_k)
@@ -199,9 +206,10 @@ def deblur(problem: Problem, config: Config, seed: int, scorer: Scorer | None = 
 def run(config: Config) -> dict[str, Any]:
     """Check the constants, then run every variant and seed on every problem; returns the rows and the folder."""
     problems, variants = check_config(config)
-    return run_script(config, "selfdeblur", "SelfDeblur", f"{len(problems)} problem(s) x {len(variants)} variant(s) x "
-                      f"{len(config.seeds)} seed(s), {config.iterations} iterations ({config.setting} setting)",
-                      problems, variants, deblur)
+    headline = (f"{len(problems)} problem(s) x {len(variants)} variant(s) x {len(config.seeds)} seed(s), "
+                f"{config.iterations} iterations ({config.setting} setting)")
+    return run_script(config, "selfdeblur", "SelfDeblur", headline, config.device, problems, variants, config.seeds,
+                      deblur, scoring(config))
 
 
 def main(argv: list[str] | None = None) -> None:

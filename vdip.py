@@ -31,12 +31,13 @@ turn all of them on, which is VDIP as published:
                      one is taken); here the samples are clamped at 0, the std is σ√(4m² + 2σ²), the bias 1e-6
 
 Data and scoring as selfdeblur.py: the synthetic benchmark (default), --levin_dir, --blurred my_photo.png
---kernel_size 31. --variants runs VDIP's variants (VARIANTS below) and any of selfdeblur.py's (SelfDeblur,
-SimplerSDB, ...) on the same problems with the same iteration counts and network sizes, for Brožová's comparison.
+--kernel_size 31. --variants runs several of VDIP's named variants (VARIANTS below) in one command. To compare with
+SelfDeblur's variants on the same problems and seeds, run selfdeblur.py with the same data flags and merge:
+python -m dipkit.study Results/selfdeblur/RUN Results/vdip/RUN --out Results/comparison.
 
 Run   python vdip.py                        VDIP-Sparse (corrected) on the synthetic benchmark (GPU)
       python vdip.py --quick                one 64x64 image, 1000 iterations, narrow networks: about a minute on a CPU
-      python vdip.py --variants SelfDeblur SimplerSDB VDIP-Sparse VDIP-Extreme --seeds 0 1 2
+      python vdip.py --variants VDIP-Sparse VDIP-Extreme --seeds 0 1 2
       python vdip.py --levin_dir ~/data/levin --variants VDIP-Std VDIP-Sparse VDIP-Extreme
       python vdip.py --help
 Writes Results/vdip/<run>/ as selfdeblur.py (see dipkit/study.py), plus <problem>_std.png: the σ maps.
@@ -46,19 +47,21 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Optional
 
 import torch
 import torch.nn.functional as F
 
-import selfdeblur
-from dipkit.blind import Problem, Scorer, blur_valid, centre_of, check_scoring, problems_of
-from dipkit.cli import RunError, check_limits, parse_config, run_main
+from dipkit.blind import Problem, centre_of, problems_of
+from dipkit.blur import blur_valid
+from dipkit.cli import RunError, parse_config, run_main
+from dipkit.levin import Scorer
 from dipkit.metrics import ssim_loss
 from dipkit.networks import KernelGenerator, SkipNetwork
-from dipkit.study import Estimate, Progress, prepare, run_script, two_rate_adam
+from dipkit.study import Estimate, Progress, Scoring, prepare, run_script, two_rate_adam
+from dipkit.tv import forward_differences
 
-# Named variants for --variants: overrides of the constants below; selfdeblur.VARIANTS' names are accepted too
+# Named variants for --variants: overrides of the constants below (edit or add your own)
 VARIANTS: dict[str, dict[str, Any]] = {
     "VDIP-Sparse": dict(prior="sparse"),
     "VDIP-Extreme": dict(prior="extreme"),
@@ -93,11 +96,11 @@ class Config:
     data_seed: int = 0  # synthetic: seeds the kernels and the noise
     levin_dir: str = ""  # a folder in Levin's layout: im<i>_kernel<j>_img.png, gt/im<i>.png, gt/kernel<j>.png
     blurred: tuple[str, ...] = ()  # your own blurred photos (grey; no metrics); needs kernel_size
-    kernel_size: int = 0  # size of the kernel to estimate: 0 = the true size (synthetic), SelfDeblur's (Levin)
+    kernel_size: Optional[int] = None  # side of the kernel to estimate; None: the true one (synthetic), SelfDeblur's (Levin)
     only: tuple[str, ...] = ()  # run only the problems of these names (e.g. im1_kernel4 camera_k27)
     # VDIP's constants as published (the Lai scripts); the code's bugs are corrected unless original_bugs names them
     prior: Literal["sparse", "extreme", "none"] = "sparse"  # VDIP-Sparse, VDIP-Extreme or VDIP-Std (data term only)
-    prior_weight: float = -1  # λ_0: -1 the prior's own (sparse 0.1, extreme 1e-4), else ≥ 0
+    prior_weight: Optional[float] = None  # λ_0; None: the prior's own (sparse 0.1, extreme 1e-4)
     prior_decay_every: int = 1000  # λ is divided by 10 every this many steps
     kernel_l2: float = 10.0  # weight of ½‖k‖² in the prior
     extreme_window: int = 35  # side of the dark and bright channels' window
@@ -105,7 +108,7 @@ class Config:
     colour_channels: Literal[1, 3] = 3  # 3: a grey image replicated to RGB as VDIP's scripts; 1: grey only
     iterations: int = 5000  # optimisation steps after the pretraining
     pretrain_iterations: int = 500  # steps fitting [μ, σ] to [y, 0] and k to a flat kernel (Lai-uniform Extreme: 5)
-    loss_switch: int = 2000  # from this step on the loss is 1 − SSIM(k ⋆ μ, y) (-1: the ELBO throughout)
+    loss_switch: Optional[int] = 2000  # from this step on the loss is 1 − SSIM(k ⋆ μ, y); None: the ELBO throughout
     lr_image: float = 1e-2  # Adam learning rate of G_x
     lr_kernel: float = 1e-4  # Adam learning rate of G_k
     milestones: tuple[int, ...] = (2000, 3000, 4000)  # the learning rates are multiplied by gamma at these steps
@@ -120,7 +123,7 @@ class Config:
     kernel_input: int = 200  # size of z_k
     kernel_hidden: int = 1000  # hidden units of G_k
     original_bugs: tuple[str, ...] = ()  # the code's: first_order_twice, mixed_twice, bright_variance, nan_skip
-    variants: tuple[str, ...] = ()  # named variants (VARIANTS, or selfdeblur.py's) to run; empty: the constants
+    variants: tuple[str, ...] = ()  # named variants (VARIANTS) to run in one command; empty: the constants as set
     seeds: tuple[int, ...] = (0,)  # one run per seed: z_x, z_k, the initialisation and the samples
     # evaluation
     crop: int = 15  # pixels cropped on each side before scoring (Levin's protocol)
@@ -141,9 +144,9 @@ class Config:
                                            milestones=(400, 600, 800), channels=32, skip_channels=8,
                                            kernel_hidden=200, crop=8, max_shift=4, wide_shift=0, curve_every=100)
     LIMITS: ClassVar[dict[str, str]] = dict(
-        kernel_sizes="[1, inf)", size="[1, inf)", noise_level="[0, 1)", data_seed="[0, inf)", kernel_size="[0, inf)",
-        prior_weight="[-1, inf)", prior_decay_every="[1, inf)", kernel_l2="[0, inf)", extreme_window="[1, inf)",
-        extreme_bias="(0, inf)", iterations="[1, inf)", pretrain_iterations="[0, inf)", loss_switch="[-1, inf)",
+        kernel_sizes="[1, inf)", size="[1, inf)", noise_level="[0, 1)", data_seed="[0, inf)", kernel_size="[1, inf)",
+        prior_weight="[0, inf)", prior_decay_every="[1, inf)", kernel_l2="[0, inf)", extreme_window="[1, inf)",
+        extreme_bias="(0, inf)", iterations="[1, inf)", pretrain_iterations="[0, inf)", loss_switch="[0, inf)",
         lr_image="(0, inf)", lr_kernel="(0, inf)", milestones="[1, inf)", gamma="(0, 1]", beta1_image="[0, 1)",
         input_channels="[1, inf)", input_scale="(0, inf)", channels="[1, inf)", skip_channels="[0, inf)",
         scales="[1, inf)", kernel_input="[1, inf)", kernel_hidden="[1, inf)", seeds="[0, inf)", crop="[0, inf)",
@@ -151,52 +154,38 @@ class Config:
     )
 
 
-# the constants selfdeblur.py's variants take from this script's; the rest are SelfDeblur's own
-_SELFDEBLUR_OWN = {"input_channels", "loss_switch", "pretrain_iterations", "variants", "quick"}
-
-
-def selfdeblur_config(config: Config, name: str) -> selfdeblur.Config:
-    """selfdeblur.py's variant `name` with this run's data, iteration counts, network sizes and scoring."""
-    shared = {f.name for f in dataclasses.fields(selfdeblur.Config)} & {f.name for f in dataclasses.fields(Config)}
-    values = {key: getattr(config, key) for key in shared - _SELFDEBLUR_OWN}
-    variant = dataclasses.replace(selfdeblur.Config(**values), **selfdeblur.VARIANTS[name])
-    check_limits(variant)  # selfdeblur.py's ranges too, before anything is written
-    return variant
-
-
-def variant_configs(config: Config) -> dict[str, Config | selfdeblur.Config]:
+def variant_configs(config: Config) -> dict[str, Config]:
     if not config.variants:
         return {"VDIP-" + {"sparse": "Sparse", "extreme": "Extreme", "none": "Std"}[config.prior]: config}
-    unknown = [v for v in config.variants if v not in VARIANTS and v not in selfdeblur.VARIANTS]
+    unknown = [v for v in config.variants if v not in VARIANTS]
     if unknown:
-        raise RunError(f"unknown variant(s) {', '.join(unknown)}: choose from "
-                       f"{', '.join(list(VARIANTS) + list(selfdeblur.VARIANTS))}")
-    return {name: dataclasses.replace(config, **VARIANTS[name]) if name in VARIANTS else selfdeblur_config(config, name)
-            for name in config.variants}
+        raise RunError(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)} (SelfDeblur's "
+                       "variants run in selfdeblur.py; python -m dipkit.study merges the two runs)")
+    return {name: dataclasses.replace(config, **VARIANTS[name]) for name in config.variants}
 
 
-def check_config(config: Config) -> tuple[list[Problem], dict[str, Config | selfdeblur.Config]]:
+def scoring(config: Config) -> Scoring:
+    return Scoring(config.crop, config.max_shift, config.wide_shift, config.known_kernel_tv)
+
+
+def check_config(config: Config) -> tuple[list[Problem], dict[str, Config]]:
     """What the ranges (Config.LIMITS, checked on parsing) cannot say; reads the problems, so that bad input
     stops here, before run() opens a run folder."""
-    if config.prior_weight < 0 and config.prior_weight != -1:
-        raise RunError(f"prior_weight must be -1 (the prior's own) or at least 0, not {config.prior_weight}")
     unknown = set(config.original_bugs) - set(ORIGINAL_BUGS)
     if unknown:
         raise RunError(f"unknown original_bugs {', '.join(sorted(unknown))}: choose from {', '.join(ORIGINAL_BUGS)}")
     if not config.seeds:
         raise RunError("seeds: give at least one")
-    if 0 < config.wide_shift <= config.max_shift:
-        raise RunError(f"wide_shift ({config.wide_shift}) must exceed max_shift ({config.max_shift}), or be 0")
     variants = variant_configs(config)
-    problems = problems_of(config)
-    extreme = any(isinstance(v, Config) and v.prior == "extreme" for v in variants.values())
-    scales = max(v.scales for v in variants.values())
+    problems = problems_of(config.levin_dir, config.blurred, config.kernel_size, config.images, config.kernel_sizes,
+                           config.size, config.noise_level, config.data_seed, config.only)
+    scoring(config).check(problems)
+    extreme = any(v.prior == "extreme" for v in variants.values())
     for p in problems:
-        check_scoring(p.blurred.shape[-2:], config.crop, max(config.max_shift, config.wide_shift), p.name)
         latent = min(s + k - 1 for s, k in zip(p.blurred.shape[-2:], p.kernel_size))
-        if latent <= 2**scales:  # G_x halves it `scales` times; its deepest batch norm needs 2 x 2 pixels
-            raise RunError(f"{p.name}: a {latent}-pixel latent image is too small for {scales} scales (needs more "
-                           f"than {2**scales}); lower scales")
+        if latent <= 2**config.scales:  # G_x halves it `scales` times; its deepest batch norm needs 2 x 2 pixels
+            raise RunError(f"{p.name}: a {latent}-pixel latent image is too small for {config.scales} scales (needs "
+                           f"more than {2**config.scales}); lower scales")
         if extreme and config.extreme_window > latent:
             raise RunError(f"{p.name}: the extreme prior's {config.extreme_window}-pixel window exceeds the "
                            f"{latent}-pixel latent image; lower extreme_window")
@@ -207,11 +196,6 @@ def check_config(config: Config) -> tuple[list[Problem], dict[str, Config | self
 # The variational objective
 
 
-def differences(r: torch.Tensor) -> list[torch.Tensor]:
-    """The vertical and horizontal [−1, 1] differences of (N, C, H, W), each 'valid'."""
-    return [r[..., 1:, :] - r[..., :-1, :], r[..., :, 1:] - r[..., :, :-1]]
-
-
 def data_term(residual: torch.Tensor, latent_pixels: int, first_order_twice: bool = False,
               mixed_twice: bool = False) -> torch.Tensor:
     """Shan et al.'s multi-derivative misfit of r = k ⋆ x̃ − y over C·H'·W': Θ = {∂0, ∂x, ∂y, ∂xx, ∂xy, ∂yy} with
@@ -219,9 +203,9 @@ def data_term(residual: torch.Tensor, latent_pixels: int, first_order_twice: boo
     The code's misfit differs twice: it sums the four ordered pairs ∂_d ∂_e, and ∂_x ∂_y r = ∂_y ∂_x r, so ∂xy has
     weight ¼ (`mixed_twice`); and it adds ¼ Σ_d ‖k ⋆ ∂_d x̃ − ∂_d y‖², which is ∂_d r again since the convolution
     commutes with differences, so the first-order weight is ½ (`first_order_twice`)."""
-    (dv, dh), weight = differences(residual), 0.5 if first_order_twice else 0.25
-    vv, vh = differences(dv)
-    hh = differences(dh)[1]
+    (dv, dh), weight = forward_differences(residual), 0.5 if first_order_twice else 0.25
+    vv, vh = forward_differences(dv)
+    hh = forward_differences(dh)[1]
     second = vv.square().sum() + hh.square().sum() + (2 if mixed_twice else 1) * vh.square().sum()
     total = 0.5 * residual.square().sum() + weight * (dv.square().sum() + dh.square().sum()) + 0.125 * second
     return total / latent_pixels
@@ -250,7 +234,7 @@ def sparse_prior(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     gradient is that of ¼ Σ log E[g²], an IRLS (Jeffreys-type) gradient prior on the posterior's second moments."""
     variance = sigma.square()
     total = 0
-    for dm, dv in zip(differences(mu), (variance[..., 1:, :] + variance[..., :-1, :],
+    for dm, dv in zip(forward_differences(mu), (variance[..., 1:, :] + variance[..., :-1, :],
                                         variance[..., :, 1:] + variance[..., :, :-1])):
         moment = dm.square() + dv
         total = total + (moment / (moment.detach() + 1e-6)).sum()
@@ -289,7 +273,7 @@ def prior_term(config: Config, mu: torch.Tensor, sigma: torch.Tensor, kernel: to
 
 def prior_weight(config: Config, step: int) -> float:
     """λ_t: λ_0 divided by 10 every prior_decay_every steps."""
-    start = PRIOR_WEIGHT[config.prior] if config.prior_weight < 0 else config.prior_weight
+    start = PRIOR_WEIGHT[config.prior] if config.prior_weight is None else config.prior_weight
     return start * 0.1 ** (step // config.prior_decay_every)
 
 
@@ -310,11 +294,9 @@ def networks(config: Config, kernel_size: tuple[int, int]) -> tuple[SkipNetwork,
     return image_net, KernelGenerator(kernel_size, config.kernel_input, config.kernel_hidden)
 
 
-def deblur(problem: Problem, config: Config | selfdeblur.Config, seed: int, scorer: Scorer | None = None) -> Estimate:
-    """One VDIP run on one problem (a selfdeblur.Config runs SelfDeblur instead)."""
-    if isinstance(config, selfdeblur.Config):
-        return selfdeblur.deblur(problem, config, seed, scorer)
-    device = prepare(config, seed)
+def deblur(problem: Problem, config: Config, seed: int, scorer: Scorer | None = None) -> Estimate:
+    """One VDIP run on one problem: pretraining, the ELBO steps, then 1 − SSIM on the mean."""
+    device = prepare(config.device, seed, config.deterministic)
     c = config.colour_channels
     y = problem.blurred.to(device).expand(1, c, -1, -1)
     (h, w), (kh, kw) = y.shape[-2:], problem.kernel_size
@@ -322,20 +304,22 @@ def deblur(problem: Problem, config: Config | selfdeblur.Config, seed: int, scor
     image_net, kernel_net = (net.to(device) for net in networks(config, problem.kernel_size))
     z_x = (torch.rand(1, config.input_channels, h + kh - 1, w + kw - 1) * config.input_scale).to(device)
     z_k = (torch.rand(config.kernel_input) * config.input_scale).to(device)
-    optimiser, scheduler = two_rate_adam(image_net, kernel_net, config)
+    optimiser, scheduler = two_rate_adam(image_net, kernel_net, config.lr_image, config.lr_kernel, config.beta1_image,
+                                         config.milestones, config.gamma)
     pretrain_target = torch.cat([y, torch.zeros_like(y)], dim=1)  # the no-blur image, σ = 0
     flat = torch.full((1, 1, kh, kw), 1 / (kh * kw), device=device)
     bugs = config.original_bugs
     first_order_twice, mixed_twice, skip_nan = ("first_order_twice" in bugs, "mixed_twice" in bugs,
                                                 "nan_skip" in bugs)
     skipped, infinite, sigma_map = 0, 0, None
-    progress = Progress(problem, config, seed, scorer, device)
+    progress = Progress(problem, seed, scorer, device, config.pretrain_iterations, config.iterations,
+                        config.curve_every, config.progress)
     for step in progress.steps:  # negative steps: the pretraining
         out, k = image_net(z_x), kernel_net(z_k)
         mu, sigma = out[:, :c], out[:, c:]
         if step < 0:  # pretraining: [μ, σ] -> [y, 0], k -> flat
             loss = F.mse_loss(centre_of(out, (kh, kw)), pretrain_target) + F.mse_loss(k, flat)
-        elif 0 <= config.loss_switch <= step:  # the mean alone, no prior and no sampling
+        elif config.loss_switch is not None and config.loss_switch <= step:  # the mean alone, no prior and no sampling
             loss = ssim_loss(blur_valid(mu, k), y)
         else:  # the negative ELBO with one sample
             sample = mu + sigma * torch.randn_like(sigma)
@@ -373,9 +357,10 @@ def deblur(problem: Problem, config: Config | selfdeblur.Config, seed: int, scor
 def run(config: Config) -> dict[str, Any]:
     """Check the constants, then run every variant and seed on every problem; returns the rows and the folder."""
     problems, variants = check_config(config)
-    return run_script(config, "vdip", "VDIP", f"{len(problems)} problem(s) x {len(variants)} variant(s) "
-                      f"({', '.join(variants)}) x {len(config.seeds)} seed(s), {config.pretrain_iterations} + "
-                      f"{config.iterations} iterations", problems, variants, deblur)
+    headline = (f"{len(problems)} problem(s) x {len(variants)} variant(s) ({', '.join(variants)}) x "
+                f"{len(config.seeds)} seed(s), {config.pretrain_iterations} + {config.iterations} iterations")
+    return run_script(config, "vdip", "VDIP", headline, config.device, problems, variants, config.seeds, deblur,
+                      scoring(config))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -103,7 +103,7 @@ def main() -> None:
               f" speed-up {row['speedup']:.2f}x")
     out = ADP.run(config)
     runs = []
-    for name, m in out["metrics"]["images"].items():
+    for name, m in out["metrics"]["items"].items():
         s = m["seconds"]
         runs.append(dict(image=name, upper_iterations=m["upper_iterations"], accepted=m["accepted_steps"],
                          lower_evaluations=m["lower_evaluations"], cg_matvecs=m["cg_matvecs"], **s,

@@ -10,7 +10,6 @@ Writes Results/bench/selfdeblur.json.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -22,11 +21,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import selfdeblur  # noqa: E402
-from dipkit import blind  # noqa: E402
+from common import blind_arguments, seconds_per_iteration, write_bench  # noqa: E402  (bench/, the script's folder)
+from dipkit import blind, levin  # noqa: E402
 from dipkit.cli import make_config  # noqa: E402
-from dipkit.device import choose_device, keep_freed_memory, synchronize  # noqa: E402
+from dipkit.device import synchronize  # noqa: E402
 from dipkit.networks import NonLocalBlock  # noqa: E402
-from dipkit.runs import environment, write_json  # noqa: E402
 
 
 def affinity_first(self: NonLocalBlock, x: torch.Tensor) -> torch.Tensor:
@@ -40,20 +39,8 @@ def affinity_first(self: NonLocalBlock, x: torch.Tensor) -> torch.Tensor:
     return x + self.out(attended.transpose(1, 2).reshape(n, -1, h, w))
 
 
-def seconds_per_iteration(deblur, problem, config, iterations: int) -> float:
-    """Seconds per iteration of deblur(problem, config, seed), after a 2-iteration warm-up (allocations, cuDNN)."""
-    deblur(problem, dataclasses.replace(config, iterations=2), seed=0)
-    return deblur(problem, dataclasses.replace(config, iterations=iterations), seed=0).seconds / iterations
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--iterations", type=int, default=10)
-    parser.add_argument("--kernel", type=int, default=27)
-    parser.add_argument("--device", default="auto")
-    args = parser.parse_args()
-    device = choose_device(args.device)
-    keep_freed_memory()
+    args, device = blind_arguments(__doc__)
     problem = blind.synthetic_problems(("camera",), (args.kernel,))[0]
     config = make_config(selfdeblur.Config, device=args.device, progress=False, curve_every=0)
     rows = {}
@@ -71,7 +58,7 @@ def main() -> None:
     estimate = problem.blurred.to(device)
     truth = problem.truth.to(device)
     timings = []
-    for align in (blind.align_up_to_shift, blind._align_by_sampling):
+    for align in (levin.align_up_to_shift, levin._align_by_sampling):
         synchronize(device)
         start = time.perf_counter()
         align(estimate, truth)
@@ -83,10 +70,7 @@ def main() -> None:
     print(f"  5000 iterations         {5000 * ours:8.0f} s   projected; SimplerSDB {5000 * simpler:.0f} s")
     print(f"  Levin shift search      {timings[0]:8.3f} s   (every shift sampled: {timings[1]:.1f} s, "
           f"x{timings[1] / timings[0]:.0f})")
-    out = Path(__file__).resolve().parent.parent / "Results" / "bench"
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "selfdeblur.json", dict(rows=rows, environment=environment(device), iterations=args.iterations,
-                                             kernel=args.kernel))
+    print(f"wrote {write_bench('selfdeblur', device, rows=rows, iterations=args.iterations, kernel=args.kernel)}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ Writes Results/bench/vdip.json.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -21,11 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import selfdeblur  # noqa: E402
 import vdip  # noqa: E402
+from common import blind_arguments, seconds_per_iteration, write_bench  # noqa: E402  (bench/, the script's folder)
 from dipkit import blind  # noqa: E402
 from dipkit.cli import make_config  # noqa: E402
-from dipkit.device import choose_device, keep_freed_memory, synchronize  # noqa: E402
-from dipkit.runs import environment, write_json  # noqa: E402
-from bench_selfdeblur import seconds_per_iteration  # noqa: E402  (bench/ is on the path: the script's folder)
+from dipkit.device import synchronize  # noqa: E402
 
 
 def timed(function, device, repeats: int = 5) -> float:
@@ -39,13 +37,7 @@ def timed(function, device, repeats: int = 5) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--iterations", type=int, default=10)
-    parser.add_argument("--kernel", type=int, default=27)
-    parser.add_argument("--device", default="auto")
-    args = parser.parse_args()
-    device = choose_device(args.device)
-    keep_freed_memory()
+    args, device = blind_arguments(__doc__)
     problem = blind.synthetic_problems(("camera",), (args.kernel,))[0]
     common = dict(device=args.device, progress=False, curve_every=0)
     base = make_config(vdip.Config, pretrain_iterations=0, **common)
@@ -54,8 +46,8 @@ def main() -> None:
                                       args.iterations)
     rows["selfdeblur_iteration"] = dict(seconds=reference, projected_seconds_per_image=5000 * reference)
     stages = {}
-    for name, overrides in (("sparse_elbo", dict(prior="sparse", loss_switch=-1)),
-                            ("extreme_elbo", dict(prior="extreme", loss_switch=-1)),
+    for name, overrides in (("sparse_elbo", dict(prior="sparse", loss_switch=None)),
+                            ("extreme_elbo", dict(prior="extreme", loss_switch=None)),
                             ("ssim", dict(loss_switch=0)),
                             ("pretraining", dict(pretrain_iterations=args.iterations, iterations=1))):
         config = dataclasses.replace(base, **overrides)
@@ -81,11 +73,7 @@ def main() -> None:
         seconds = row.get("seconds", row.get("projected_seconds_per_image"))
         ratio = row.get("relative_to_selfdeblur", row.get("speedup", ""))
         print(f"{name:>30} {seconds:10.3f} {ratio if ratio == '' else f'x{ratio:.2f}':>26}")
-    out = Path(__file__).resolve().parent.parent / "Results" / "bench"
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "vdip.json", dict(rows=rows, device=str(device), environment=environment(device),
-                                       iterations=args.iterations, kernel=args.kernel))
-    print(f"wrote {out / 'vdip.json'}")
+    print(f"wrote {write_bench('vdip', device, rows=rows, iterations=args.iterations, kernel=args.kernel)}")
 
 
 if __name__ == "__main__":

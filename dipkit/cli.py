@@ -1,7 +1,8 @@
-"""The constants dataclass is the command line.
+"""The constants dataclass is the command line (parsed by tyro).
 
-Every field of a script's constants dataclass becomes an option of the same name (`--tv_weight 0.01`); the
-comment at the end of the field's line is its help text. A class attribute `QUICK` (a dict) holds the preset that
+Every field of a script's constants dataclass becomes an option of the same name (`--tv_weight 0.01`, booleans as
+`--progress` / `--no-progress`, tuples as `--seeds 0 1 2`, Literal fields as choices, Optional ones accept None);
+the comment at the end of the field's line is its help text. A class attribute `QUICK` (a dict) holds the preset that
 `--quick` applies before any explicit option, so `--quick --upper_iterations 5` runs the quick preset with five
 upper iterations. A class attribute `LIMITS` maps every numeric constant to the interval it must lie in, written
 as in mathematics ("[0, 1)", "(0, inf)", "[1, inf)"); a tuple's every entry must lie in it. Bad input raises
@@ -10,7 +11,7 @@ as in mathematics ("[0, 1)", "(0, inf)", "[1, inf)"); a tuple's every entry must
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import dataclasses
 import inspect
 import io
@@ -19,7 +20,9 @@ import re
 import sys
 import textwrap
 import tokenize
-from typing import Any, Callable, Literal, get_args, get_origin, get_type_hints
+import types
+from pathlib import Path
+from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
 
 class RunError(Exception):
@@ -41,29 +44,6 @@ def field_comments(cls: type) -> dict[str, str]:
     return {first_name[row]: text for row, text in comment.items() if first_name.get(row) in fields}
 
 
-def _argument_options(hint: Any) -> dict[str, Any]:
-    if hint is bool:
-        return {"action": argparse.BooleanOptionalAction}
-    if get_origin(hint) is Literal:
-        choices = get_args(hint)
-        return {"type": type(choices[0]), "choices": choices}
-    if get_origin(hint) is tuple:
-        return {"type": get_args(hint)[0], "nargs": "+"}
-    return {"type": hint}
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse prints the usage too; one line is enough
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def require_positive(config: Any, *names: str) -> None:
-    """A RunError naming the first of these constants that is not positive."""
-    for name in names:
-        if not getattr(config, name) > 0:
-            raise RunError(f"{name} must be positive, not {getattr(config, name)}")
-
-
 _INTERVAL = re.compile(r"^([\[(])\s*(-?inf|[-+0-9.e]+)\s*,\s*(-?inf|[-+0-9.e]+)\s*([\])])$")
 
 
@@ -82,10 +62,13 @@ def in_interval(value: float, interval: str) -> bool:
 
 
 def numeric_fields(cls: type) -> list[str]:
-    """The constants that are numbers or tuples of numbers (booleans are not): those LIMITS must cover."""
+    """The constants that are numbers, optional numbers or tuples of numbers (booleans are not): those LIMITS must
+    cover."""
     def numeric(hint: Any) -> bool:
         if get_origin(hint) is tuple:
             return numeric(get_args(hint)[0])
+        if get_origin(hint) in (Union, types.UnionType):  # Optional[int], int | None
+            return any(numeric(h) for h in get_args(hint) if h is not type(None))
         return hint in (int, float)
 
     hints = get_type_hints(cls)
@@ -93,10 +76,11 @@ def numeric_fields(cls: type) -> list[str]:
 
 
 def check_limits(config: Any) -> None:
-    """A RunError naming the first constant outside its interval in the class's LIMITS."""
+    """A RunError naming the first constant outside its interval in the class's LIMITS (None, where a constant is
+    optional, means "not set" and is not checked)."""
     for name, interval in getattr(type(config), "LIMITS", {}).items():
         value = getattr(config, name)
-        for entry in value if isinstance(value, tuple) else (value,):
+        for entry in value if isinstance(value, tuple) else () if value is None else (value,):
             if not in_interval(entry, interval):
                 raise RunError(f"{name} must be in {interval}, not {entry}")
 
@@ -114,20 +98,34 @@ def make_config(cls: type, **overrides: Any):
     return config
 
 
+def _one_line(box: str) -> str:
+    """tyro's framed error message as one line: the frame, the title and the pointer to --help dropped."""
+    lines = [line.strip(" │╭╮╰╯─\t") for line in box.splitlines()]
+    kept = [line for line in lines[1:] if line and not line.startswith("For full helptext")]
+    text = " ".join(" ".join(kept).split()) or " ".join(" ".join(lines).split())
+    return text.split(" Argument helptext:")[0]
+
+
 def parse_config(cls: type, argv: list[str] | None = None, description: str | None = None):
-    """Build `cls` from the command line (`argv`, default sys.argv[1:]); `--help` lists every field."""
-    parser = _OneLineParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    hints = get_type_hints(cls)
-    comments = field_comments(cls)
-    for field in dataclasses.fields(cls):
-        parser.add_argument(
-            f"--{field.name}",
-            dest=field.name,
-            default=argparse.SUPPRESS,
-            help=f"{comments.get(field.name, '')} (default: {field.default!r})".replace("%", "%%"),  # argparse formats help
-            **_argument_options(hints[field.name]),
-        )
-    return make_config(cls, **vars(parser.parse_args(argv)))
+    """Build `cls` from the command line (`argv`, default sys.argv[1:]) with tyro: every field is an option of the
+    same name (`--lr_image 0.01`, `--no-progress`), `--help` lists them with their comments and defaults. The
+    QUICK preset is the starting point when `--quick` is given, so explicit options win over it. A bad option is
+    one line on stderr and exit code 2, as every other bad input."""
+    import tyro  # the command line only: scripts imported as modules never need it
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    start = make_config(cls, **({"quick": True} if "--quick" in argv else {}))
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            config = tyro.cli(cls, args=argv, default=start, description=description, use_underscores=True)
+    except SystemExit as stop:
+        if stop.code:
+            prog = Path(sys.argv[0]).name
+            print(f"{prog}: error: {_one_line(errors.getvalue())} (see --help)", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise
+    return make_config(cls, **dataclasses.asdict(config))
 
 
 def run_main(main: Callable[[], Any]) -> None:

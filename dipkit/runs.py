@@ -1,6 +1,10 @@
 """Run folders: Results/<script>/<run-name>/ with config.json, metrics.json, CSV curves and figures.
 
 A run never overwrites another: if the folder exists, the name gets a suffix -2, -3, ...
+config.json holds every constant, the environment (library versions, machine, device), the git revision of the
+code with a flag for uncommitted changes, and the command line. metrics.json has one shape for every script:
+    {"script": ..., "summary": ..., "items": ..., "seconds": ..., "device": ..., <script-specific keys>}
+where `summary` is what the run found (per method or solver), `items` one entry per image, problem or run.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import dataclasses
 import json
 import math
 import platform
+import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -37,8 +42,42 @@ def start_run(config: Any, script: str, device: torch.device) -> Path:
     """A fresh folder <config.results_dir>/<script>/<config.run_name> holding config.json: every constant, the
     device and the library versions."""
     folder = new_run_folder(config.results_dir, script, config.run_name)
-    write_json(folder / "config.json", dict(config=dataclasses.asdict(config), environment=environment(device)))
+    write_json(folder / "config.json", dict(config=dataclasses.asdict(config), environment=environment(device),
+                                            code=code_revision(), command=[Path(sys.argv[0]).name, *sys.argv[1:]]))
     return folder
+
+
+def code_revision() -> dict[str, Any]:
+    """The git revision of this code and whether it has uncommitted changes (None where git or the repository is
+    missing, as in an installed copy)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    revision = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if revision else None
+    return dict(revision=revision, dirty=None if status is None else bool(status))
+
+
+def mean_scores(items: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per method, the mean over the items of each number in its {"psnr": ..., "ssim": ...} entry."""
+    methods = [key for key, value in next(iter(items.values())).items() if isinstance(value, dict)]
+    return {method: {name: float(np.mean([item[method][name] for item in items.values()]))
+                     for name, value in items[next(iter(items))][method].items()
+                     if isinstance(value, (int, float)) and not isinstance(value, bool)}
+            for method in methods}
+
+
+def write_metrics(folder: Path, script: str, summary: Any, items: Any, seconds: float, device: Any,
+                  **extra: Any) -> None:
+    """metrics.json in the one shape every script writes (see the module's docstring)."""
+    write_json(folder / "metrics.json", dict(script=script, summary=summary, items=items, seconds=seconds,
+                                             device=device, **extra))
 
 
 def environment(device: torch.device) -> dict[str, Any]:

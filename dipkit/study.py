@@ -6,13 +6,15 @@ theirs. What is written (into the run folder):
     <problem>_kernels.png     estimated kernels beside the true one
     <problem>_<map>.png       the maps an estimate brings (VDIP's σ: std), one panel per run
     estimates/                every estimate and kernel as 8-bit PNG (the MATLAB protocol scores 8-bit images)
-    curve.png, curve.csv      PSNR-GT and PSNR-NB over the iterations
+    curve.png, curve.csv      PSNR-GT and PSNR-NB over the iterations; <problem>_curve.png one problem's alone
     scatter.png               PSNR-GT against PSNR-NB, one point per run: the no-blur mode sits at high PSNR-NB
     table.csv                 one row per run;  summary.csv  mean, spread and best-of-seeds per variant
 
 Runs of the same problems made apart (two scripts, two machines) are put side by side by
     python -m dipkit.study Results/selfdeblur/run-a Results/vdip/run-b --out Results/comparison
-which writes one table.csv, summary.csv and scatter.png over all of them (merge_runs).
+which writes one table.csv, summary.csv, scatter.png, curve.csv and curve.png over all of them, and each problem's
+PSNR curves of every method overlaid in <problem>_curve.png (merge_runs). This is how SelfDeblur's variants and
+VDIP's are compared on the same problems and seeds: each script runs with the same data flags, then one merge.
 """
 
 from __future__ import annotations
@@ -26,17 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import matplotlib.pyplot as plt
-import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from . import figures
-from .blind import Problem, Scorer, known_kernel_baseline, quantise_8bit, with_chroma
+from .blind import Problem, with_chroma
 from .cli import RunError, run_main
 from .device import choose_device, keep_freed_memory, seed_everything, synchronize
-from .runs import start_run, write_csv, write_json
+from .figures import save_png
+from .levin import Scorer, check_scoring, known_kernel_baseline, quantise_8bit
+from .runs import start_run, write_csv, write_metrics
 
 
 @dataclass
@@ -49,33 +50,37 @@ class Estimate:
     stats: dict[str, float] = field(default_factory=dict)  # other numbers for the table (skipped steps)
 
 
-def prepare(config, seed: int) -> torch.device:
+def prepare(device_name: str, seed: int, deterministic: bool) -> torch.device:
     """The device of a run, everything seeded; cuDNN's autotuner as the originals ran it unless deterministic."""
-    device = choose_device(config.device)
-    seed_everything(seed, config.deterministic)
+    device = choose_device(device_name)
+    seed_everything(seed, deterministic)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not config.deterministic
+        torch.backends.cudnn.benchmark = not deterministic
     return device
 
 
-def two_rate_adam(image_net: torch.nn.Module, kernel_net: torch.nn.Module, config):
+def two_rate_adam(image_net: torch.nn.Module, kernel_net: torch.nn.Module, lr_image: float, lr_kernel: float,
+                  beta1_image: float, milestones: tuple[int, ...], gamma: float):
     """SelfDeblur's and VDIP's optimiser: one Adam, lr_image (β1 beta1_image) for G_x and lr_kernel for G_k, with
     the learning rates multiplied by gamma at the milestones."""
     optimiser = torch.optim.Adam([
-        dict(params=image_net.parameters(), lr=config.lr_image, betas=(config.beta1_image, 0.999)),
-        dict(params=kernel_net.parameters(), lr=config.lr_kernel),
+        dict(params=image_net.parameters(), lr=lr_image, betas=(beta1_image, 0.999)),
+        dict(params=kernel_net.parameters(), lr=lr_kernel),
     ])
-    return optimiser, torch.optim.lr_scheduler.MultiStepLR(optimiser, list(config.milestones), config.gamma)
+    return optimiser, torch.optim.lr_scheduler.MultiStepLR(optimiser, list(milestones), gamma)
 
 
 class Progress:
-    """The steps of one run (negative ones: the pretraining) under a progress bar; every curve_every steps the loss
-    is checked and the estimate scored (PSNR-GT, PSNR-NB), the scoring time kept out of the run's time."""
+    """The steps of one run, from −pretrain_iterations (negative steps: the pretraining) to iterations, under a
+    progress bar (`show`); every `curve_every` steps (0: never) the loss is checked and the estimate scored
+    (PSNR-GT, PSNR-NB), the scoring time kept out of the run's time."""
 
-    def __init__(self, problem: Problem, config, seed: int, scorer: Scorer | None, device: torch.device):
-        self.problem, self.config, self.scorer, self.device = problem, config, scorer, device
-        self.steps = tqdm(range(-config.pretrain_iterations, config.iterations), disable=not config.progress,
-                          leave=False, desc=f"{problem.name} s{seed}")
+    def __init__(self, problem: Problem, seed: int, scorer: Scorer | None, device: torch.device,
+                 pretrain_iterations: int, iterations: int, curve_every: int, show: bool = True):
+        self.problem, self.scorer, self.device = problem, scorer, device
+        self.iterations, self.curve_every = iterations, curve_every
+        self.steps = tqdm(range(-pretrain_iterations, iterations), disable=not show, leave=False,
+                          desc=f"{problem.name} s{seed}")
         self.curve: list[dict[str, float]] = []
         self.scoring_seconds = 0.0
         synchronize(device)
@@ -83,8 +88,8 @@ class Progress:
 
     def after(self, step: int, loss: torch.Tensor, estimate: Callable[[], torch.Tensor],
               allow_non_finite: bool = False) -> None:
-        done, every = step + 1, self.config.curve_every
-        if done <= 0 or not every or (done % every and done != self.config.iterations):
+        done, every = step + 1, self.curve_every
+        if done <= 0 or not every or (done % every and done != self.iterations):
             return
         value = loss.item()
         if not math.isfinite(value) and not allow_non_finite:
@@ -104,27 +109,44 @@ class Progress:
         return time.perf_counter() - self.start - self.scoring_seconds
 
 
-def save_png(path: Path, image: torch.Tensor) -> None:
-    Image.fromarray((figures.to_display(image) * 255).round().astype("uint8")).save(path)
-
-
 def save_kernel_png(path: Path, kernel: torch.Tensor) -> None:
     """Scaled to a maximum of 255, as SelfDeblur (and Levin's gt/kernel*.png) store kernels."""
     k = kernel.detach().float()
     save_png(path, (k / k.max())[None, None])
 
 
-def run_script(config, script: str, method: str, headline: str, problems: list[Problem], variants: dict[str, Any],
-               deblur: Callable[[Problem, Any, int, Scorer], Estimate]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Scoring:
+    """Levin's protocol as a study applies it: `crop` pixels off each side, shifts up to `max_shift` (and, when
+    `wide_shift` > 0, PSNR-GT, SSIM and the error ratio under that wider search beside them), the known-kernel
+    deconvolution's TV weight (the error ratio's denominator)."""
+
+    crop: int = 15
+    max_shift: float = 5
+    wide_shift: float = 0
+    known_kernel_weight: float = 1e-3
+
+    def check(self, problems: list[Problem]) -> None:
+        """A RunError if the wide search is not wider, or a problem is too small for the crop and the shifts."""
+        if 0 < self.wide_shift <= self.max_shift:
+            raise RunError(f"wide_shift ({self.wide_shift}) must exceed max_shift ({self.max_shift}), or be 0")
+        for p in problems:
+            check_scoring(p.blurred.shape[-2:], self.crop, max(self.max_shift, self.wide_shift), p.name)
+
+
+def run_script(record: Any, script: str, method: str, headline: str, device_name: str, problems: list[Problem],
+               variants: dict[str, Any], seeds: tuple[int, ...], deblur: Callable[[Problem, Any, int, Scorer], Estimate],
+               scoring: Scoring) -> dict[str, Any]:
     """What selfdeblur.py's and vdip.py's run() do once their constants are checked: say what runs where
-    ("<method> on <device>: <headline>"), open Results/<script>/<run>, run the study; returns its rows and the
-    folder."""
-    device = choose_device(config.device)
+    ("<method> on <device>: <headline>"), open Results/<script>/<run> with `record` (the script's constants) as its
+    config.json, run the study; returns its rows and the folder."""
+    device = choose_device(device_name)
     keep_freed_memory()
     print(f"{method} on {device}: {headline}")
-    folder = start_run(config, script, device)
-    result = run_study(problems, variants, config.seeds, deblur, folder, config.crop, config.max_shift,
-                       config.known_kernel_tv, wide_shift=getattr(config, "wide_shift", 0))
+    folder = start_run(record, script, device)
+    result = run_study(problems, variants, seeds, deblur, folder, scoring)
+    seconds = sum(r.get("seconds", 0.0) for r in result["rows"] if r.get("seed", "") != "")
+    write_metrics(folder, script, result["summary"], result["rows"], seconds, str(device))
     print(f"wrote {folder}")
     return dict(result, folder=folder)
 
@@ -135,21 +157,18 @@ def run_study(
     seeds: tuple[int, ...],
     deblur: Callable[[Problem, Any, int, Scorer], Estimate],
     folder: Path,
-    crop: int = 15,
-    max_shift: float = 5,
-    known_kernel_weight: float = 1e-3,
+    scoring: Scoring = Scoring(),
     log: Callable[[str], None] = print,
-    wide_shift: float = 0,
 ) -> dict[str, Any]:
-    """Run every variant (name -> config) with every seed on every problem; write the folder; return the rows.
-    Scores use shifts up to `max_shift`; with `wide_shift` > 0 PSNR, SSIM and the error ratio under that wider
-    search are added (`psnr_gt_shift10`, ...)."""
+    """Run every variant (name -> what `deblur` takes) with every seed on every problem; write the folder; return
+    the rows. Scores follow `scoring` (wide-shift scores are named `psnr_gt_shift10`, ...)."""
+    crop, max_shift = scoring.crop, scoring.max_shift
     (folder / "estimates").mkdir(exist_ok=True)
     rows, curves = [], []
     for problem in problems:
-        known = (known_kernel_baseline(problem, known_kernel_weight, crop, max_shift)
+        known = (known_kernel_baseline(problem, scoring.known_kernel_weight, crop, max_shift)
                  if problem.true_kernel is not None else None)
-        scorer = Scorer(problem, known, crop, max_shift, wide_shift)
+        scorer = Scorer(problem, known, crop, max_shift, scoring.wide_shift)
         baselines = [("blurred input", problem.blurred)] + ([("known kernel", known)] if known is not None else [])
         baseline_scores = {}  # scored once, for the table and the figure's captions
         if problem.truth is not None:
@@ -175,18 +194,26 @@ def run_study(
                 panels.setdefault(variant, []).append((seed, image, estimate, scores))
                 log(f"{problem.name:>16} {variant:>14} seed {seed}: " + _describe(scores, estimate.seconds))
         _problem_figures(folder, problem, known, baseline_scores, panels)
+    summary = write_tables(folder, rows, curves)
+    for line in summary_lines(summary):
+        log(line)
+    return dict(rows=rows, summary=summary, curves=curves)
+
+
+def write_tables(folder: Path, rows: list[dict], curves: list[dict]) -> list[dict]:
+    """What a study's rows and curves give, written into `folder`: table.csv, summary.csv (returned), curve.csv,
+    curve.png (every problem) and <problem>_curve.png (one problem, every method's curves overlaid), scatter.png."""
     summary = summarise(rows)
     write_csv(folder / "table.csv", _same_keys(rows))
     write_csv(folder / "summary.csv", summary)
     if curves:
         write_csv(folder / "curve.csv", _same_keys(curves))
         _curve_figure(folder / "curve.png", curves)
+        for problem in dict.fromkeys(c["problem"] for c in curves):
+            _curve_figure(folder / f"{problem}_curve.png", [c for c in curves if c["problem"] == problem])
     if any("psnr_gt" in r for r in rows):
-        _scatter(folder / "scatter.png", rows)
-    write_json(folder / "metrics.json", dict(runs=rows, summary=summary))
-    for line in summary_lines(summary):
-        log(line)
-    return dict(rows=rows, summary=summary, curves=curves)
+        figures.scatter(folder / "scatter.png", rows)
+    return summary
 
 
 def _describe(scores: dict[str, float], seconds: float) -> str:
@@ -296,24 +323,6 @@ def _curve_figure(path: Path, curves: list[dict]) -> None:
     figures.curves(path, panels, n_cols=2)
 
 
-def _scatter(path: Path, rows: list[dict]) -> None:
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    for variant in dict.fromkeys(r["variant"] for r in rows):
-        mine = [r for r in rows if r["variant"] == variant and "psnr_gt" in r and math.isfinite(r["psnr_nb"])]
-        if mine:
-            ax.scatter([r["psnr_nb"] for r in mine], [r["psnr_gt"] for r in mine], label=variant, alpha=0.8)
-    blurred = [r["psnr_gt"] for r in rows if r["variant"] == "blurred input"]
-    if blurred:
-        ax.axhline(float(np.mean(blurred)), color="grey", ls="--", lw=1, label="blurred input (mean PSNR-GT)")
-    ax.set_xlabel("PSNR-NB: estimate against the blurred input (dB)")
-    ax.set_ylabel("PSNR-GT (dB)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def _value(key: str, text: str) -> Any:
     """A table.csv cell read back: the seed an int, scores floats, names strings."""
     try:
@@ -322,37 +331,38 @@ def _value(key: str, text: str) -> Any:
         return text
 
 
+def _read_rows(path: Path) -> list[dict]:
+    with path.open(newline="") as file:
+        return [{key: _value(key, text) for key, text in row.items() if text != ""} for row in csv.DictReader(file)]
+
+
 def merge_runs(folders: list[Path], out: Path) -> list[dict]:
-    """The rows of several runs' table.csv in one table, summary and scatter; the baseline rows (blurred input,
-    known kernel) of a problem are kept once. Returns the summary."""
+    """The rows of several runs' table.csv in one table, summary and scatter, and their curve.csv in one curve.csv
+    drawn as curve.png and as one figure per problem (`<problem>_curve.png`, every method's PSNR curves overlaid);
+    the baseline rows (blurred input, known kernel) of a problem are kept once. Returns the summary."""
     if (out / "table.csv").exists():
         raise RunError(f"{out} already holds a table.csv; choose another --out")
-    rows, seen = [], set()
-    for folder in folders:
-        table = Path(folder) / "table.csv"
-        if not table.is_file():
+    rows, curves, seen = [], [], set()
+    for folder in map(Path, folders):
+        if not (folder / "table.csv").is_file():
             raise RunError(f"{folder} holds no table.csv (not a finished study run)")
-        with table.open(newline="") as file:
-            for row in csv.DictReader(file):
-                row = {key: _value(key, text) for key, text in row.items() if text != ""}
-                key = (row["problem"], row["variant"], row.get("seed", ""))
-                if row.get("seed", "") == "" and key in seen:
-                    continue
-                seen.add(key)
-                rows.append(row)
+        for row in _read_rows(folder / "table.csv"):
+            key = (row["problem"], row["variant"], row.get("seed", ""))
+            if row.get("seed", "") == "" and key in seen:
+                continue
+            seen.add(key)
+            rows.append(row)
+        if (folder / "curve.csv").is_file():
+            curves += _read_rows(folder / "curve.csv")
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarise(rows)
-    write_csv(out / "table.csv", _same_keys(rows))
-    write_csv(out / "summary.csv", summary)
-    if any("psnr_gt" in r for r in rows):
-        _scatter(out / "scatter.png", rows)
-    return summary
+    return write_tables(out, rows, curves)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Put finished study runs side by side: one table, summary, scatter.")
+    parser = argparse.ArgumentParser(description="Put finished study runs side by side: one table, summary, scatter "
+                                     "and the PSNR curves of every method overlaid, per problem.")
     parser.add_argument("folders", nargs="+", type=Path, help="run folders holding table.csv")
     parser.add_argument("--out", type=Path, required=True, help="folder for the merged table.csv, summary.csv, "
-                        "scatter.png")
+                        "scatter.png, curve.csv, curve.png and <problem>_curve.png")
     arguments = parser.parse_args()
     run_main(lambda: print("\n".join(summary_lines(merge_runs(arguments.folders, arguments.out)))))

@@ -23,3 +23,17 @@ def refused(tmp_path):
         assert list(tmp_path.iterdir()) == []
 
     return check
+
+
+@pytest.fixture
+def metrics_of():
+    """metrics.json of a run folder, checked to have the one shape every script writes."""
+
+    def read(folder: Path, script: str) -> dict:
+        import json
+
+        metrics = json.loads((Path(folder) / "metrics.json").read_text())
+        assert {"script", "summary", "items", "seconds", "device"} <= set(metrics) and metrics["script"] == script
+        return metrics
+
+    return read

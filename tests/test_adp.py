@@ -138,7 +138,7 @@ def test_maid_reaches_the_closed_form_optimum_of_a_quadratic_bilevel_problem():
     assert (result.theta - problem.minimiser()).norm().item() < 1e-5
 
 
-def test_end_to_end_writes_every_file(tmp_path):
+def test_end_to_end_writes_every_file(tmp_path, metrics_of):
     config = make_config(
         ADP.Config, quick=True, height=24, width=20, upper_iterations=3, results_dir=str(tmp_path), run_name="e2e",
         progress=False,
@@ -148,7 +148,7 @@ def test_end_to_end_writes_every_file(tmp_path):
     assert out["folder"] == folder
     for name in ("ADP.png", "kernel.png", "curve.png", "curve.csv", "table.csv", "config.json", "metrics.json"):
         assert (folder / name).stat().st_size > 0, name
-    metrics = json.loads((folder / "metrics.json").read_text())["images"]["astronaut"]
+    metrics = metrics_of(folder, "ADP")["items"]["astronaut"]
     assert metrics["tv"]["psnr"] > metrics["blurry"]["psnr"]
     assert metrics["tv_oracle"]["psnr"] >= metrics["tv"]["psnr"] - 1e-9
     assert ADP.run(config)["folder"] == tmp_path / "ADP" / "e2e-2"  # never overwrites a run
@@ -159,7 +159,7 @@ def test_semiblind_mode_runs_and_moves_the_kernel(tmp_path):
         ADP.Config, quick=True, mode="semiblind", height=24, width=20, upper_iterations=4,
         results_dir=str(tmp_path), progress=False,
     )
-    metrics = ADP.run(config)["metrics"]["images"]["astronaut"]
+    metrics = ADP.run(config)["metrics"]["items"]["astronaut"]
     assert metrics["accepted_steps"] >= 1 and metrics["kernel_change_max"] > 0
 
 
@@ -170,14 +170,14 @@ def test_a_command_line_override_reaches_the_method(tmp_path):
     ])
     folder = tmp_path / "ADP" / "cli"
     assert json.loads((folder / "config.json").read_text())["config"]["tv_weight"] == 0.02
-    metrics = json.loads((folder / "metrics.json").read_text())["images"]["astronaut"]
+    metrics = json.loads((folder / "metrics.json").read_text())["items"]["astronaut"]
     assert metrics["tv"]["tv_weight"] == 0.02 and metrics["upper_iterations"] <= 2
 
 
 @pytest.mark.parametrize(
     "arguments, message",
     [(["--images", "no-such-image.png"], "not found"), (["--setting", "blurry"], "invalid choice"),
-     (["--kernel_size", "99", "--quick"], "larger than the image"), (["--no-such-option", "1"], "unrecognized")],
+     (["--kernel_size", "99", "--quick"], "larger than the image"), (["--no-such-option", "1"], "Unrecognized options: --no-such-option")],
 )
 def test_bad_input_exits_with_code_2_and_one_line_writing_nothing(refused, arguments, message):
     refused("ADP.py", arguments, message)

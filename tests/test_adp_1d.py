@@ -103,7 +103,7 @@ def test_end_to_end_writes_every_file_and_reports_the_speedup(tmp_path):
                  "config.json", "metrics.json"):
         assert (folder / name).stat().st_size > 0, name
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert metrics["best_loss"] < metrics["initial_loss"] and len(metrics["solvers"]) == 5
+    assert metrics["best_loss"] < metrics["initial_loss"] and len(metrics["items"]) == 5 and metrics["script"] == "adp_1d"
     assert "IFT, tuned" in (folder / "table.csv").read_text()
     assert "maid_speedup_over_tuned_ift_to_1pct" in metrics and metrics["ift_tuned"]["step"] == 1e-2
 

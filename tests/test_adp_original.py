@@ -118,7 +118,7 @@ def test_original_code_run_writes_both_paper_columns(tmp_path):
     folder = tmp_path / "ADP" / "paper"
     for name in ("ADP.png", "kernel.png", "curve.png", "curve.csv", "table.csv", "metrics.json"):
         assert (folder / name).stat().st_size > 0, name
-    metrics = json.loads((folder / "metrics.json").read_text())["images"]["astronaut"]
+    metrics = json.loads((folder / "metrics.json").read_text())["items"]["astronaut"]
     for column in ("paper_tv", "paper_adp", "tv", "blurry"):
         assert set(metrics[column]) >= {"psnr", "ssim"}
     assert metrics["paper_tv"]["iterations"] == 100 and metrics["paper_tv"]["lipschitz"] > 50

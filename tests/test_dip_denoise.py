@@ -102,7 +102,7 @@ def test_the_stopping_rule_stops_without_a_clean_image():
     assert result.oracle_iteration is None and result.metrics == {}
 
 
-def test_api_from_a_path_and_folder_mode(tmp_path):
+def test_api_from_a_path_and_folder_mode(tmp_path, metrics_of):
     images = tmp_path / "photos"
     images.mkdir()
     for k, name in enumerate(("a.png", "b.jpg")):
@@ -117,7 +117,7 @@ def test_api_from_a_path_and_folder_mode(tmp_path):
     for name in ("a/DIP.png", "a/curve.png", "a/curve.csv", "a/denoised.png", "b/DIP.png", "table.csv",
                  "config.json", "metrics.json"):
         assert (folder / name).stat().st_size > 0, name
-    assert json.loads((folder / "metrics.json").read_text())["images"]["a"]["noisy"]["psnr"] > 0
+    assert metrics_of(folder, "dip_denoise")["items"]["a"]["noisy"]["psnr"] > 0
     result = dip_denoise.denoise(str(images / "a.png"), make_config(dip_denoise.Config, quick=True, iterations=20,
                                                                     progress=False))
     assert result.denoised.shape == (1, 3, 80, 80) and result.device == "cpu" and result.seconds > 0
@@ -289,7 +289,7 @@ def test_one_iteration_numbering_in_metrics_csv_and_figures(tiny_network, monkey
     folder = tmp_path / "out" / "dip_denoise" / "n"
     facts = json.loads((folder / "metrics.json").read_text())
     assert facts["iterations_counted_from"] == 0
-    image = facts["images"]["a"]
+    image = facts["items"]["a"]
     rows = list(csv.DictReader((folder / "a" / "curve.csv").open()))
     iterations = [int(r["iteration"]) for r in rows]
     assert iterations == list(range(len(rows)))

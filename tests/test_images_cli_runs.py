@@ -9,7 +9,7 @@ from PIL import Image
 
 from dipkit.cli import RunError, field_comments, make_config, parse_config
 from dipkit.images import bundled_images, load_image
-from dipkit.runs import new_run_folder, write_json
+from dipkit.runs import code_revision, new_run_folder, start_run, write_json, write_metrics
 
 import ADP
 
@@ -77,6 +77,30 @@ def test_run_folders_never_overwrite(tmp_path):
     (first / "kept.txt").write_text("earlier result")
     second = new_run_folder(tmp_path, "X", "run")
     assert second.name == "run-2" and (first / "kept.txt").read_text() == "earlier result"
+
+
+def test_config_json_records_the_git_revision_the_dirty_flag_and_the_command_line(tmp_path, monkeypatch):
+    import subprocess
+    monkeypatch.setattr("sys.argv", ["ADP.py", "--quick", "--run_name", "x"])
+    folder = start_run(make_config(ADP.Config, results_dir=str(tmp_path), run_name="x"), "ADP", torch.device("cpu"))
+    record = json.loads((folder / "config.json").read_text())
+    assert record["command"] == ["ADP.py", "--quick", "--run_name", "x"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    if head:  # a checkout (CI's and a developer's); an exported copy has no revision to record
+        assert record["code"]["revision"] == head and isinstance(record["code"]["dirty"], bool)
+    assert record["config"]["run_name"] == "x" and "torch" in record["environment"]
+
+
+def test_code_revision_is_none_outside_a_repository(tmp_path, monkeypatch):
+    import dipkit.runs
+    monkeypatch.setattr(dipkit.runs, "__file__", str(tmp_path / "dipkit" / "runs.py"))
+    assert code_revision() == dict(revision=None, dirty=None)
+
+
+def test_metrics_json_has_one_shape(tmp_path):
+    write_metrics(tmp_path, "X", {"psnr": 30.0}, [{"image": "a"}], 1.5, "cpu", extra=1)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == dict(
+        script="X", summary={"psnr": 30.0}, items=[{"image": "a"}], seconds=1.5, device="cpu", extra=1)
 
 
 def test_json_holds_tensors_and_non_finite_numbers(tmp_path):

@@ -9,7 +9,7 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 import selfdeblur
-from dipkit import blind
+from dipkit import blind, levin
 from dipkit.cli import RunError, make_config
 from dipkit.metrics import _ssim_map, ssim_loss
 from dipkit.networks import KernelGenerator, NonLocalBlock
@@ -28,7 +28,7 @@ def smooth_image(size=64, seed=0):
 def test_alignment_finds_an_integer_shift_exactly():
     reference = smooth_image()
     estimate = torch.roll(reference, shifts=(2, -3), dims=(-2, -1))
-    aligned, inner, shift = blind.align_up_to_shift(estimate, reference, crop=8, max_shift=4)
+    aligned, inner, shift = levin.align_up_to_shift(estimate, reference, crop=8, max_shift=4)
     assert shift == (2.0, -3.0)
     assert torch.equal(aligned, inner)
 
@@ -37,8 +37,8 @@ def test_fast_alignment_equals_sampling_every_shift_pair():
     torch.manual_seed(1)
     reference = smooth_image(48)
     estimate = smooth_image(48, seed=2) * 0.3 + 0.7 * torch.roll(reference, (1, 2), (-2, -1))
-    aligned, inner, shift = blind.align_up_to_shift(estimate, reference, crop=8, max_shift=3)
-    ssd, direct_shift = blind._align_by_sampling(estimate, reference, crop=8, max_shift=3)
+    aligned, inner, shift = levin.align_up_to_shift(estimate, reference, crop=8, max_shift=3)
+    ssd, direct_shift = levin._align_by_sampling(estimate, reference, crop=8, max_shift=3)
     assert shift == direct_shift
     assert (aligned - inner).pow(2).sum().item() == pytest.approx(ssd.min().item(), rel=1e-6)
 
@@ -48,7 +48,7 @@ def test_psnr_and_error_ratios_against_hand_computed_values():
     g = torch.Generator().manual_seed(3)
     e = 0.01 * torch.randn(truth.shape, generator=g, dtype=torch.float64)
     problem = blind.Problem("p", truth + 3 * e, (5, 5), truth, torch.full((5, 5), 1 / 25))
-    scorer = blind.Scorer(problem, known=truth + e, crop=8, max_shift=0)  # no shift: exact bookkeeping
+    scorer = levin.Scorer(problem, known=truth + e, crop=8, max_shift=0)  # no shift: exact bookkeeping
     scores = scorer(truth + 2 * e, kernel=torch.full((5, 5), 1 / 25))
     crop = e[..., 8:-8, 8:-8]
     assert scores["psnr_gt"] == pytest.approx(10 * math.log10(1 / (2 * crop).pow(2).mean().item()))
@@ -56,31 +56,31 @@ def test_psnr_and_error_ratios_against_hand_computed_values():
     assert scores["error_ratio"] == pytest.approx(2.0)  # spectral norms: ‖2E‖ / ‖E‖
     assert scores["error_ratio_ssd"] == pytest.approx(4.0)  # Levin's ratio of sums of squares
     assert scores["kernel_error"] == pytest.approx(0.0, abs=1e-7)
-    assert blind.psnr_of(torch.zeros(4, 4), torch.full((4, 4), 0.1)) == pytest.approx(20.0)
+    assert levin.psnr_of(torch.zeros(4, 4), torch.full((4, 4), 0.1)) == pytest.approx(20.0)
 
 
 def test_wang_ssim_equals_scikit_image_and_downsamples_large_images():
     a, b = smooth_image(120).squeeze(), (smooth_image(120, 1).squeeze() + smooth_image(120).squeeze()) / 2
     reference = structural_similarity(a.numpy(), b.numpy(), gaussian_weights=True, sigma=1.5,
                                       use_sample_covariance=False, data_range=1.0)
-    assert blind.wang_ssim(a, b) == pytest.approx(reference, abs=1e-10)
+    assert levin.wang_ssim(a, b) == pytest.approx(reference, abs=1e-10)
     big_a, big_b = (F.interpolate(t[None, None], size=(512, 512), mode="bilinear")[0, 0] for t in (a, b))
     # 512 px: f = 2, a 2x2 box filter ('symmetric', MATLAB's centre) then every second pixel = 2x2 block means
     blocks = lambda t: F.avg_pool2d(t[None, None], 2)[0, 0].numpy()  # noqa: E731
     reference = structural_similarity(blocks(big_a), blocks(big_b), gaussian_weights=True, sigma=1.5,
                                       use_sample_covariance=False, data_range=1.0)
-    assert blind.wang_ssim(big_a, big_b) == pytest.approx(reference, abs=1e-10)
+    assert levin.wang_ssim(big_a, big_b) == pytest.approx(reference, abs=1e-10)
 
 
 def test_kernel_error_is_translation_invariant_and_knows_orientation():
     k = torch.zeros(7, 7)
     k[1, 1:5] = 0.25
-    assert blind.kernel_error(torch.roll(k, (2, 1), (0, 1)), k) == pytest.approx(0.0, abs=1e-7)
-    assert blind.kernel_error(k.flip(0, 1), k, orientation_known=False) == pytest.approx(0.0, abs=1e-7)
+    assert levin.kernel_error(torch.roll(k, (2, 1), (0, 1)), k) == pytest.approx(0.0, abs=1e-7)
+    assert levin.kernel_error(k.flip(0, 1), k, orientation_known=False) == pytest.approx(0.0, abs=1e-7)
     delta, box = torch.zeros(3, 3), torch.full((2, 2), 0.25)
     delta[1, 1] = 1
     # ‖δ − box‖² = 1 + 4/16 − 2·0.25 at best; divided by ‖box‖ = 0.5
-    assert blind.kernel_error(delta, box) == pytest.approx(math.sqrt(0.75) / 0.5)
+    assert levin.kernel_error(delta, box) == pytest.approx(math.sqrt(0.75) / 0.5)
 
 
 def test_training_ssim_loss_is_the_zero_padded_map_whose_interior_is_scikit_images():
@@ -96,7 +96,7 @@ def test_training_ssim_loss_is_the_zero_padded_map_whose_interior_is_scikit_imag
 
 def test_known_kernel_deconvolution_beats_the_blurred_input():
     problem = blind.synthetic_problems(("camera",), (9,), size=64, noise_level=0.0)[0]
-    x = blind.known_kernel_deconvolution(problem.blurred, problem.true_kernel, weight=1e-4, iterations=300)
+    x = levin.known_kernel_deconvolution(problem.blurred, problem.true_kernel, weight=1e-4, iterations=300)
     error = lambda z: (z - problem.truth)[..., 8:-8, 8:-8].pow(2).mean().item()  # noqa: E731
     assert error(x) < 0.3 * error(problem.blurred)
 
@@ -114,9 +114,9 @@ def test_known_kernel_orientation_is_chosen_by_psnr_against_the_truth(monkeypatc
     # as stored: an image that explains y (small residual) but is far from the truth; rotated: the truth itself,
     # which the rotated kernel blurs wrongly (large residual)
     fake = lambda y, k, weight=1e-3: noisy_fit if torch.equal(k, kernel) else truth  # noqa: E731
-    monkeypatch.setattr(blind, "known_kernel_deconvolution", fake)
+    monkeypatch.setattr(levin, "known_kernel_deconvolution", fake)
     problem = blind.Problem("p", blurred, (5, 5), truth, kernel, kernel_orientation_known=False)
-    chosen = blind.known_kernel_baseline(problem, crop=8, max_shift=2)
+    chosen = levin.known_kernel_baseline(problem, crop=8, max_shift=2)
     assert torch.equal(chosen, truth)
     residual = lambda x, k: (blind.blur_valid(blind.pad_to_latent(x, (5, 5)), k) - blurred).pow(2).sum()  # noqa: E731
     assert residual(noisy_fit, kernel) < residual(truth, kernel.flip(-2, -1))  # the residual would choose wrongly
@@ -129,18 +129,18 @@ LEVIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "levin"
 def test_levin_known_kernel_row_is_above_33_db_where_the_residual_chose_wrongly():
     problems = [p for p in blind.levin_problems(str(LEVIN)) if p.name in ("im1_kernel5", "im3_kernel6")]
     for problem in problems:
-        known = blind.known_kernel_baseline(problem)
-        assert blind.Scorer(problem, known)(blind.quantise_8bit(known))["psnr_gt"] > 33
+        known = levin.known_kernel_baseline(problem)
+        assert levin.Scorer(problem, known)(levin.quantise_8bit(known))["psnr_gt"] > 33
 
 
 def test_a_wider_shift_search_is_reported_beside_and_never_lowers_psnr():
     truth = smooth_image(64)
     estimate = torch.roll(truth, (6, -1), (-2, -1)) * 0.95 + 0.02
     problem = blind.Problem("p", truth, (5, 5), truth, torch.full((5, 5), 1 / 25))
-    scores = blind.Scorer(problem, known=truth * 0.9, crop=10, max_shift=4, wide_shift=8)(estimate)
+    scores = levin.Scorer(problem, known=truth * 0.9, crop=10, max_shift=4, wide_shift=8)(estimate)
     assert scores["psnr_gt_shift8"] > scores["psnr_gt"] + 3  # the 6-pixel shift is found only by the wider search
     assert {"ssim_shift8", "error_ratio_shift8"} <= set(scores)
-    assert "psnr_gt_shift8" not in blind.Scorer(problem, crop=10, max_shift=4)(estimate)
+    assert "psnr_gt_shift8" not in levin.Scorer(problem, crop=10, max_shift=4)(estimate)
 
 
 def test_non_local_block_is_the_dot_product_form_and_starts_as_identity():
@@ -184,7 +184,7 @@ def test_loss_schedule_of_the_settings_and_variants():
 
 # --- runs -------------------------------------------------------------------------------------------------------
 
-def test_blind_deblurring_raises_psnr_above_the_blurred_input(tmp_path):
+def test_blind_deblurring_raises_psnr_above_the_blurred_input(tmp_path, metrics_of):
     config = make_config(selfdeblur.Config, quick=True, progress=False, results_dir=str(tmp_path))
     result = selfdeblur.run(config)
     rows = {r["variant"]: r for r in result["rows"]}
@@ -196,6 +196,7 @@ def test_blind_deblurring_raises_psnr_above_the_blurred_input(tmp_path):
     for name in ("camera_k9.png", "camera_k9_kernels.png", "curve.png", "curve.csv", "scatter.png", "table.csv",
                  "summary.csv", "config.json", "metrics.json"):
         assert (folder / name).is_file(), name
+    assert len(metrics_of(folder, "selfdeblur")["items"]) == len(result["rows"])
 
 
 def test_the_estimated_kernel_is_non_negative_sums_to_one_and_a_seed_repeats():

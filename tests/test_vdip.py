@@ -5,11 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import selfdeblur
+import selfdeblur  # the test of the two scripts' runs merged side by side
 import vdip
 from dipkit import blind
 from dipkit.cli import RunError, make_config
 from dipkit.metrics import psnr
+from dipkit.tv import forward_differences
 
 
 def moments_by_sampling(mu: float, sigma: float, bright: bool, n: int = 2_000_000):
@@ -50,7 +51,7 @@ def test_data_term_is_shans_weighted_sum_and_the_codes_is_one_switch_per_doubled
     assert vdip.data_term(r, n).item() == pytest.approx(shan / n, rel=1e-12)
     # the code, term by term: the four ordered second-order pairs, and ¼ Σ_d ‖k ⋆ ∂_d x − ∂_d y‖² added
     extra = sum((blind.blur_valid(dx, k) - dy).square().sum().item()
-                for dx, dy in zip(vdip.differences(x), vdip.differences(y)))
+                for dx, dy in zip(forward_differences(x), forward_differences(y)))
     assert extra == pytest.approx(sq(dv) + sq(dh), rel=1e-12)  # = ¼ Σ_d ‖∂_d r‖² again
     code = 0.5 * sq(a) + 0.25 * (sq(dv) + sq(dh)) + 0.125 * (sq(dvv) + sq(dvh) + sq(dhh) + sq(dhv)) + 0.25 * extra
     both = vdip.data_term(r, n, first_order_twice=True, mixed_twice=True)
@@ -70,7 +71,7 @@ def test_sparse_prior_has_the_gradient_of_a_log_prior_on_the_second_moments_of_t
     g = torch.Generator().manual_seed(2)
     samples = mu.detach() + sigma.detach() * torch.randn(20000, 3, 9, 10, generator=g, dtype=torch.float64)
     log_prior = 0
-    for d_mu, d_samples, var in zip(vdip.differences(mu), vdip.differences(samples),
+    for d_mu, d_samples, var in zip(forward_differences(mu), forward_differences(samples),
                                     (sigma[..., 1:, :] ** 2 + sigma[..., :-1, :] ** 2,
                                      sigma[..., :, 1:] ** 2 + sigma[..., :, :-1] ** 2)):
         moment = d_mu**2 + var
@@ -180,12 +181,11 @@ def test_prior_weight_schedule_and_variants():
     sparse, extreme = make(), make(prior="extreme")
     assert [vdip.prior_weight(sparse, s) for s in (0, 999, 1000, 1999)] == pytest.approx([0.1, 0.1, 0.01, 0.01])
     assert vdip.prior_weight(extreme, 0) == pytest.approx(1e-4) and vdip.prior_weight(extreme, 1500) == pytest.approx(1e-5)
-    variants = vdip.variant_configs(make(variants=("VDIP-Extreme", "SimplerSDB"), channels=32, iterations=700))
-    assert variants["VDIP-Extreme"].prior == "extreme"
-    simpler = variants["SimplerSDB"]
-    assert isinstance(simpler, selfdeblur.Config) and simpler.simpler
-    assert (simpler.channels, simpler.iterations) == (32, 700)  # this run's sizes and counts
-    assert simpler.input_channels == 8 and simpler.pretrain_iterations == 0  # SelfDeblur's own
+    variants = vdip.variant_configs(make(variants=("VDIP-Extreme", "VDIP-Sparse-orig"), channels=32, iterations=700))
+    assert variants["VDIP-Extreme"].prior == "extreme" and variants["VDIP-Sparse-orig"].prior == "sparse"
+    assert all((v.channels, v.iterations) == (32, 700) for v in variants.values())  # this run's sizes and counts
+    with pytest.raises(RunError, match="selfdeblur.py"):  # SelfDeblur's variants are selfdeblur.py's
+        vdip.variant_configs(make(variants=("SimplerSDB",)))
 
 
 # --- runs -------------------------------------------------------------------------------------------------------
@@ -232,14 +232,21 @@ def test_vdip_extreme_raises_psnr_above_the_blurred_input_and_writes_the_std_fig
         assert (folder / name).is_file(), name
 
 
-def test_selfdeblur_and_vdip_variants_run_side_by_side(tmp_path):
-    config = make_config(vdip.Config, quick=True, progress=False, results_dir=str(tmp_path), pretrain_iterations=2,
-                         iterations=4, curve_every=2, variants=("SimplerSDB", "VDIP-Sparse", "VDIP-Extreme-orig"))
-    result = vdip.run(config)
-    assert [r["variant"] for r in result["rows"]] == ["blurred input", "known kernel", "SimplerSDB", "VDIP-Sparse",
-                                                      "VDIP-Extreme-orig"]
-    assert "skipped_steps" in result["rows"][-1]
-    assert len(result["curves"]) == 6
+def test_selfdeblur_and_vdip_runs_on_the_same_data_merge_into_one_table_and_overlaid_curves(tmp_path):
+    from dipkit.study import merge_runs
+    common = dict(quick=True, progress=False, results_dir=str(tmp_path), iterations=4, curve_every=2, channels=8)
+    first = selfdeblur.run(make_config(selfdeblur.Config, variants=("SimplerSDB",), **common))
+    second = vdip.run(make_config(vdip.Config, pretrain_iterations=2, variants=("VDIP-Sparse", "VDIP-Extreme-orig"),
+                                  **common))
+    assert "skipped_steps" in second["rows"][-1] and len(second["curves"]) == 4
+    summary = merge_runs([first["folder"], second["folder"]], tmp_path / "both")
+    assert [e["variant"] for e in summary] == ["blurred input", "known kernel", "SimplerSDB", "VDIP-Sparse",
+                                               "VDIP-Extreme-orig"]
+    assert summary[0]["runs"] == 1  # the same problem's baselines, kept once
+    with (tmp_path / "both" / "curve.csv").open() as file:
+        variants = {line.split(",")[1] for line in list(file)[1:]}
+    assert variants == {"SimplerSDB", "VDIP-Sparse", "VDIP-Extreme-orig"}
+    assert (tmp_path / "both" / "camera_k9_curve.png").is_file() and (tmp_path / "both" / "curve.png").is_file()
 
 
 def test_runs_made_apart_merge_into_one_table_with_the_baselines_once(tmp_path):
@@ -267,7 +274,7 @@ def test_runs_made_apart_merge_into_one_table_with_the_baselines_once(tmp_path):
     (["--quick", "--scales", "7"], "too small for 7 scales"),  # was found only inside the network, after the folder
     (["--quick", "--gamma", "0"], "gamma must be in (0, 1]"),
     (["--quick", "--prior", "extreme", "--extreme_bias", "0"], "extreme_bias must be in (0, inf)"),
-    (["--quick", "--prior_weight", "-0.5"], "prior_weight must be -1"),
+    (["--quick", "--prior_weight", "-0.5"], "prior_weight must be in [0, inf)"),
 ])
 def test_bad_input_exits_with_code_2_and_writes_nothing(refused, arguments, message):
     refused("vdip.py", arguments, message)
