@@ -39,6 +39,7 @@ Writes Results/dip_denoise/<run>/: per image <name>/DIP.png, <name>/curve.png, <
 from __future__ import annotations
 
 import copy
+import json
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -52,11 +53,11 @@ from tqdm import tqdm
 from dipkit import figures
 from dipkit.figures import save_png
 from dipkit.cli import RunError, parse_config, run_main
-from dipkit.device import choose_device, seed_everything, synchronize
+from dipkit.device import Speed, choose_device, normal_like, seed_everything, synchronize
 from dipkit.images import load_image, resolve_image
 from dipkit.metrics import psnr, ssim
 from dipkit.networks import SkipNetwork
-from dipkit.runs import start_run, write_csv, write_metrics
+from dipkit.runs import start_run, write_csv, write_json, write_metrics
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 BUNDLED_SIZE = 512  # what size None gives a bundled image (the paper's images are 512x512)
@@ -95,6 +96,7 @@ class Config:
     device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps
     results_dir: str = "Results"  # outputs go to <results_dir>/dip_denoise/<run_name>/
     run_name: str = ""  # folder name of this run (default: a time stamp); never overwrites an existing one
+    resume: bool = False  # go on with the run <run_name>: its finished images read back, the others (added last) run
     progress: bool = True  # show a progress bar
     quick: bool = False  # the QUICK preset: whole images resized to 64x64, 1000 iterations (CPU: minutes)
 
@@ -180,11 +182,10 @@ class DIPState:
 
     def __init__(self, noisy: torch.Tensor, config: Config, generator: torch.Generator):
         device = noisy.device
-        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        self.net = SkipNetwork(config.input_depth, noisy.shape[1]).to(device, memory_format=memory_format)
-        self.forward = torch.compile(self.net) if config.compile else self.net
+        self.speed = Speed(config.channels_last, config.bf16, config.compile)
+        self.net, self.forward = self.speed.network(SkipNetwork(config.input_depth, noisy.shape[1]), device)
         z0 = torch.rand((1, config.input_depth, *noisy.shape[-2:]), generator=generator) * config.input_scale
-        self.z0 = z0.to(device).contiguous(memory_format=memory_format)
+        self.z0 = self.speed.input(z0.to(device))
         self.optimiser = torch.optim.Adam(self.net.parameters(), lr=config.learning_rate)
         self.average = torch.zeros_like(noisy)
         self.steps = 0  # steps taken since the start (the iteration index)
@@ -349,9 +350,8 @@ def denoise(image: torch.Tensor | str, config: Config, clean: torch.Tensor | Non
     start = time.perf_counter()
     while state.steps < config.iterations:
         # the DIP step: min_θ ‖f_θ(z0 + σ_p n) − y‖², fresh n each step, then the exponential average
-        z = state.z0 + config.reg_noise_std * torch.randn_like(state.z0)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-            out = state.forward(z).float()
+        z = state.z0 + config.reg_noise_std * normal_like(state.z0)
+        out = state.speed.run(state.forward, z, device)
         loss = F.mse_loss(out, noisy)
         state.optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -469,48 +469,63 @@ def read_inputs(names: list[str], config: Config) -> None:
         load_clean(name, config)
 
 
+def denoise_image(index: int, name: str, config: Config, folder: Path) -> tuple[dict, dict, DenoiseResult]:
+    """Denoise the index-th image of the run (noise seeded by seed + 1 + index), write its folder; returns its
+    table row, its metrics.json entry and the result."""
+    stem = Path(name).stem
+    if config.add_noise:
+        clean = load_clean(name, config)
+        noisy = add_noise(clean, config, config.seed + 1 + index)
+    else:
+        clean, noisy = None, load_clean(name, config)
+    result = denoise(noisy, config, clean)
+    write_image_outputs(folder / stem, stem, noisy, clean, result)
+    m = result.metrics
+    facts = dict(height=noisy.shape[-2], width=noisy.shape[-1], es_wmv_iteration=result.stop_iteration,
+                 es_wmv_fired=result.stop_fired, es_wmv_fired_iteration=result.stop_fired_iteration,
+                 oracle_iteration=result.oracle_iteration, backtracks=result.backtracks,
+                 restores_exhausted=result.restores_exhausted, iterations_run=result.iterations_run,
+                 seconds=result.seconds, seconds_per_iteration=result.seconds / max(result.iterations_run, 1))
+    row = dict(image=stem, **facts)
+    if clean is not None:
+        row.update(psnr_noisy=m["noisy"]["psnr"], psnr_final=m["final_output"]["psnr"],
+                   psnr_final_average=m["final_average"]["psnr"], psnr_es_wmv=m["stopping_rule"]["psnr"],
+                   psnr_oracle=m["oracle"]["psnr"])
+    summary = "" if clean is None else (
+        f": noisy {m['noisy']['psnr']:.2f}, final average {m['final_average']['psnr']:.2f}, ES-WMV "
+        f"{m['stopping_rule']['psnr']:.2f} ({rule_summary(result)}), oracle {m['oracle']['psnr']:.2f} dB "
+        f"(it. {result.oracle_iteration})")
+    print(f"{stem:>12} ({noisy.shape[-2]}x{noisy.shape[-1]}){summary}; {result.seconds:.1f} s, "
+          f"{result.backtracks} backtracks")
+    return row, dict(m, **facts, device=result.device), result
+
+
 def run(config: Config) -> dict[str, Any]:
-    """Denoise every image of the config; write the run folder; return the results and the table."""
+    """Denoise every image of the config; write the run folder; return the results and the table. Each finished
+    image is kept at once (<image>/row.json, and table.csv rewritten); with `resume`, the images of the run
+    `run_name` that have their row.json are read back, not denoised again. Images may be added on a resume, at
+    the end of the list: the noise of the index-th image is seeded by seed + 1 + index."""
     names = check_config(config)
     device = choose_device(config.device)
     read_inputs(names, config)
     seed_everything(config.seed, config.deterministic)
     print(f"DIP denoising on {device}: {len(names)} image(s), {config.iterations} iterations")
-    folder = start_run(config, "dip_denoise", device)
+    folder = start_run(config, "dip_denoise", device, resume=config.resume, also_resumable=("images", "folder"))
     table, results, per_image = [], {}, {}
     for index, name in enumerate(names):
-        stem = Path(name).stem
-        if config.add_noise:
-            clean = load_clean(name, config)
-            noisy = add_noise(clean, config, config.seed + 1 + index)
+        kept = folder / Path(name).stem / "row.json"
+        if config.resume and kept.is_file():
+            entry = json.loads(kept.read_text())
+            print(f"{Path(name).stem:>12}: kept from the earlier run")
         else:
-            clean = None
-            noisy = load_clean(name, config)
-        result = denoise(noisy, config, clean)
-        results[stem] = result
-        write_image_outputs(folder / stem, stem, noisy, clean, result)
-        m = result.metrics
-        facts = dict(height=noisy.shape[-2], width=noisy.shape[-1], es_wmv_iteration=result.stop_iteration,
-                     es_wmv_fired=result.stop_fired, es_wmv_fired_iteration=result.stop_fired_iteration,
-                     oracle_iteration=result.oracle_iteration, backtracks=result.backtracks,
-                     restores_exhausted=result.restores_exhausted, iterations_run=result.iterations_run,
-                     seconds=result.seconds, seconds_per_iteration=result.seconds / max(result.iterations_run, 1))
-        per_image[stem] = dict(m, **facts, device=result.device)
-        row = dict(image=stem, **facts)
-        if clean is not None:
-            row.update(psnr_noisy=m["noisy"]["psnr"], psnr_final=m["final_output"]["psnr"],
-                       psnr_final_average=m["final_average"]["psnr"], psnr_es_wmv=m["stopping_rule"]["psnr"],
-                       psnr_oracle=m["oracle"]["psnr"])
-        table.append(row)
-        summary = "" if clean is None else (
-            f": noisy {m['noisy']['psnr']:.2f}, final average {m['final_average']['psnr']:.2f}, ES-WMV "
-            f"{m['stopping_rule']['psnr']:.2f} ({rule_summary(result)}), oracle {m['oracle']['psnr']:.2f} dB "
-            f"(it. {result.oracle_iteration})")
-        print(f"{stem:>12} ({noisy.shape[-2]}x{noisy.shape[-1]}){summary}; {result.seconds:.1f} s, "
-              f"{result.backtracks} backtracks")
-    write_csv(folder / "table.csv", table)
+            row, item, results[Path(name).stem] = denoise_image(index, name, config, folder)
+            entry = dict(row=row, item=item)
+            write_json(kept, entry)
+        table.append(entry["row"])
+        per_image[Path(name).stem] = entry["item"]
+        write_csv(folder / "table.csv", table)
     summary = {key: statistics.fmean(row[key] for row in table) for key in table[0] if key.startswith("psnr_")}
-    write_metrics(folder, "dip_denoise", summary, per_image, sum(r.seconds for r in results.values()), str(device),
+    write_metrics(folder, "dip_denoise", summary, per_image, sum(row["seconds"] for row in table), str(device),
                   iterations_counted_from=0)
     print(f"wrote {folder}")
     return dict(folder=folder, results=results, table=table)

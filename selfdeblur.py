@@ -42,10 +42,11 @@ import torch.nn.functional as F
 
 from dipkit.blind import Problem, centre_of, problems_of
 from dipkit.cli import RunError, parse_config, run_main
+from dipkit.device import Speed, normal_like
 from dipkit.levin import Scorer
 from dipkit.metrics import ssim_loss
 from dipkit.networks import KernelGenerator, SkipNetwork
-from dipkit.study import Estimate, Progress, Scoring, prepare, run_script, two_rate_adam
+from dipkit.study import Estimate, Progress, Scoring, make_runner, prepare, run_script, two_rate_adam
 
 # Named variants for --variants: overrides of the constants below (edit or add your own)
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -95,6 +96,10 @@ class Config:
     pretrain_alpha: float = 0.9  # α of the pretraining
     variants: tuple[str, ...] = ()  # named variants (VARIANTS) to run in one command; empty: the constants as set
     seeds: tuple[int, ...] = (0,)  # one run per seed: z_x, z_k, the initialisation and the perturbations
+    # speed (the same switches as dip_denoise.py; benchmarked in bench/)
+    channels_last: bool = False  # channels-last memory format for G_x and its input
+    bf16: bool = False  # bfloat16 autocast for G_x's forward and backward (fast on GPUs)
+    compile: bool = False  # torch.compile G_x (pays a compilation first)
     # evaluation
     crop: int = 15  # pixels cropped on each side before scoring (Levin's protocol)
     max_shift: float = 5  # sub-pixel shifts up to this many pixels are tried, in steps of 0.25 (the paper's table)
@@ -106,6 +111,11 @@ class Config:
     device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps
     results_dir: str = "Results"  # outputs go to <results_dir>/selfdeblur/<run_name>/
     run_name: str = ""  # folder name of this run (default: a time stamp); never overwrites an existing one
+    resume: bool = False  # go on with the study <run_name>: its finished runs are read back, the missing ones run
+    workers: int = 1  # runs at a time, each in its own process (its share of the CPU cores, or one GPU shared)
+    engine: Literal["local", "ray"] = "local"  # local: here or a process pool; ray: Ray tasks (local or a cluster)
+    ray_address: str = ""  # with engine ray: an existing cluster's address (empty: a local Ray with `workers` CPUs)
+    gpus_per_run: float = 0.0  # with engine ray: GPUs each run asks for (0.25: four runs share a GPU)
     progress: bool = True  # show a progress bar
     quick: bool = False  # the QUICK preset: one 64x64 image, 1000 iterations, 32-channel G_x (30 s on a CPU)
 
@@ -119,7 +129,7 @@ class Config:
         skip_channels="[0, inf)", scales="[1, inf)", reg_noise="[0, inf)", kernel_input="[1, inf)",
         kernel_hidden="[1, inf)", loss_switch="[0, inf)", pretrain_iterations="[0, inf)", pretrain_alpha="[0, 1]",
         seeds="[0, inf)", crop="[0, inf)", max_shift="[0, inf)", wide_shift="[0, inf)", curve_every="[0, inf)",
-        known_kernel_tv="(0, inf)",
+        known_kernel_tv="(0, inf)", workers="[1, inf)", gpus_per_run="[0, inf)",
     )
 
 
@@ -171,8 +181,10 @@ def deblur(problem: Problem, config: Config, seed: int, scorer: Scorer | None = 
     device = prepare(config.device, seed, config.deterministic)
     y = problem.blurred.to(device)
     (h, w), (kh, kw) = y.shape[-2:], problem.kernel_size
-    image_net, kernel_net = (net.to(device) for net in networks(config, problem.kernel_size))
-    z_x = (torch.rand(1, config.input_channels, h + kh - 1, w + kw - 1) * config.input_scale).to(device)
+    speed = Speed(config.channels_last, config.bf16, config.compile)
+    image_net, kernel_net = networks(config, problem.kernel_size)
+    (image_net, generate), kernel_net = speed.network(image_net, device), kernel_net.to(device)
+    z_x = speed.input((torch.rand(1, config.input_channels, h + kh - 1, w + kw - 1) * config.input_scale).to(device))
     z_k = (torch.rand(config.kernel_input) * config.input_scale).to(device)
     optimiser, scheduler = two_rate_adam(image_net, kernel_net, config.lr_image, config.lr_kernel, config.beta1_image,
                                          config.milestones, config.gamma)
@@ -181,8 +193,8 @@ def deblur(problem: Problem, config: Config, seed: int, scorer: Scorer | None = 
     progress = Progress(problem, seed, scorer, device, config.pretrain_iterations, config.iterations,
                         config.curve_every, config.progress)
     for step in progress.steps:  # negative steps: the pretraining
-        z = z_x + reg_noise * torch.randn_like(z_x) if reg_noise else z_x
-        x, k = image_net(z), kernel_net(z_k)
+        z = z_x + reg_noise * normal_like(z_x) if reg_noise else z_x
+        x, k = speed.run(generate, z, device), kernel_net(z_k)
         y_hat = F.conv2d(x, k)  # 'valid' cross-correlation: H x W
         loss = ssim_loss(y_hat, y) if switch is not None and step >= switch else F.mse_loss(y_hat, y)
         if step < 0:  # pretraining: pull the image towards the no-blur solution x = y
@@ -209,7 +221,8 @@ def run(config: Config) -> dict[str, Any]:
     headline = (f"{len(problems)} problem(s) x {len(variants)} variant(s) x {len(config.seeds)} seed(s), "
                 f"{config.iterations} iterations ({config.setting} setting)")
     return run_script(config, "selfdeblur", "SelfDeblur", headline, config.device, problems, variants, config.seeds,
-                      deblur, scoring(config))
+                      deblur, scoring(config), config.resume,
+                      make_runner(config.engine, config.workers, config.ray_address, config.gpus_per_run))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -55,10 +55,11 @@ import torch.nn.functional as F
 from dipkit.blind import Problem, centre_of, problems_of
 from dipkit.blur import blur_valid
 from dipkit.cli import RunError, parse_config, run_main
+from dipkit.device import Speed, normal_like
 from dipkit.levin import Scorer
 from dipkit.metrics import ssim_loss
 from dipkit.networks import KernelGenerator, SkipNetwork
-from dipkit.study import Estimate, Progress, Scoring, prepare, run_script, two_rate_adam
+from dipkit.study import Estimate, Progress, Scoring, make_runner, prepare, run_script, two_rate_adam
 from dipkit.tv import forward_differences
 
 # Named variants for --variants: overrides of the constants below (edit or add your own)
@@ -125,6 +126,10 @@ class Config:
     original_bugs: tuple[str, ...] = ()  # the code's: first_order_twice, mixed_twice, bright_variance, nan_skip
     variants: tuple[str, ...] = ()  # named variants (VARIANTS) to run in one command; empty: the constants as set
     seeds: tuple[int, ...] = (0,)  # one run per seed: z_x, z_k, the initialisation and the samples
+    # speed (the same switches as dip_denoise.py; benchmarked in bench/)
+    channels_last: bool = False  # channels-last memory format for G_x and its input
+    bf16: bool = False  # bfloat16 autocast for G_x's forward and backward (fast on GPUs)
+    compile: bool = False  # torch.compile G_x (pays a compilation first)
     # evaluation
     crop: int = 15  # pixels cropped on each side before scoring (Levin's protocol)
     max_shift: float = 5  # sub-pixel shifts up to this many pixels are tried, in steps of 0.25 (SelfDeblur's table)
@@ -136,6 +141,11 @@ class Config:
     device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps
     results_dir: str = "Results"  # outputs go to <results_dir>/vdip/<run_name>/
     run_name: str = ""  # folder name of this run (default: a time stamp); never overwrites an existing one
+    resume: bool = False  # go on with the study <run_name>: its finished runs are read back, the missing ones run
+    workers: int = 1  # runs at a time, each in its own process (its share of the CPU cores, or one GPU shared)
+    engine: Literal["local", "ray"] = "local"  # local: here or a process pool; ray: Ray tasks (local or a cluster)
+    ray_address: str = ""  # with engine ray: an existing cluster's address (empty: a local Ray with `workers` CPUs)
+    gpus_per_run: float = 0.0  # with engine ray: GPUs each run asks for (0.25: four runs share a GPU)
     progress: bool = True  # show a progress bar
     quick: bool = False  # the QUICK preset: one 64x64 image, 1000 iterations, every schedule scaled by 1/5
 
@@ -150,7 +160,7 @@ class Config:
         lr_image="(0, inf)", lr_kernel="(0, inf)", milestones="[1, inf)", gamma="(0, 1]", beta1_image="[0, 1)",
         input_channels="[1, inf)", input_scale="(0, inf)", channels="[1, inf)", skip_channels="[0, inf)",
         scales="[1, inf)", kernel_input="[1, inf)", kernel_hidden="[1, inf)", seeds="[0, inf)", crop="[0, inf)",
-        max_shift="[0, inf)", wide_shift="[0, inf)", curve_every="[0, inf)", known_kernel_tv="(0, inf)",
+        max_shift="[0, inf)", wide_shift="[0, inf)", curve_every="[0, inf)", known_kernel_tv="(0, inf)", workers="[1, inf)", gpus_per_run="[0, inf)",
     )
 
 
@@ -252,7 +262,7 @@ def extreme_prior(mu: torch.Tensor, sigma: torch.Tensor, window: int, bias: floa
     total = 0
     for bright in (False, True):
         mean, std = squared_moments(mu, sigma, bright, original_variance, stable=not original_numerics)
-        sample = mean + std * torch.randn_like(mean)
+        sample = mean + std * normal_like(mean)
         channel = extreme_channel(sample if original_numerics else sample.clamp(min=0), window)
         total = total + (channel / (channel.detach() + bias)).sum()
     return total / (4 * channel.shape[-2] * channel.shape[-1])
@@ -301,8 +311,10 @@ def deblur(problem: Problem, config: Config, seed: int, scorer: Scorer | None = 
     y = problem.blurred.to(device).expand(1, c, -1, -1)
     (h, w), (kh, kw) = y.shape[-2:], problem.kernel_size
     latent_pixels = c * (h + kh - 1) * (w + kw - 1)
-    image_net, kernel_net = (net.to(device) for net in networks(config, problem.kernel_size))
-    z_x = (torch.rand(1, config.input_channels, h + kh - 1, w + kw - 1) * config.input_scale).to(device)
+    speed = Speed(config.channels_last, config.bf16, config.compile)
+    image_net, kernel_net = networks(config, problem.kernel_size)
+    (image_net, generate), kernel_net = speed.network(image_net, device), kernel_net.to(device)
+    z_x = speed.input((torch.rand(1, config.input_channels, h + kh - 1, w + kw - 1) * config.input_scale).to(device))
     z_k = (torch.rand(config.kernel_input) * config.input_scale).to(device)
     optimiser, scheduler = two_rate_adam(image_net, kernel_net, config.lr_image, config.lr_kernel, config.beta1_image,
                                          config.milestones, config.gamma)
@@ -315,14 +327,14 @@ def deblur(problem: Problem, config: Config, seed: int, scorer: Scorer | None = 
     progress = Progress(problem, seed, scorer, device, config.pretrain_iterations, config.iterations,
                         config.curve_every, config.progress)
     for step in progress.steps:  # negative steps: the pretraining
-        out, k = image_net(z_x), kernel_net(z_k)
+        out, k = speed.run(generate, z_x, device), kernel_net(z_k)
         mu, sigma = out[:, :c], out[:, c:]
         if step < 0:  # pretraining: [μ, σ] -> [y, 0], k -> flat
             loss = F.mse_loss(centre_of(out, (kh, kw)), pretrain_target) + F.mse_loss(k, flat)
         elif config.loss_switch is not None and config.loss_switch <= step:  # the mean alone, no prior and no sampling
             loss = ssim_loss(blur_valid(mu, k), y)
         else:  # the negative ELBO with one sample
-            sample = mu + sigma * torch.randn_like(sigma)
+            sample = mu + sigma * normal_like(sigma)
             loss = data_term(blur_valid(sample, k) - y, latent_pixels, first_order_twice, mixed_twice)
             if config.prior != "none":
                 loss = loss + prior_weight(config, step) * prior_term(config, mu, sigma, k)
@@ -360,7 +372,8 @@ def run(config: Config) -> dict[str, Any]:
     headline = (f"{len(problems)} problem(s) x {len(variants)} variant(s) ({', '.join(variants)}) x "
                 f"{len(config.seeds)} seed(s), {config.pretrain_iterations} + {config.iterations} iterations")
     return run_script(config, "vdip", "VDIP", headline, config.device, problems, variants, config.seeds, deblur,
-                      scoring(config))
+                      scoring(config), config.resume,
+                      make_runner(config.engine, config.workers, config.ray_address, config.gpus_per_run))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,6 @@
 """Speed of DIP denoising: seconds per iteration of dip_denoise's loop (forward, backward, Adam, EMA, PSNR on the
 device), at 256x256 and 512x512, for float32 (the baseline, measured first in the same process), channels-last,
-and on a GPU also bf16 autocast and torch.compile; the PSNR after the measured iterations is reported beside each
+bf16 autocast, and on a GPU also torch.compile; the PSNR after the measured iterations is reported beside each
 so that a faster variant that changes the result shows it.
 
     python bench/bench_dip.py                  # CPU: about 2 minutes on 2 cores
@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import dip_denoise  # noqa: E402
+from common import speed_switches  # noqa: E402  (bench/, the script's folder)
 from dipkit.cli import make_config  # noqa: E402
 from dipkit.device import choose_device  # noqa: E402
 from dipkit.runs import environment, write_json  # noqa: E402
@@ -31,10 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     device = choose_device(args.device)
     iterations = args.iterations or (200 if device.type == "cuda" else 6)
-    variants = {"float32": {}, "channels-last": dict(channels_last=True)}
-    if device.type == "cuda":
-        variants.update({"bf16 autocast": dict(bf16=True), "bf16 + channels-last + compile":
-                         dict(bf16=True, channels_last=True, compile=True)})
+    variants = speed_switches(device)
     rows = []
     for size in args.sizes:
         clean = dip_denoise.load_clean("astronaut", make_config(dip_denoise.Config, size=size))

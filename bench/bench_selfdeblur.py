@@ -21,7 +21,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import selfdeblur  # noqa: E402
-from common import blind_arguments, seconds_per_iteration, write_bench  # noqa: E402  (bench/, the script's folder)
+from common import blind_arguments, seconds_per_iteration, switch_rows, write_bench  # noqa: E402  (bench/)
 from dipkit import blind, levin  # noqa: E402
 from dipkit.cli import make_config  # noqa: E402
 from dipkit.device import synchronize  # noqa: E402
@@ -70,7 +70,9 @@ def main() -> None:
     print(f"  5000 iterations         {5000 * ours:8.0f} s   projected; SimplerSDB {5000 * simpler:.0f} s")
     print(f"  Levin shift search      {timings[0]:8.3f} s   (every shift sampled: {timings[1]:.1f} s, "
           f"x{timings[1] / timings[0]:.0f})")
-    print(f"wrote {write_bench('selfdeblur', device, rows=rows, iterations=args.iterations, kernel=args.kernel)}")
+    print(f"speed switches, {args.switch_iterations} iterations each, against float32 in this process:")
+    switches = switch_rows(selfdeblur.deblur, problem, config, args.switch_iterations, device)
+    print(f"wrote {write_bench('selfdeblur', device, rows=rows, switches=switches, iterations=args.iterations, kernel=args.kernel)}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import selfdeblur  # noqa: E402
 import vdip  # noqa: E402
-from common import blind_arguments, seconds_per_iteration, write_bench  # noqa: E402  (bench/, the script's folder)
+from common import blind_arguments, seconds_per_iteration, switch_rows, write_bench  # noqa: E402  (bench/)
 from dipkit import blind  # noqa: E402
 from dipkit.cli import make_config  # noqa: E402
 from dipkit.device import synchronize  # noqa: E402
@@ -73,7 +73,10 @@ def main() -> None:
         seconds = row.get("seconds", row.get("projected_seconds_per_image"))
         ratio = row.get("relative_to_selfdeblur", row.get("speedup", ""))
         print(f"{name:>30} {seconds:10.3f} {ratio if ratio == '' else f'x{ratio:.2f}':>26}")
-    print(f"wrote {write_bench('vdip', device, rows=rows, iterations=args.iterations, kernel=args.kernel)}")
+    print(f"speed switches (VDIP-Sparse ELBO steps), {args.switch_iterations} iterations each, against float32:")
+    switches = switch_rows(vdip.deblur, problem, dataclasses.replace(base, loss_switch=None), args.switch_iterations,
+                           device)
+    print(f"wrote {write_bench('vdip', device, rows=rows, switches=switches, iterations=args.iterations, kernel=args.kernel)}")
 
 
 if __name__ == "__main__":

@@ -13,15 +13,18 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import platform
 import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from .cli import RunError
 
 
 def new_run_folder(results_dir: str | Path, script: str, name: str = "") -> Path:
@@ -38,12 +41,33 @@ def new_run_folder(results_dir: str | Path, script: str, name: str = "") -> Path
             folder = base / f"{name}-{n}"
 
 
-def start_run(config: Any, script: str, device: torch.device) -> Path:
+# constants that may differ when a study is resumed: which runs, where and how they run, not what a run computes
+RESUMABLE = {"seeds", "variants", "only", "resume", "workers", "engine", "ray_address", "gpus_per_run", "progress",
+             "device", "quick"}
+
+
+def start_run(config: Any, script: str, device: torch.device, resume: bool = False,
+              also_resumable: tuple[str, ...] = ()) -> Path:
     """A fresh folder <config.results_dir>/<script>/<config.run_name> holding config.json: every constant, the
-    device and the library versions."""
-    folder = new_run_folder(config.results_dir, script, config.run_name)
-    write_json(folder / "config.json", dict(config=dataclasses.asdict(config), environment=environment(device),
-                                            code=code_revision(), command=[Path(sys.argv[0]).name, *sys.argv[1:]]))
+    environment, the code's revision and the command line. With `resume`, the folder of that name is reused if it
+    exists, after checking that its constants differ only in RESUMABLE ones and `also_resumable` (a RunError
+    otherwise, nothing written); its earlier config.json records are kept in the new one under "earlier"."""
+    record = dict(config=dataclasses.asdict(config), environment=environment(device), code=code_revision(),
+                  command=[Path(sys.argv[0]).name, *sys.argv[1:]])
+    folder = Path(config.results_dir) / script / config.run_name
+    if resume and not config.run_name:
+        raise RunError("resume needs the run_name of the study to go on with")
+    if resume and (folder / "config.json").is_file():
+        earlier = json.loads((folder / "config.json").read_text())
+        changed = sorted(key for key, value in _plain(record["config"]).items()
+                         if key not in RESUMABLE | set(also_resumable) and earlier["config"].get(key) != value)
+        if changed:
+            raise RunError(f"cannot resume {folder}: its runs were made with other {', '.join(changed)}; "
+                           "choose another run_name")
+        record["earlier"] = earlier.get("earlier", []) + [{k: v for k, v in earlier.items() if k != "earlier"}]
+    else:
+        folder = new_run_folder(config.results_dir, script, config.run_name)
+    write_json(folder / "config.json", record)
     return folder
 
 
@@ -118,13 +142,23 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """write(temporary) then rename it to `path`: a killed process leaves the old file or the new, never half."""
+    partial = path.with_name(path.name + ".partial")
+    write(partial)
+    os.replace(partial, path)
+
+
 def write_json(path: Path, content: Any) -> None:
-    path.write_text(json.dumps(_plain(content), indent=2) + "\n")
+    _replace_atomically(path, lambda p: p.write_text(json.dumps(_plain(content), indent=2) + "\n"))
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rows of equal keys as CSV (the first row's keys are the header)."""
-    with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    """Rows of equal keys as CSV (the first row's keys are the header), written atomically."""
+    def write(partial: Path) -> None:
+        with partial.open("w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    _replace_atomically(path, write)

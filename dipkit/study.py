@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
+import multiprocessing
+import os
 import statistics
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from tqdm import tqdm
@@ -136,19 +140,130 @@ class Scoring:
 
 def run_script(record: Any, script: str, method: str, headline: str, device_name: str, problems: list[Problem],
                variants: dict[str, Any], seeds: tuple[int, ...], deblur: Callable[[Problem, Any, int, Scorer], Estimate],
-               scoring: Scoring) -> dict[str, Any]:
+               scoring: Scoring, resume: bool = False, runner: Runner | None = None) -> dict[str, Any]:
     """What selfdeblur.py's and vdip.py's run() do once their constants are checked: say what runs where
     ("<method> on <device>: <headline>"), open Results/<script>/<run> with `record` (the script's constants) as its
-    config.json, run the study; returns its rows and the folder."""
+    config.json (with `resume`, the folder of that name if it exists), run the study (by `runner`: make_runner);
+    returns its rows and the folder."""
     device = choose_device(device_name)
     keep_freed_memory()
     print(f"{method} on {device}: {headline}")
-    folder = start_run(record, script, device)
-    result = run_study(problems, variants, seeds, deblur, folder, scoring)
+    folder = start_run(record, script, device, resume=resume)
+    result = run_study(problems, variants, seeds, deblur, folder, scoring, resume=resume, runner=runner or in_process)
     seconds = sum(r.get("seconds", 0.0) for r in result["rows"] if r.get("seed", "") != "")
     write_metrics(folder, script, result["summary"], result["rows"], seconds, str(device))
     print(f"wrote {folder}")
     return dict(result, folder=folder)
+
+
+@dataclass
+class Job:
+    """One run of a study: `deblur(problem, config, seed, scorer)`; `stem` names its files."""
+
+    problem: Problem
+    variant: str
+    config: Any
+    seed: int
+
+    @property
+    def stem(self) -> str:
+        return f"{self.problem.name}__{self.variant}__seed{self.seed}"
+
+
+Runner = Callable[[list[Job], Callable, dict[str, Scorer]], Iterator[tuple[Job, Estimate]]]
+
+
+def in_process(jobs: list[Job], deblur: Callable, scorers: dict[str, Scorer]) -> Iterator[tuple[Job, Estimate]]:
+    """Each job in turn, here."""
+    for job in jobs:
+        yield job, deblur(job.problem, job.config, job.seed, scorers[job.problem.name])
+
+
+def _worker_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+    keep_freed_memory()
+
+
+def _run_job(deblur: Callable, job: Job, scorer: Scorer) -> Estimate:
+    """A job in a worker: no progress bar (the driver reports each finished run)."""
+    config = dataclasses.replace(job.config, progress=False) if hasattr(job.config, "progress") else job.config
+    return deblur(job.problem, config, job.seed, scorer)
+
+
+def pool_runner(workers: int, threads: int | None = None, retries: int = 1) -> Runner:
+    """Jobs `workers` at a time in spawned processes of this machine, each with `threads` CPU threads (default: its
+    share of the cores) or all sharing its GPU; a job whose worker fails is run again up to `retries` times, then
+    the failure is raised with the job named. A bad-input error (RunError) is not retried."""
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+
+    def run(jobs: list[Job], deblur: Callable, scorers: dict[str, Scorer]) -> Iterator[tuple[Job, Estimate]]:
+        if not jobs:
+            return
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_threads,
+                                 initargs=(threads,)) as pool:
+            tries = {job.stem: 0 for job in jobs}
+            pending = {pool.submit(_run_job, deblur, job, scorers[job.problem.name]): job for job in jobs}
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    job = pending.pop(future)
+                    try:
+                        yield job, future.result()
+                    except RunError:
+                        raise
+                    except Exception as error:  # a crashed worker or a failing run: try again, then report
+                        tries[job.stem] += 1
+                        if tries[job.stem] > retries:
+                            raise RunError(f"{job.stem} failed {tries[job.stem]} times in a worker: {error}") from error
+                        print(f"{job.stem}: the worker failed ({error}); running it again", flush=True)
+                        pending[pool.submit(_run_job, deblur, job, scorers[job.problem.name])] = job
+
+    return run
+
+
+def ray_runner(workers: int = 1, address: str = "", gpus_per_run: float = 0.0, retries: int = 1) -> Runner:
+    """Jobs as Ray tasks: on a local Ray started for the study with `workers` CPUs (one per run), or on the cluster
+    at `address` (`ray start --head` on one machine, `ray start --address HEAD:6379` on the others; or a cluster
+    launcher). Each run asks for one CPU and `gpus_per_run` GPUs (a fraction packs runs on one GPU). A task whose
+    worker dies, or which fails, is retried `retries` times by Ray; a failure after that names the job."""
+
+    def run(jobs: list[Job], deblur: Callable, scorers: dict[str, Scorer]) -> Iterator[tuple[Job, Estimate]]:
+        if not jobs:
+            return
+        import ray  # only with --engine ray
+
+        started = not ray.is_initialized()
+        if started:  # the workers import the scripts and dipkit from this checkout
+            root = str(Path(__file__).resolve().parent.parent)
+            path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+            ray.init(address=address or None, num_cpus=None if address else workers, include_dashboard=False,
+                     runtime_env=dict(env_vars=dict(PYTHONPATH=path)), log_to_driver=False)
+        task = ray.remote(num_cpus=1, num_gpus=gpus_per_run, max_retries=retries, retry_exceptions=True)(_run_job)
+        try:
+            pending = {task.remote(deblur, job, scorers[job.problem.name]): job for job in jobs}
+            while pending:
+                (ready,), _ = ray.wait(list(pending), num_returns=1)
+                job = pending.pop(ready)
+                try:
+                    yield job, ray.get(ready)
+                except RunError:
+                    raise
+                except Exception as error:
+                    raise RunError(f"{job.stem} failed on Ray after {retries + 1} tries: "
+                                   f"{str(error).splitlines()[-1] if str(error) else type(error).__name__}") from error
+        finally:
+            if started:
+                ray.shutdown()
+
+    return run
+
+
+def make_runner(engine: str = "local", workers: int = 1, ray_address: str = "", gpus_per_run: float = 0.0) -> Runner:
+    """Here (one worker, local engine), a local process pool (workers > 1), or Ray (engine "ray")."""
+    if engine == "ray":
+        return ray_runner(workers, ray_address, gpus_per_run)
+    return pool_runner(workers) if workers > 1 else in_process
 
 
 def run_study(
@@ -159,59 +274,114 @@ def run_study(
     folder: Path,
     scoring: Scoring = Scoring(),
     log: Callable[[str], None] = print,
+    resume: bool = False,
+    runner: Runner = in_process,
 ) -> dict[str, Any]:
     """Run every variant (name -> what `deblur` takes) with every seed on every problem; write the folder; return
-    the rows. Scores follow `scoring` (wide-shift scores are named `psnr_gt_shift10`, ...)."""
-    crop, max_shift = scoring.crop, scoring.max_shift
+    the rows. Scores follow `scoring` (wide-shift scores are named `psnr_gt_shift10`, ...).
+
+    Every finished run is kept at once in runs/<problem>__<variant>__seed<seed>.pt (its row, curve, estimate,
+    kernel and maps; written to a temporary file, then renamed, so a killed process never leaves half a file) and
+    the tables are rewritten from all finished runs; with `resume`, the runs already in runs/ are read back, not
+    run again. `runner` runs the jobs (here, in a process pool, on Ray) and yields them as they finish."""
     (folder / "estimates").mkdir(exist_ok=True)
-    rows, curves = [], []
+    (folder / "runs").mkdir(exist_ok=True)
+    baseline_rows, scorers, knowns, baseline_scores = [], {}, {}, {}
     for problem in problems:
-        known = (known_kernel_baseline(problem, scoring.known_kernel_weight, crop, max_shift)
-                 if problem.true_kernel is not None else None)
-        scorer = Scorer(problem, known, crop, max_shift, scoring.wide_shift)
-        baselines = [("blurred input", problem.blurred)] + ([("known kernel", known)] if known is not None else [])
-        baseline_scores = {}  # scored once, for the table and the figure's captions
-        if problem.truth is not None:
-            for name, image in baselines:
-                baseline_scores[name] = scorer(quantise_8bit(image))
-                rows.append(dict(problem=problem.name, variant=name, seed="", **baseline_scores[name]))
+        scorers[problem.name], knowns[problem.name], baseline_scores[problem.name] = _baselines(problem, scoring)
+        baseline_rows += [dict(problem=problem.name, variant=name, seed="", **scores)
+                          for name, scores in baseline_scores[problem.name].items()]
+    jobs = [Job(problem, variant, config, seed) for problem in problems for variant, config in variants.items()
+            for seed in seeds]
+    done: dict[str, dict] = {}
+    for job in jobs:
+        path = folder / "runs" / f"{job.stem}.pt"
+        if resume and path.is_file():
+            done[job.stem] = torch.load(path, weights_only=True)
+            log(f"{job.problem.name:>16} {job.variant:>14} seed {job.seed}: kept from the earlier run")
+    for job, estimate in runner([j for j in jobs if j.stem not in done], deblur, scorers):
+        done[job.stem] = _keep(folder, job, estimate, scorers[job.problem.name])
+        log(f"{job.problem.name:>16} {job.variant:>14} seed {job.seed}: "
+            + _describe(done[job.stem]["scores"], estimate.seconds))
+        write_tables(folder, *_rows_and_curves(jobs, done, baseline_rows), figures_too=False)
+    for problem in problems:
         panels: dict[str, list] = {}
-        for variant, config in variants.items():
-            for seed in seeds:
-                estimate = deblur(problem, config, seed, scorer)
-                image = quantise_8bit(estimate.image)
-                scores = scorer(image, estimate.kernel)
-                stem = f"{problem.name}__{variant}__seed{seed}"
-                save_png(folder / "estimates" / f"{stem}.png", image)
-                save_kernel_png(folder / "estimates" / f"{stem}_kernel.png", estimate.kernel)
-                if problem.colour is not None:
-                    save_png(folder / "estimates" / f"{stem}_colour.png", with_chroma(image, problem.colour))
-                for key, extra in estimate.extra.items():
-                    save_png(folder / "estimates" / f"{stem}_{key}.png", extra / extra.max().clamp(min=1e-12))
-                rows.append(dict(problem=problem.name, variant=variant, seed=seed, **scores,
-                                 seconds=estimate.seconds, **estimate.stats))
-                curves += [dict(problem=problem.name, variant=variant, seed=seed, **point) for point in estimate.curve]
-                panels.setdefault(variant, []).append((seed, image, estimate, scores))
-                log(f"{problem.name:>16} {variant:>14} seed {seed}: " + _describe(scores, estimate.seconds))
-        _problem_figures(folder, problem, known, baseline_scores, panels)
+        for job in (j for j in jobs if j.problem is problem):
+            record = done[job.stem]
+            panels.setdefault(job.variant, []).append((job.seed, record["image"], _estimate(record), record["scores"]))
+        _problem_figures(folder, problem, knowns[problem.name], baseline_scores[problem.name], panels)
+    rows, curves = _rows_and_curves(jobs, done, baseline_rows)
     summary = write_tables(folder, rows, curves)
     for line in summary_lines(summary):
         log(line)
     return dict(rows=rows, summary=summary, curves=curves)
 
 
-def write_tables(folder: Path, rows: list[dict], curves: list[dict]) -> list[dict]:
+def _baselines(problem: Problem, scoring: Scoring) -> tuple[Scorer, torch.Tensor | None, dict[str, dict]]:
+    """The problem's scorer, its known-kernel deconvolution and the baselines' scores (blurred input, known kernel),
+    scored once for the table and the figure's captions."""
+    known = (known_kernel_baseline(problem, scoring.known_kernel_weight, scoring.crop, scoring.max_shift)
+             if problem.true_kernel is not None else None)
+    scorer = Scorer(problem, known, scoring.crop, scoring.max_shift, scoring.wide_shift)
+    scores = {}
+    if problem.truth is not None:
+        for name, image in [("blurred input", problem.blurred)] + ([("known kernel", known)] if known is not None else []):
+            scores[name] = scorer(quantise_8bit(image))
+    return scorer, known, scores
+
+
+def _keep(folder: Path, job: Job, estimate: Estimate, scorer: Scorer) -> dict:
+    """Score a finished run and write it at once: its estimate PNGs and runs/<stem>.pt; returns the record."""
+    image = quantise_8bit(estimate.image)
+    scores = scorer(image, estimate.kernel)
+    estimates = folder / "estimates"
+    save_png(estimates / f"{job.stem}.png", image)
+    save_kernel_png(estimates / f"{job.stem}_kernel.png", estimate.kernel)
+    if job.problem.colour is not None:
+        save_png(estimates / f"{job.stem}_colour.png", with_chroma(image, job.problem.colour))
+    for key, extra in estimate.extra.items():
+        save_png(estimates / f"{job.stem}_{key}.png", extra / extra.max().clamp(min=1e-12))
+    record = dict(scores=scores, image=image, kernel=estimate.kernel, extra=estimate.extra, curve=estimate.curve,
+                  seconds=estimate.seconds, stats=estimate.stats)
+    path = folder / "runs" / f"{job.stem}.pt"
+    partial = path.with_suffix(".pt.partial")
+    torch.save(record, partial)
+    os.replace(partial, path)
+    return record
+
+
+def _estimate(record: dict) -> Estimate:
+    return Estimate(image=record["image"], kernel=record["kernel"], curve=record["curve"], seconds=record["seconds"],
+                    extra=record["extra"], stats=record["stats"])
+
+
+def _rows_and_curves(jobs: list[Job], done: dict[str, dict], baseline_rows: list[dict]) -> tuple[list, list]:
+    """The table's rows (per problem: its baselines, then its finished runs in the study's order) and curves."""
+    rows, curves = [], []
+    for name in dict.fromkeys(job.problem.name for job in jobs):
+        rows += [r for r in baseline_rows if r["problem"] == name]
+        for job in (j for j in jobs if j.problem.name == name and j.stem in done):
+            record = done[job.stem]
+            key = dict(problem=name, variant=job.variant, seed=job.seed)
+            rows.append(dict(key, **record["scores"], seconds=record["seconds"], **record["stats"]))
+            curves += [dict(key, **point) for point in record["curve"]]
+    return rows, curves
+
+
+def write_tables(folder: Path, rows: list[dict], curves: list[dict], figures_too: bool = True) -> list[dict]:
     """What a study's rows and curves give, written into `folder`: table.csv, summary.csv (returned), curve.csv,
-    curve.png (every problem) and <problem>_curve.png (one problem, every method's curves overlaid), scatter.png."""
+    and with `figures_too` curve.png (every problem), <problem>_curve.png (one problem, every method's curves
+    overlaid) and scatter.png."""
     summary = summarise(rows)
     write_csv(folder / "table.csv", _same_keys(rows))
     write_csv(folder / "summary.csv", summary)
     if curves:
         write_csv(folder / "curve.csv", _same_keys(curves))
+    if curves and figures_too:
         _curve_figure(folder / "curve.png", curves)
         for problem in dict.fromkeys(c["problem"] for c in curves):
             _curve_figure(folder / f"{problem}_curve.png", [c for c in curves if c["problem"] == problem])
-    if any("psnr_gt" in r for r in rows):
+    if figures_too and any("psnr_gt" in r for r in rows):
         figures.scatter(folder / "scatter.png", rows)
     return summary
 

@@ -1,3 +1,4 @@
+import csv
 import json
 
 import pytest
@@ -323,3 +324,21 @@ def test_unreadable_image_exits_with_code_2_and_no_folder(refused, tmp_path_fact
     broken = tmp_path_factory.mktemp("inputs") / "broken.png"
     broken.write_bytes(b"not a picture")
     refused("dip_denoise.py", ["--images", str(broken)], "cannot read")
+
+
+def test_resume_reads_the_finished_images_back_and_denoises_only_the_others(tiny_network, tmp_path, monkeypatch):
+    from PIL import Image
+    paths = []
+    for name, size in (("a", 64), ("b", 96)):
+        paths.append(tmp_path / f"{name}.png")
+        Image.fromarray((synthetic_clean(size)[0].permute(1, 2, 0) * 255).byte().numpy()).save(paths[-1])
+    common = dict(iterations=20, stop_patience=8, results_dir=str(tmp_path / "out"), run_name="r")
+    first = dip_denoise.run(tiny_config(images=(str(paths[0]),), **common))
+    denoised = []
+    original = dip_denoise.denoise
+    monkeypatch.setattr(dip_denoise, "denoise", lambda *a, **k: denoised.append(1) or original(*a, **k))
+    second = dip_denoise.run(tiny_config(images=tuple(map(str, paths)), resume=True, **common))
+    assert second["folder"] == first["folder"] and len(denoised) == 1  # only b was denoised
+    assert second["table"][0] == json.loads(json.dumps(first["table"][0])) and second["table"][1]["image"] == "b"
+    with (second["folder"] / "table.csv").open() as file:
+        assert [row["image"] for row in csv.DictReader(file)] == ["a", "b"]
