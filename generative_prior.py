@@ -36,11 +36,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import torch
 import torch.nn as nn
@@ -107,6 +108,7 @@ class Config:
     device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps
     results_dir: str = "Results"  # outputs go to <results_dir>/generative_prior/<run_name>/
     run_name: str = ""  # folder name of this run (default: a time stamp); never overwrites an existing one
+    resume: bool = False  # go on with the run <run_name>: its finished noise levels read back, the others run
     progress: bool = True  # show progress bars
     quick: bool = False  # the QUICK preset: 4 digits, small generators and budgets (about a minute on a CPU)
 
@@ -494,8 +496,24 @@ def train_only(config: Config, device: torch.device) -> dict[str, Any]:
     return dict(models=models, folder=folder)
 
 
+def noise_level_results(folder: Path, noise_level: float, config: Config, compute: Callable[[], dict]) -> dict:
+    """Every method's results at one noise level: computed, then kept at once in levels/noise_<σ>.pt (written to
+    a temporary file, then renamed); with `resume`, read back from there when an earlier run left them."""
+    path = folder / "levels" / f"noise_{noise_level:g}.pt"
+    if config.resume and path.is_file():
+        print(f"noise level {noise_level:g}: kept from the earlier run")
+        return torch.load(path, weights_only=True)
+    results = compute()
+    path.parent.mkdir(exist_ok=True)
+    torch.save(results, path.with_suffix(".partial"))
+    os.replace(path.with_suffix(".partial"), path)
+    return results
+
+
 def run(config: Config) -> dict[str, Any]:
-    """Train the generators if needed, then deblur the test digits with every method; returns the results."""
+    """Train the generators if needed, then deblur the test digits with every method; returns the results. Each
+    noise level's results are kept as soon as they are done; with `resume` (and the run's run_name), those of an
+    earlier run are read back and only the missing noise levels are run."""
     check_config(config)
     device = choose_device(config.device)
     seed_everything(config.seed)
@@ -509,13 +527,14 @@ def run(config: Config) -> dict[str, Any]:
     truth = digits[test]
     true_kernels = camera_shake_kernels(len(test), seed=config.kernel_seed)[:, None]
     range_images = project_to_range(truth.to(device), models, config, torch.Generator().manual_seed(config.seed))
-    folder = start_run(config, "generative_prior", device)  # only now: every input has been read and checked
+    # only now, every input read and checked; a resumed run may add noise levels
+    folder = start_run(config, "generative_prior", device, resume=config.resume, also_resumable=("noise_levels",))
     sweep, table, all_results = [], [], {}
     for noise_level in dict.fromkeys((config.noise_level, *config.noise_levels)):
-        y = blurred_observation(truth, true_kernels, noise_level, seed=config.seed)
         main = noise_level == config.noise_level
-        results = deblur_all(y.to(device), truth, true_kernels, models, config, range_images if main else None,
-                             sweep_only=not main)
+        results = noise_level_results(folder, noise_level, config, lambda: deblur_all(
+            blurred_observation(truth, true_kernels, noise_level, seed=config.seed).to(device), truth, true_kernels,
+            models, config, range_images if main else None, sweep_only=not main))
         sweep += _summary(results, noise_level)
         if main:
             all_results = results

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,15 @@ def write_bench(name: str, device: Any, **content: Any) -> Path:
 
 
 def speed_switches(device: Any) -> dict[str, dict[str, bool]]:
-    """The speed switches every network benchmark reports, float32 (the baseline, measured first) included;
-    torch.compile only on a GPU (on a CPU its compilation alone outlasts a benchmark)."""
-    switches = {"float32": {}, "channels-last": dict(channels_last=True), "bf16 autocast": dict(bf16=True)}
-    if getattr(device, "type", str(device)) == "cuda":
+    """The speed switches every network benchmark reports, float32 (the baseline, measured first) included. On a
+    CPU without bfloat16 arithmetic, bf16 autocast is emulated and very slow (on the 2-core Xeon VM six DIP
+    iterations at 256² did not finish in 8 minutes, against 3 s each in float32): it is measured there only with
+    BENCH_CPU_BF16=1. torch.compile only on a GPU (on a CPU its compilation alone outlasts a benchmark)."""
+    switches = {"float32": {}, "channels-last": dict(channels_last=True)}
+    cuda = getattr(device, "type", str(device)) == "cuda"
+    if cuda or os.environ.get("BENCH_CPU_BF16") == "1":
+        switches["bf16 autocast"] = dict(bf16=True)
+    if cuda:
         switches.update({"compile": dict(compile=True),
                          "bf16 + channels-last + compile": dict(bf16=True, channels_last=True, compile=True)})
     return switches

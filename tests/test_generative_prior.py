@@ -304,3 +304,17 @@ def test_quick_run_writes_the_figures_and_tables(trained, tmp_path, metrics_of):
 ])
 def test_bad_input_exits_with_code_2_and_writes_nothing(refused, arguments, message):
     refused("generative_prior.py", arguments, message)
+
+
+def test_a_resumed_run_reads_finished_noise_levels_back_and_runs_only_the_added_one(trained, tmp_path, monkeypatch):
+    config, _ = trained
+    quick = dict(mode="deblur", results_dir=str(tmp_path), run_name="r", test_images=2, figure_rows=2,
+                 algorithms=("alg1",), alg1_steps=20, range_steps=20, tv_blind_iterations=10)
+    first = gp.run(dataclasses.replace(config, noise_levels=(0.05,), **quick))
+    levels = []
+    original = gp.deblur_all
+    monkeypatch.setattr(gp, "deblur_all", lambda y, *a, **k: levels.append(1) or original(y, *a, **k))
+    again = gp.run(dataclasses.replace(config, noise_levels=(0.05, 0.1), resume=True, **quick))
+    assert again["folder"] == first["folder"] and len(levels) == 1  # only σ = 0.1 was run
+    assert again["table"] == first["table"]
+    assert [r["noise_level"] for r in again["sweep"] if r["method"] == "Alg. 1"] == [0.01, 0.05, 0.1]
