@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pickle
 import time
 from dataclasses import dataclass
@@ -56,7 +55,7 @@ from dipkit.generative import (DCGANGenerator, ImageVAE, KernelVAE, blurred_obse
 from dipkit.kernels import camera_shake_kernels
 from dipkit.metrics import psnr, ssim
 from dipkit.networks import SkipNetwork
-from dipkit.runs import start_run, write_csv, write_metrics
+from dipkit.runs import save_atomically, start_run, write_csv, write_metrics
 from dipkit.solvers import project_simplex
 from dipkit.tv import SmoothedTV, anisotropic_tv, fista_tv_deconvolution
 
@@ -505,8 +504,7 @@ def noise_level_results(folder: Path, noise_level: float, config: Config, comput
         return torch.load(path, weights_only=True)
     results = compute()
     path.parent.mkdir(exist_ok=True)
-    torch.save(results, path.with_suffix(".partial"))
-    os.replace(path.with_suffix(".partial"), path)
+    save_atomically(path, results)
     return results
 
 

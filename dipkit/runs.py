@@ -142,15 +142,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
+def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """write(temporary) then rename it to `path`: a killed process leaves the old file or the new, never half."""
     partial = path.with_name(path.name + ".partial")
     write(partial)
     os.replace(partial, path)
 
 
+def save_atomically(path: Path, content: Any) -> None:
+    """torch.save(content) to `path`, written atomically (what --resume reads back with torch.load)."""
+    replace_atomically(path, lambda partial: torch.save(content, partial))
+
+
 def write_json(path: Path, content: Any) -> None:
-    _replace_atomically(path, lambda p: p.write_text(json.dumps(_plain(content), indent=2) + "\n"))
+    replace_atomically(path, lambda p: p.write_text(json.dumps(_plain(content), indent=2) + "\n"))
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -161,4 +166,4 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
             writer.writeheader()
             writer.writerows(rows)
 
-    _replace_atomically(path, write)
+    replace_atomically(path, write)

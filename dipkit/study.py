@@ -41,7 +41,7 @@ from .cli import RunError, run_main
 from .device import choose_device, keep_freed_memory, seed_everything, synchronize
 from .figures import save_png
 from .levin import Scorer, check_scoring, known_kernel_baseline, quantise_8bit
-from .runs import start_run, write_csv, write_metrics
+from .runs import save_atomically, start_run, write_csv, write_metrics
 
 
 @dataclass
@@ -168,6 +168,10 @@ class Job:
     @property
     def stem(self) -> str:
         return f"{self.problem.name}__{self.variant}__seed{self.seed}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.problem.name:>16} {self.variant:>14} seed {self.seed}"
 
 
 Runner = Callable[[list[Job], Callable, dict[str, Scorer]], Iterator[tuple[Job, Estimate]]]
@@ -298,11 +302,10 @@ def run_study(
         path = folder / "runs" / f"{job.stem}.pt"
         if resume and path.is_file():
             done[job.stem] = torch.load(path, weights_only=True)
-            log(f"{job.problem.name:>16} {job.variant:>14} seed {job.seed}: kept from the earlier run")
+            log(f"{job.label}: kept from the earlier run")
     for job, estimate in runner([j for j in jobs if j.stem not in done], deblur, scorers):
         done[job.stem] = _keep(folder, job, estimate, scorers[job.problem.name])
-        log(f"{job.problem.name:>16} {job.variant:>14} seed {job.seed}: "
-            + _describe(done[job.stem]["scores"], estimate.seconds))
+        log(f"{job.label}: " + _describe(done[job.stem]["scores"], estimate.seconds))
         write_tables(folder, *_rows_and_curves(jobs, done, baseline_rows), figures_too=False)
     for problem in problems:
         panels: dict[str, list] = {}
@@ -343,10 +346,7 @@ def _keep(folder: Path, job: Job, estimate: Estimate, scorer: Scorer) -> dict:
         save_png(estimates / f"{job.stem}_{key}.png", extra / extra.max().clamp(min=1e-12))
     record = dict(scores=scores, image=image, kernel=estimate.kernel, extra=estimate.extra, curve=estimate.curve,
                   seconds=estimate.seconds, stats=estimate.stats)
-    path = folder / "runs" / f"{job.stem}.pt"
-    partial = path.with_suffix(".pt.partial")
-    torch.save(record, partial)
-    os.replace(partial, path)
+    save_atomically(folder / "runs" / f"{job.stem}.pt", record)
     return record
 
 
