@@ -18,10 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import dip_denoise  # noqa: E402
-from common import speed_switches  # noqa: E402  (bench/, the script's folder)
+from common import speed_switches, write_bench  # noqa: E402  (bench/, the script's folder)
 from dipkit.cli import make_config  # noqa: E402
 from dipkit.device import choose_device  # noqa: E402
-from dipkit.runs import environment, write_json  # noqa: E402
 
 
 def main() -> None:
@@ -47,10 +46,7 @@ def main() -> None:
             rows[-1]["speedup"] = baseline["seconds_per_iteration"] / per_iteration
             print(f"{size:>4}  {name:<32} {per_iteration:8.4f} s/iteration  x{rows[-1]['speedup']:.2f}  "
                   f"PSNR {rows[-1]['psnr_average']:.2f} dB after {iterations} iterations", flush=True)
-    path = Path("Results/bench/dip.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, dict(rows=rows, environment=environment(device)))
-    print(f"wrote {path}")
+    print(f"wrote {write_bench('dip', device, rows=rows, iterations=iterations)}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,11 @@ this project computes differently from the original, each as a ratio against the
   * the non-local block as θᵀ(φ g)/N instead of forming the (hw x N) affinity (θᵀφ/N) g first;
   * Levin's shift search by windowed sums instead of sampling all 81 x 81 shifted images.
 
-    python bench/bench_selfdeblur.py [--iterations 10] [--kernel 27] [--device auto]
+Then every speed switch against float32 (--switch_iterations each), and on a GPU (or with --pack N) N runs at once
+in a process pool against one alone (--pack_iterations each).
+
+    python bench/bench_selfdeblur.py [--iterations 10] [--kernel 27] [--device auto] [--switch_iterations 20]
+                                     [--pack N] [--pack_iterations 300]
 Writes Results/bench/selfdeblur.json.
 """
 
@@ -21,7 +25,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import selfdeblur  # noqa: E402
-from common import blind_arguments, seconds_per_iteration, switch_rows, write_bench  # noqa: E402  (bench/)
+from common import (blind_arguments, packed_runs, packing_row, seconds_per_iteration, switch_rows,  # noqa: E402
+                    write_bench)  # (bench/)
 from dipkit import blind, levin  # noqa: E402
 from dipkit.cli import make_config  # noqa: E402
 from dipkit.device import synchronize  # noqa: E402
@@ -72,7 +77,13 @@ def main() -> None:
           f"x{timings[1] / timings[0]:.0f})")
     print(f"speed switches, {args.switch_iterations} iterations each, against float32 in this process:")
     switches = switch_rows(selfdeblur.deblur, problem, config, args.switch_iterations, device)
-    print(f"wrote {write_bench('selfdeblur', device, rows=rows, switches=switches, iterations=args.iterations, kernel=args.kernel)}")
+    packing = None
+    if packed_runs(args, device):
+        print("runs packed at once (--workers), against one alone:")
+        packing = packing_row(selfdeblur.deblur, problem, config, packed_runs(args, device), args.pack_iterations, device)
+    path = write_bench('selfdeblur', device, rows=rows, switches=switches, packing=packing, iterations=args.iterations,
+                       kernel=args.kernel)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,11 @@
 (500 + 5000 iterations, projected), and the extreme channel's minimum filter as two separable 1-D passes against
 the code's 3-D min-pool over (3, 35, 35) windows.
 
-    python bench/bench_vdip.py [--iterations 10] [--kernel 27] [--device auto]
+Then every speed switch against float32 (--switch_iterations each), and on a GPU (or with --pack N) N runs at once
+in a process pool against one alone (--pack_iterations each).
+
+    python bench/bench_vdip.py [--iterations 10] [--kernel 27] [--device auto] [--switch_iterations 20]
+                               [--pack N] [--pack_iterations 300]
 Writes Results/bench/vdip.json.
 """
 
@@ -20,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import selfdeblur  # noqa: E402
 import vdip  # noqa: E402
-from common import blind_arguments, seconds_per_iteration, switch_rows, write_bench  # noqa: E402  (bench/)
+from common import (blind_arguments, packed_runs, packing_row, seconds_per_iteration, switch_rows,  # noqa: E402
+                    write_bench)  # (bench/)
 from dipkit import blind  # noqa: E402
 from dipkit.cli import make_config  # noqa: E402
 from dipkit.device import synchronize  # noqa: E402
@@ -74,9 +79,15 @@ def main() -> None:
         ratio = row.get("relative_to_selfdeblur", row.get("speedup", ""))
         print(f"{name:>30} {seconds:10.3f} {ratio if ratio == '' else f'x{ratio:.2f}':>26}")
     print(f"speed switches (VDIP-Sparse ELBO steps), {args.switch_iterations} iterations each, against float32:")
-    switches = switch_rows(vdip.deblur, problem, dataclasses.replace(base, loss_switch=None), args.switch_iterations,
-                           device)
-    print(f"wrote {write_bench('vdip', device, rows=rows, switches=switches, iterations=args.iterations, kernel=args.kernel)}")
+    elbo = dataclasses.replace(base, loss_switch=None)
+    switches = switch_rows(vdip.deblur, problem, elbo, args.switch_iterations, device)
+    packing = None
+    if packed_runs(args, device):
+        print("runs packed at once (--workers), against one alone:")
+        packing = packing_row(vdip.deblur, problem, elbo, packed_runs(args, device), args.pack_iterations, device)
+    path = write_bench('vdip', device, rows=rows, switches=switches, packing=packing, iterations=args.iterations,
+                       kernel=args.kernel)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,9 @@ def blind_arguments(description: str) -> tuple[argparse.Namespace, Any]:
     parser.add_argument("--kernel", type=int, default=27)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--switch_iterations", type=int, default=20, help="budget of each speed-switch run")
+    parser.add_argument("--pack", type=int, default=None,
+                        help="runs packed at once in a process pool (default: 8 on a GPU, none on a CPU; 0: none)")
+    parser.add_argument("--pack_iterations", type=int, default=300, help="iterations of each packed run")
     args = parser.parse_args()
     keep_freed_memory()
     return args, choose_device(args.device)
@@ -76,3 +80,34 @@ def switch_rows(deblur, problem, config, iterations: int, device: Any) -> list[d
         print(f"  {name:<32} {seconds:8.4f} s/iteration  x{rows[-1]['speedup']:.2f}  PSNR-GT {rows[-1]['psnr_gt']:.2f} "
               f"dB ({rows[-1]['psnr_change']:+.2f}) after {iterations} iterations", flush=True)
     return rows
+
+
+def packing_row(deblur, problem, config, runs: int, iterations: int, device: Any) -> dict[str, Any]:
+    """`runs` runs of `iterations` steps at once in a pool of spawned processes (`--workers runs`: they share this
+    machine's GPU, or its cores), against one run alone in a pool of one (with all the cores): the wall-clock time
+    of the whole pack over that of the one run (the GPU target: at most 3 for 8 runs), and the same ratio of the
+    runs' own optimisation times (process start and imports left out)."""
+    from dipkit.study import Job, pool_runner
+
+    timings = {}
+    for count in (1, runs):
+        jobs = [Job(problem, "packed", dataclasses.replace(config, iterations=iterations), seed)
+                for seed in range(count)]
+        start = time.perf_counter()
+        seconds = [estimate.seconds for _, estimate in pool_runner(count)(jobs, deblur, {problem.name: None})]
+        timings[count] = (time.perf_counter() - start, max(seconds))
+    (alone_wall, alone_run), (pack_wall, pack_run) = timings[1], timings[runs]
+    row = dict(runs=runs, iterations=iterations, alone_wall_seconds=alone_wall, packed_wall_seconds=pack_wall,
+               wall_ratio=pack_wall / alone_wall, alone_run_seconds=alone_run, packed_run_seconds=pack_run,
+               run_ratio=pack_run / alone_run, throughput_gain=runs * alone_wall / pack_wall)
+    print(f"  {runs} runs packed on {device}, {iterations} iterations each: {pack_wall:.1f} s against {alone_wall:.1f} s "
+          f"for one (x{row['wall_ratio']:.2f}; the runs' own time x{row['run_ratio']:.2f}); "
+          f"{row['throughput_gain']:.2f}x the runs per hour", flush=True)
+    return row
+
+
+def packed_runs(args: argparse.Namespace, device: Any) -> int:
+    """How many runs to pack: --pack, or 8 on a GPU and none elsewhere."""
+    if args.pack is not None:
+        return args.pack
+    return 8 if getattr(device, "type", str(device)) == "cuda" else 0

@@ -114,13 +114,25 @@ def environment(device: torch.device) -> dict[str, Any]:
         "deepinv": deepinv.__version__,
         "numpy": np.__version__,
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": cpu_name(),
+        "cpu_cores": os.cpu_count(),
         "cpu_threads": torch.get_num_threads(),
         "device": str(device),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo; elsewhere what the platform module says)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _plain(value: Any) -> Any:

@@ -123,3 +123,16 @@ def test_the_speed_switches_run_and_keep_the_result(script, tmp_path):
         fast = module.deblur(problem, dataclasses.replace(base, **switches), seed=0)
         assert fast.image.dtype == torch.float32 and torch.isfinite(fast.image).all()
         assert psnr(fast.image, truth) == pytest.approx(psnr(reference.image, truth), abs=tolerance), switches
+
+
+def test_the_packing_benchmark_runs_every_packed_run_and_reports_its_times(tmp_path, monkeypatch):
+    from pathlib import Path
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "bench"))
+    from common import packing_row
+    problem = blind.synthetic_problems(("camera",), (9,), size=64)[0]
+    row = packing_row(selfdeblur.deblur, problem, tiny(tmp_path, curve_every=0), runs=2, iterations=3, device="cpu")
+    assert row["runs"] == 2 and row["iterations"] == 3
+    assert 0 < row["alone_run_seconds"] < row["alone_wall_seconds"]  # the run's own time inside the process's
+    assert 0 < row["packed_run_seconds"] < row["packed_wall_seconds"]
+    assert row["wall_ratio"] == pytest.approx(row["packed_wall_seconds"] / row["alone_wall_seconds"])
+    assert row["throughput_gain"] == pytest.approx(2 / row["wall_ratio"])
