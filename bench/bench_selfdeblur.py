@@ -25,8 +25,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import selfdeblur  # noqa: E402
-from common import (blind_arguments, packed_runs, packing_row, seconds_per_iteration, switch_rows,  # noqa: E402
-                    write_bench)  # (bench/)
+from common import blind_arguments, seconds_per_iteration, switches_and_packing  # noqa: E402  (bench/)
 from dipkit import blind, levin  # noqa: E402
 from dipkit.cli import make_config  # noqa: E402
 from dipkit.device import synchronize  # noqa: E402
@@ -75,15 +74,7 @@ def main() -> None:
     print(f"  5000 iterations         {5000 * ours:8.0f} s   projected; SimplerSDB {5000 * simpler:.0f} s")
     print(f"  Levin shift search      {timings[0]:8.3f} s   (every shift sampled: {timings[1]:.1f} s, "
           f"x{timings[1] / timings[0]:.0f})")
-    print(f"speed switches, {args.switch_iterations} iterations each, against float32 in this process:")
-    switches = switch_rows(selfdeblur.deblur, problem, config, args.switch_iterations, device)
-    packing = None
-    if packed_runs(args, device):
-        print("runs packed at once (--workers), against one alone:")
-        packing = packing_row(selfdeblur.deblur, problem, config, packed_runs(args, device), args.pack_iterations, device)
-    path = write_bench('selfdeblur', device, rows=rows, switches=switches, packing=packing, iterations=args.iterations,
-                       kernel=args.kernel)
-    print(f"wrote {path}")
+    switches_and_packing("selfdeblur", selfdeblur.deblur, problem, config, args, device, rows)
 
 
 if __name__ == "__main__":

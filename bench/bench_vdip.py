@@ -24,8 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import selfdeblur  # noqa: E402
 import vdip  # noqa: E402
-from common import (blind_arguments, packed_runs, packing_row, seconds_per_iteration, switch_rows,  # noqa: E402
-                    write_bench)  # (bench/)
+from common import blind_arguments, seconds_per_iteration, switches_and_packing  # noqa: E402  (bench/)
 from dipkit import blind  # noqa: E402
 from dipkit.cli import make_config  # noqa: E402
 from dipkit.device import synchronize  # noqa: E402
@@ -78,16 +77,8 @@ def main() -> None:
         seconds = row.get("seconds", row.get("projected_seconds_per_image"))
         ratio = row.get("relative_to_selfdeblur", row.get("speedup", ""))
         print(f"{name:>30} {seconds:10.3f} {ratio if ratio == '' else f'x{ratio:.2f}':>26}")
-    print(f"speed switches (VDIP-Sparse ELBO steps), {args.switch_iterations} iterations each, against float32:")
     elbo = dataclasses.replace(base, loss_switch=None)
-    switches = switch_rows(vdip.deblur, problem, elbo, args.switch_iterations, device)
-    packing = None
-    if packed_runs(args, device):
-        print("runs packed at once (--workers), against one alone:")
-        packing = packing_row(vdip.deblur, problem, elbo, packed_runs(args, device), args.pack_iterations, device)
-    path = write_bench('vdip', device, rows=rows, switches=switches, packing=packing, iterations=args.iterations,
-                       kernel=args.kernel)
-    print(f"wrote {path}")
+    switches_and_packing("vdip", vdip.deblur, problem, elbo, args, device, rows, " (VDIP-Sparse ELBO steps)")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def speed_switches(device: Any) -> dict[str, dict[str, bool]]:
     iterations at 256² did not finish in 8 minutes, against 3 s each in float32): it is measured there only with
     BENCH_CPU_BF16=1. torch.compile only on a GPU (on a CPU its compilation alone outlasts a benchmark)."""
     switches = {"float32": {}, "channels-last": dict(channels_last=True)}
-    cuda = getattr(device, "type", str(device)) == "cuda"
+    cuda = _on_gpu(device)
     if cuda or os.environ.get("BENCH_CPU_BF16") == "1":
         switches["bf16 autocast"] = dict(bf16=True)
     if cuda:
@@ -106,8 +106,23 @@ def packing_row(deblur, problem, config, runs: int, iterations: int, device: Any
     return row
 
 
-def packed_runs(args: argparse.Namespace, device: Any) -> int:
-    """How many runs to pack: --pack, or 8 on a GPU and none elsewhere."""
-    if args.pack is not None:
-        return args.pack
-    return 8 if getattr(device, "type", str(device)) == "cuda" else 0
+def switches_and_packing(name: str, deblur, problem, config, args: argparse.Namespace, device: Any,
+                         rows: dict[str, Any], what: str = "") -> Path:
+    """The end every blind-deblurring benchmark shares: the speed switches on `config` (switch_rows), then
+    --pack runs at once against one alone (packing_row; 8 by default on a GPU, none elsewhere), then
+    Results/bench/<name>.json with `rows` beside them. `what` names the steps timed in the header."""
+    print(f"speed switches{what}, {args.switch_iterations} iterations each, against float32 in this process:")
+    switches = switch_rows(deblur, problem, config, args.switch_iterations, device)
+    runs = args.pack if args.pack is not None else 8 * _on_gpu(device)
+    packing = None
+    if runs:
+        print("runs packed at once (--workers), against one alone:")
+        packing = packing_row(deblur, problem, config, runs, args.pack_iterations, device)
+    path = write_bench(name, device, rows=rows, switches=switches, packing=packing, iterations=args.iterations,
+                       kernel=args.kernel)
+    print(f"wrote {path}")
+    return path
+
+
+def _on_gpu(device: Any) -> bool:
+    return getattr(device, "type", str(device)) == "cuda"
