@@ -44,9 +44,10 @@ from dipkit import figures, kernels
 from dipkit.blur import blur, blur_adjoint, operator_norm_squared
 from dipkit.cli import RunError, parse_config, run_main
 from dipkit.device import choose_device, keep_freed_memory, seed_everything
-from dipkit.images import load_image
+from dipkit.images import load_image, resolve_image
 from dipkit.metrics import psnr, ssim
 from dipkit.runs import mean_scores, start_run, write_csv, write_metrics
+from dipkit.sources import item_names
 from dipkit.adp_original import ORIGINAL_BUGS, OriginalSettings, run_original
 from dipkit.maid import maid
 from dipkit.solvers import conjugate_gradient, fista, lbfgs
@@ -118,8 +119,11 @@ class Config:
     )
 
 
-def check_config(config: Config) -> None:
-    """Refuse settings that cannot run, before anything is written: every image is read once here."""
+def check_config(config: Config) -> list[str]:
+    """Refuse settings that cannot run, before anything is written: every image is read once here. Returns each
+    image's item name (its file's stem; names that tell same-stem files apart, see dipkit.sources)."""
+    if not config.images:
+        raise RunError("images: give at least one bundled image name or image path")
     for name in config.images:
         load_image(name, (config.height, config.width), config.channels)
     if config.setting not in ("motion", "gaussian", "disc"):
@@ -137,6 +141,7 @@ def check_config(config: Config) -> None:
     unknown = set(config.original_bugs) - set(ORIGINAL_BUGS)
     if unknown:
         raise RunError(f"unknown original bug(s) {', '.join(sorted(unknown))} (use {', '.join(ORIGINAL_BUGS)})")
+    return item_names([resolve_image(name) for name in config.images])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -324,14 +329,16 @@ def tv_baselines(
     return out
 
 
-def run_image(name: str, index: int, config: Config, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+def run_image(name: str, index: int, config: Config, device: torch.device, dtype: torch.dtype,
+              item: str = "") -> dict[str, Any]:
+    item = item or Path(name).stem
     x_true, b0, theta0, y = image_problem(name, index, config, device, dtype)
     problem = ADPBeta(y, b0, config)
 
-    bar = tqdm(total=config.upper_iterations, desc=Path(name).stem, disable=not config.progress, leave=False)
+    bar = tqdm(total=config.upper_iterations, desc=item, disable=not config.progress, leave=False)
 
     def observe(row: dict[str, Any], theta: torch.Tensor, x: torch.Tensor) -> None:
-        row.update(image=Path(name).stem, **quality(x, x_true))
+        row.update(image=item, **quality(x, x_true))
         bar.update(1 if row["attempt"] == 0 else 0)  # one tick per upper iteration
         bar.set_postfix(F=f"{row['upper_loss']:.4g}", psnr=f"{row['psnr']:.2f}", eps=f"{row['eps']:.1e}")
 
@@ -345,8 +352,9 @@ def run_image(name: str, index: int, config: Config, device: torch.device, dtype
     methods = {"blurry": dict(x=y), **baselines, "adp": dict(x=result.x, iterations=budget)}
     change = (result.theta - theta0).abs()
     return dict(
-        name=Path(name).stem, x_true=x_true, y=y, b0=theta0, b=result.theta, log=result.log, methods=methods,
+        name=item, x_true=x_true, y=y, b0=theta0, b=result.theta, log=result.log, methods=methods,
         metrics=dict(
+            source=str(resolve_image(name)),
             **{m: {**quality(v["x"], x_true), **{k: v[k] for k in v if k != "x"}} for m, v in methods.items()},
             stop_reason=result.stop_reason,
             upper_iterations=result.log[-1]["iteration"] + 1 if result.log else 0,
@@ -360,14 +368,16 @@ def run_image(name: str, index: int, config: Config, device: torch.device, dtype
     )
 
 
-def run_image_original(name: str, index: int, config: Config, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+def run_image_original(name: str, index: int, config: Config, device: torch.device, dtype: torch.dtype,
+                       item: str = "") -> dict[str, Any]:
     """The paper code's two columns on one image, beside the blurry data and the converged TV."""
+    item = item or Path(name).stem
     x_true, b0, theta0, y = image_problem(name, index, config, device, dtype)
-    bar = tqdm(total=config.upper_iterations, desc=Path(name).stem, disable=not config.progress, leave=False)
+    bar = tqdm(total=config.upper_iterations, desc=item, disable=not config.progress, leave=False)
     start = time.perf_counter()
 
     def observe(row: dict[str, Any], x: torch.Tensor) -> None:
-        row.update(image=Path(name).stem, seconds=time.perf_counter() - start,
+        row.update(image=item, seconds=time.perf_counter() - start,
                    cumulative_lower_evaluations=row["fista_iterations"], **quality(x, x_true))
         bar.update(1)
         bar.set_postfix(U=f"{row['upper_loss']:.4g}", psnr=f"{row['psnr']:.2f}", eps=f"{row['eps']:.1e}")
@@ -384,8 +394,9 @@ def run_image_original(name: str, index: int, config: Config, device: torch.devi
     }
     change = (paper.b - theta0).abs()
     return dict(
-        name=Path(name).stem, x_true=x_true, y=y, b0=theta0, b=paper.b, log=paper.log, methods=methods,
+        name=item, x_true=x_true, y=y, b0=theta0, b=paper.b, log=paper.log, methods=methods,
         metrics=dict(
+            source=str(resolve_image(name)),
             **{m: {**quality(v["x"], x_true), **{k: v[k] for k in v if k != "x"}} for m, v in methods.items()},
             original_bugs=list(config.original_bugs),
             stop_reason=paper.stop_reason,
@@ -467,7 +478,7 @@ def write_outputs(folder: Path, results: list[dict[str, Any]], config: Config) -
 
 def run(config: Config) -> dict[str, Any]:
     """Run ADP-β-MAID on every image of the config; write the run folder; return the results."""
-    check_config(config)
+    names = check_config(config)
     device = choose_device(config.device)
     keep_freed_memory()
     dtype = getattr(torch, config.dtype)
@@ -477,7 +488,7 @@ def run(config: Config) -> dict[str, Any]:
     folder = start_run(config, "ADP", device)
     tic = time.perf_counter()
     one_image = run_image_original if config.original_code else run_image
-    results = [one_image(name, i, config, device, dtype) for i, name in enumerate(config.images)]
+    results = [one_image(image, i, config, device, dtype, name) for i, (image, name) in enumerate(zip(config.images, names))]
     seconds = time.perf_counter() - tic
     write_outputs(folder, results, config)
     items = {r["name"]: r["metrics"] for r in results}

@@ -57,7 +57,9 @@ from dipkit.device import Speed, choose_device, normal_like, seed_everything, sy
 from dipkit.images import load_image, resolve_image
 from dipkit.metrics import psnr, ssim
 from dipkit.networks import SkipNetwork
-from dipkit.runs import start_run, write_csv, write_json, write_metrics
+from dipkit.memory import check_fits, training_footprint
+from dipkit.runs import read_kept, start_run, write_csv, write_json, write_metrics
+from dipkit.sources import file_digest, item_names
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 BUNDLED_SIZE = 512  # what size None gives a bundled image (the paper's images are 512x512)
@@ -113,6 +115,8 @@ class Config:
 
 def image_list(config: Config) -> list[str]:
     if not config.folder:
+        if not config.images:
+            raise RunError("images: give at least one bundled image name or image path (or a folder)")
         return list(config.images)
     folder = Path(config.folder).expanduser()
     if not folder.is_dir():
@@ -123,14 +127,23 @@ def image_list(config: Config) -> list[str]:
     return files
 
 
-def check_config(config: Config) -> list[str]:
-    """The image names, after the checks that involve more than one constant or the file system."""
+@dataclass(frozen=True)
+class Source:
+    """One image of a run: how it was given, the file it is, and the item name its outputs go under."""
+
+    given: str  # the bundled name or path as given
+    path: Path  # the file read
+    name: str  # unique within the run (a-rgb and b-rgb for a/rgb.png and b/rgb.png)
+
+
+def check_config(config: Config) -> list[Source]:
+    """The run's images, after the checks that involve more than one constant or the file system: each file
+    exists, the same file is not given twice, and files of the same stem get names that tell them apart."""
     if config.size and (config.size < 64 or config.size % 32):
         raise RunError(f"size must be None, 0 or a multiple of 32 of at least 64 (five scales), not {config.size}")
-    names = image_list(config)
-    for name in names:
-        resolve_image(name)
-    return names
+    given = image_list(config)
+    paths = [resolve_image(name) for name in given]
+    return [Source(g, p, n) for g, p, n in zip(given, paths, item_names(paths))]
 
 
 def target_size(name: str, config: Config) -> int:
@@ -463,29 +476,38 @@ def _marks(result: DenoiseResult) -> list[tuple[float, str]]:
     return marks
 
 
-def read_inputs(names: list[str], config: Config) -> None:
-    """Read every image once before anything is written, so that bad input stops the run with no folder."""
-    for name in names:
-        load_clean(name, config)
+def read_inputs(sources: list[Source], config: Config, device: torch.device) -> None:
+    """Read every image once before anything is written, and check that its run fits the device's memory, so that
+    bad input stops the run with no folder."""
+    footprints = {}
+    for source in sources:
+        clean = load_clean(source.given, config)
+        c, h, w = clean.shape[1:]
+        if c not in footprints:
+            footprints[c] = training_footprint(SkipNetwork(config.input_depth, c), config.input_depth)
+        need = footprints[c](h, w) + (2 * config.stop_window + 12) * c * h * w * 4  # + the ES-WMV window, images
+        advice = "give a smaller --size (e.g. 512)" if not config.size or config.size > 512 else "use a larger device"
+        check_fits(need, device, f"denoising {source.name} ({h}x{w})", advice)
 
 
-def denoise_image(index: int, name: str, config: Config, folder: Path) -> tuple[dict, dict, DenoiseResult]:
+def denoise_image(index: int, source: Source, config: Config, folder: Path) -> tuple[dict, dict, DenoiseResult]:
     """Denoise the index-th image of the run (noise seeded by seed + 1 + index), write its folder; returns its
     table row, its metrics.json entry and the result."""
-    stem = Path(name).stem
+    stem = source.name
     if config.add_noise:
-        clean = load_clean(name, config)
+        clean = load_clean(source.given, config)
         noisy = add_noise(clean, config, config.seed + 1 + index)
     else:
-        clean, noisy = None, load_clean(name, config)
+        clean, noisy = None, load_clean(source.given, config)
     result = denoise(noisy, config, clean)
     write_image_outputs(folder / stem, stem, noisy, clean, result)
     m = result.metrics
-    facts = dict(height=noisy.shape[-2], width=noisy.shape[-1], es_wmv_iteration=result.stop_iteration,
-                 es_wmv_fired=result.stop_fired, es_wmv_fired_iteration=result.stop_fired_iteration,
-                 oracle_iteration=result.oracle_iteration, backtracks=result.backtracks,
-                 restores_exhausted=result.restores_exhausted, iterations_run=result.iterations_run,
-                 seconds=result.seconds, seconds_per_iteration=result.seconds / max(result.iterations_run, 1))
+    facts = dict(source=str(source.path), height=noisy.shape[-2], width=noisy.shape[-1],
+                 es_wmv_iteration=result.stop_iteration, es_wmv_fired=result.stop_fired,
+                 es_wmv_fired_iteration=result.stop_fired_iteration, oracle_iteration=result.oracle_iteration,
+                 backtracks=result.backtracks, restores_exhausted=result.restores_exhausted,
+                 iterations_run=result.iterations_run, seconds=result.seconds,
+                 seconds_per_iteration=result.seconds / max(result.iterations_run, 1))
     row = dict(image=stem, **facts)
     if clean is not None:
         row.update(psnr_noisy=m["noisy"]["psnr"], psnr_final=m["final_output"]["psnr"],
@@ -500,29 +522,46 @@ def denoise_image(index: int, name: str, config: Config, folder: Path) -> tuple[
     return row, dict(m, **facts, device=result.device), result
 
 
+def kept_image(folder: Path, source: Source) -> dict | None:
+    """The earlier run's entry for this image (<name>/row.json), if it was made from the same file (its digest);
+    None if there is none, if it is damaged, or if the file changed since (said in one line): denoise it again."""
+    def read(path: Path) -> dict:
+        entry = json.loads(path.read_text())
+        if not {"row", "item", "digest"} <= set(entry):
+            raise ValueError("not a row.json of this script")
+        return entry
+
+    entry = read_kept(folder / source.name / "row.json", read, source.name)
+    if entry is not None and entry["digest"] != file_digest(source.path):
+        print(f"{source.name}: {source.path} is not the file the earlier run denoised (its content differs); "
+              "denoising it again")
+        return None
+    return entry
+
+
 def run(config: Config) -> dict[str, Any]:
     """Denoise every image of the config; write the run folder; return the results and the table. Each finished
-    image is kept at once (<image>/row.json, and table.csv rewritten); with `resume`, the images of the run
-    `run_name` that have their row.json are read back, not denoised again. Images may be added on a resume, at
-    the end of the list: the noise of the index-th image is seeded by seed + 1 + index."""
-    names = check_config(config)
+    image is kept at once (<image>/row.json, with its file's digest, and table.csv rewritten); with `resume`, the
+    images of the run `run_name` that have their row.json, made from the same file, are read back, not denoised
+    again. Images may be added on a resume, at the end of the list: the noise of the index-th image is seeded by
+    seed + 1 + index."""
+    sources = check_config(config)
     device = choose_device(config.device)
-    read_inputs(names, config)
+    read_inputs(sources, config, device)
     seed_everything(config.seed, config.deterministic)
-    print(f"DIP denoising on {device}: {len(names)} image(s), {config.iterations} iterations")
+    print(f"DIP denoising on {device}: {len(sources)} image(s), {config.iterations} iterations")
     folder = start_run(config, "dip_denoise", device, resume=config.resume, also_resumable=("images", "folder"))
     table, results, per_image = [], {}, {}
-    for index, name in enumerate(names):
-        kept = folder / Path(name).stem / "row.json"
-        if config.resume and kept.is_file():
-            entry = json.loads(kept.read_text())
-            print(f"{Path(name).stem:>12}: kept from the earlier run")
+    for index, source in enumerate(sources):
+        entry = kept_image(folder, source) if config.resume else None
+        if entry is not None:
+            print(f"{source.name:>12}: kept from the earlier run")
         else:
-            row, item, results[Path(name).stem] = denoise_image(index, name, config, folder)
-            entry = dict(row=row, item=item)
-            write_json(kept, entry)
+            row, item, results[source.name] = denoise_image(index, source, config, folder)
+            entry = dict(row=row, item=item, digest=file_digest(source.path))
+            write_json(folder / source.name / "row.json", entry)
         table.append(entry["row"])
-        per_image[Path(name).stem] = entry["item"]
+        per_image[source.name] = entry["item"]
         write_csv(folder / "table.csv", table)
     summary = {key: statistics.fmean(row[key] for row in table) for key in table[0] if key.startswith("psnr_")}
     write_metrics(folder, "dip_denoise", summary, per_image, sum(row["seconds"] for row in table), str(device),

@@ -55,7 +55,7 @@ from dipkit.generative import (DCGANGenerator, ImageVAE, KernelVAE, blurred_obse
 from dipkit.kernels import camera_shake_kernels
 from dipkit.metrics import psnr, ssim
 from dipkit.networks import SkipNetwork
-from dipkit.runs import save_atomically, start_run, write_csv, write_metrics
+from dipkit.runs import read_kept, save_atomically, start_run, write_csv, write_metrics
 from dipkit.solvers import project_simplex
 from dipkit.tv import SmoothedTV, anisotropic_tv, fista_tv_deconvolution
 
@@ -499,12 +499,22 @@ def noise_level_results(folder: Path, noise_level: float, config: Config, comput
     """Every method's results at one noise level: computed, then kept at once in levels/noise_<σ>.pt (written to
     a temporary file, then renamed); with `resume`, read back from there when an earlier run left them."""
     path = folder / "levels" / f"noise_{noise_level:g}.pt"
-    if config.resume and path.is_file():
+    kept = read_kept(path, _read_level, f"noise level {noise_level:g}") if config.resume else None
+    if kept is not None:
         print(f"noise level {noise_level:g}: kept from the earlier run")
-        return torch.load(path, weights_only=True)
+        return kept
     results = compute()
     path.parent.mkdir(exist_ok=True)
     save_atomically(path, results)
+    return results
+
+
+def _read_level(path: Path) -> dict:
+    """A noise level's results as kept: method -> its entry with per-digit PSNR and SSIM (a ValueError if not)."""
+    results = torch.load(path, weights_only=True)
+    if not isinstance(results, dict) or not all(isinstance(e, dict) and {"image", "psnr", "ssim", "seconds"} <= set(e)
+                                                for e in results.values()):
+        raise ValueError("not a noise level's results")
     return results
 
 

@@ -46,7 +46,9 @@ from dipkit.device import Speed, normal_like
 from dipkit.levin import Scorer
 from dipkit.metrics import ssim_loss
 from dipkit.networks import KernelGenerator, SkipNetwork
-from dipkit.study import Estimate, Progress, Scoring, make_runner, prepare, run_script, two_rate_adam
+from dipkit.memory import training_footprint
+from dipkit.study import (Estimate, Progress, Scoring, concurrent_runs, make_runner, prepare, run_script,
+                          two_rate_adam)
 
 # Named variants for --variants: overrides of the constants below (edit or add your own)
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -211,6 +213,12 @@ def deblur(problem: Problem, config: Config, seed: int, scorer: Scorer | None = 
     return Estimate(image=centre_of(x, (kh, kw)).cpu(), kernel=k[0, 0].cpu(), curve=progress.curve, seconds=seconds)
 
 
+def footprint(problem: Problem, config: Config) -> int:
+    """The memory one run holds (estimated): G_x's optimisation step at the latent size (dipkit.memory)."""
+    (h, w), (kh, kw) = problem.blurred.shape[-2:], problem.kernel_size
+    return training_footprint(networks(config, problem.kernel_size)[0], config.input_channels)(h + kh - 1, w + kw - 1)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The command line
 
@@ -222,7 +230,8 @@ def run(config: Config) -> dict[str, Any]:
                 f"{config.iterations} iterations ({config.setting} setting)")
     return run_script(config, "selfdeblur", "SelfDeblur", headline, config.device, problems, variants, config.seeds,
                       deblur, scoring(config), config.resume,
-                      make_runner(config.engine, config.workers, config.ray_address, config.gpus_per_run))
+                      make_runner(config.engine, config.workers, config.ray_address, config.gpus_per_run),
+                      footprint=footprint, at_once=concurrent_runs(config.engine, config.workers, config.ray_address))
 
 
 def main(argv: list[str] | None = None) -> None:

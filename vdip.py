@@ -59,7 +59,9 @@ from dipkit.device import Speed, normal_like
 from dipkit.levin import Scorer
 from dipkit.metrics import ssim_loss
 from dipkit.networks import KernelGenerator, SkipNetwork
-from dipkit.study import Estimate, Progress, Scoring, make_runner, prepare, run_script, two_rate_adam
+from dipkit.memory import training_footprint
+from dipkit.study import (Estimate, Progress, Scoring, concurrent_runs, make_runner, prepare, run_script,
+                          two_rate_adam)
 from dipkit.tv import forward_differences
 
 # Named variants for --variants: overrides of the constants below (edit or add your own)
@@ -362,6 +364,12 @@ def deblur(problem: Problem, config: Config, seed: int, scorer: Scorer | None = 
                     stats=dict(skipped_steps=skipped, infinite_steps=infinite) if skip_nan else {})
 
 
+def footprint(problem: Problem, config: Config) -> int:
+    """The memory one run holds (estimated): G_x's optimisation step at the latent size (dipkit.memory)."""
+    (h, w), (kh, kw) = problem.blurred.shape[-2:], problem.kernel_size
+    return training_footprint(networks(config, problem.kernel_size)[0], config.input_channels)(h + kh - 1, w + kw - 1)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The command line
 
@@ -373,7 +381,8 @@ def run(config: Config) -> dict[str, Any]:
                 f"{len(config.seeds)} seed(s), {config.pretrain_iterations} + {config.iterations} iterations")
     return run_script(config, "vdip", "VDIP", headline, config.device, problems, variants, config.seeds, deblur,
                       scoring(config), config.resume,
-                      make_runner(config.engine, config.workers, config.ray_address, config.gpus_per_run))
+                      make_runner(config.engine, config.workers, config.ray_address, config.gpus_per_run),
+                      footprint=footprint, at_once=concurrent_runs(config.engine, config.workers, config.ray_address))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,6 +14,7 @@ How estimates are scored (Levin's protocol) is dipkit/levin.py.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .cli import RunError
+from .errors import RunError
 from .images import load_image, resolve_image
+from .sources import item_names
 from .blur import blur_valid
 from .kernels import motion_kernel
 
@@ -39,6 +41,12 @@ class Problem:
     true_kernel: torch.Tensor | None = None  # (K_h, K_w), sums to one
     kernel_orientation_known: bool = True  # False for Levin's PNG kernels (some are stored flipped)
     colour: torch.Tensor | None = None  # a colour photo, (1, 3, H, W): its chroma goes back onto the estimate
+    source: str = ""  # the file the problem comes from (the blurred photo, Levin's blurred PNG, the sharp image)
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the blurred image's values: what a resumed run checks it was made on."""
+        return hashlib.sha256(self.blurred.float().contiguous().numpy().tobytes()).hexdigest()
 
 
 def check_kernel_size(name: str, image_size: tuple[int, int], kernel_size: tuple[int, int]) -> None:
@@ -93,7 +101,8 @@ def levin_problems(folder: str, kernel_size: int = 0) -> list[Problem]:
         size = (size, size) if size else tuple(kernel.shape)
         name = f"im{i}_kernel{j}"
         check_kernel_size(name, blurred.shape[-2:], size)
-        problems.append(Problem(name, blurred, size, truth, kernel / kernel.sum(), kernel_orientation_known=False))
+        problems.append(Problem(name, blurred, size, truth, kernel / kernel.sum(), kernel_orientation_known=False,
+                                source=str(path)))
     return problems
 
 
@@ -106,8 +115,8 @@ def synthetic_problems(images: tuple[str, ...], kernel_sizes: tuple[int, ...], s
     largest = max(kernel_sizes)
     generator = torch.Generator().manual_seed(seed)
     problems = []
-    for image in images:
-        resolve_image(image)
+    paths = [resolve_image(image) for image in images]
+    for image, path, name in zip(images, paths, item_names(paths)):
         scene = load_image(image, (size + largest - 1, size + largest - 1), channels=1)
         for k in kernel_sizes:
             margin = (largest - k) // 2
@@ -116,20 +125,22 @@ def synthetic_problems(images: tuple[str, ...], kernel_sizes: tuple[int, ...], s
             noise = torch.randn((1, 1, size, size), generator=generator)
             blurred = ((blur_valid(latent, kernel) + noise_level * noise).clamp(0, 1) * 255).round() / 255
             truth = centre_of(latent, (k, k)).clone()
-            problems.append(Problem(f"{Path(image).stem}_k{k}", blurred, (k, k), truth, kernel))
+            problems.append(Problem(f"{name}_k{k}", blurred, (k, k), truth, kernel, source=str(path)))
     return problems
 
 
-def photo_problem(path: str, kernel_size: int) -> Problem:
+def photo_problem(path: str, kernel_size: int, name: str = "") -> Problem:
     """A user's blurred photo, deblurred in luma (BT.601 Y, as SelfDeblur's selfdeblur_ycbcr.py); a colour photo
-    keeps its chroma for `with_chroma`. There is no truth to score against."""
+    keeps its chroma for `with_chroma`. There is no truth to score against. `name`: the problem's (default: the
+    file's stem)."""
     if kernel_size <= 0:
         raise RunError("a blurred photo needs --kernel_size (the size of the kernel to estimate)")
     colour = load_image(path, channels=3)
     blurred = load_image(path, channels=1)
     check_kernel_size(Path(path).name, blurred.shape[-2:], (kernel_size, kernel_size))
     is_grey = bool((colour[:, 0] == colour[:, 1]).all() and (colour[:, 1] == colour[:, 2]).all())
-    return Problem(Path(path).stem, blurred, (kernel_size, kernel_size), colour=None if is_grey else colour)
+    return Problem(name or Path(path).stem, blurred, (kernel_size, kernel_size), colour=None if is_grey else colour,
+                   source=str(resolve_image(path)))
 
 
 def problems_of(levin_dir: str = "", blurred: tuple[str, ...] = (), kernel_size: int | None = None,
@@ -137,14 +148,17 @@ def problems_of(levin_dir: str = "", blurred: tuple[str, ...] = (), kernel_size:
                 noise_level: float = 0.01, data_seed: int = 0, only: tuple[str, ...] = ()) -> list[Problem]:
     """The problems of a blind-deblurring study: the Levin-layout folder `levin_dir`, the photos `blurred` (with
     `kernel_size`), else the synthetic benchmark (`images` x `kernel_sizes` at `size`, `noise_level`, `data_seed`;
-    `kernel_size`, if set, overrides the true size); `only` keeps the problems of those names."""
+    `kernel_size`, if set, overrides the true size); `only` keeps the problems of those names. Problems have
+    unique names: photos or images of the same stem are told apart by their paths (dipkit.sources), the same
+    file twice is refused."""
     kernel_size = kernel_size or 0  # 0: the true size (synthetic), SelfDeblur's (Levin), none (photos: an error)
     if levin_dir and blurred:
         raise RunError("give levin_dir or blurred, not both")
     if levin_dir:
         problems = levin_problems(levin_dir, kernel_size)
     elif blurred:
-        problems = [photo_problem(path, kernel_size) for path in blurred]
+        names = item_names([resolve_image(path) for path in blurred])
+        problems = [photo_problem(path, kernel_size, name) for path, name in zip(blurred, names)]
     else:
         if not images or not kernel_sizes:
             raise RunError("the synthetic benchmark needs at least one image and one kernel size")

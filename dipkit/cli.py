@@ -6,13 +6,16 @@ the comment at the end of the field's line is its help text. A class attribute `
 `--quick` applies before any explicit option, so `--quick --upper_iterations 5` runs the quick preset with five
 upper iterations. A class attribute `LIMITS` maps every numeric constant to the interval it must lie in, written
 as in mathematics ("[0, 1)", "(0, inf)", "[1, inf)"); a tuple's every entry must lie in it. Bad input raises
-`RunError`, which `run_main` reports as one line with exit code 2.
+`RunError`, which `run_main` reports as one line with exit code 2. A tuple constant lists distinct values (a seed or
+an image given twice is refused, never run or counted twice); `run_name` must be one plain folder name and `device`
+one this collection runs on, both checked here, before anything is read or written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import inspect
 import io
 import math
@@ -25,8 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
 
-class RunError(Exception):
-    """A problem the user can fix (a missing file, a bad setting, a diverging run): one line, exit code 2."""
+from .errors import RunError  # noqa: F401  (the scripts import it from here)
 
 
 def field_comments(cls: type) -> dict[str, str]:
@@ -85,9 +87,30 @@ def check_limits(config: Any) -> None:
                 raise RunError(f"{name} must be in {interval}, not {entry}")
 
 
+def check_distinct(config: Any) -> None:
+    """A RunError naming the first tuple constant that lists a value twice (seeds, images, variants, ...)."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, tuple):
+            repeated = [entry for i, entry in enumerate(value) if entry in value[:i]]
+            if repeated:
+                raise RunError(f"{f.name} lists {repeated[0]!r} twice; give each value once")
+
+
+def check_common(config: Any) -> None:
+    """The constants every script shares: `run_name` one plain folder name, `device` one the scripts run on."""
+    from .device import check_device_name  # torch is imported only once a config is built
+    from .runs import check_run_name
+
+    if hasattr(config, "run_name"):
+        check_run_name(config.run_name)
+    if hasattr(config, "device"):
+        check_device_name(config.device)
+
+
 def make_config(cls: type, **overrides: Any):
     """The defaults, then the class's QUICK preset if `quick=True`, then the explicit overrides; every constant
-    is checked against the class's LIMITS."""
+    is checked against the class's LIMITS, tuples for repeated values, run_name and device (check_common)."""
     values = dict(getattr(cls, "QUICK", {})) if overrides.get("quick", False) else {}
     values.update(overrides)
     unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
@@ -95,6 +118,8 @@ def make_config(cls: type, **overrides: Any):
         raise RunError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     config = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
     check_limits(config)
+    check_distinct(config)
+    check_common(config)
     return config
 
 
@@ -129,9 +154,19 @@ def parse_config(cls: type, argv: list[str] | None = None, description: str | No
 
 
 def run_main(main: Callable[[], Any]) -> None:
-    """Call `main()`; a RunError or a non-finite solver state becomes one line on stderr and exit code 2."""
+    """Call `main()`; a RunError or a non-finite solver state becomes one line on stderr and exit code 2; Ctrl-C
+    one line saying what was kept and how to go on, and exit code 130 (as a shell reports SIGINT)."""
+    code = 0
     try:
         main()
     except (RunError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        code = 2
+    except KeyboardInterrupt:
+        from .runs import interrupted_line
+
+        print(f"\n{interrupted_line()}", file=sys.stderr)
+        code = 130
+    if code:  # raised here, once the error and the frames it holds (a process pool's queues among them) are freed
+        gc.collect()
+        raise SystemExit(code)

@@ -5,28 +5,38 @@ from __future__ import annotations
 import ctypes
 import os
 import random
+import re
 from typing import Any
 
 import numpy as np
 import torch
 
-from .cli import RunError
+from .errors import RunError
+
+
+DEVICE_NAMES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # what the scripts run on (torch knows more: meta, xpu, ...)
+
+
+def check_device_name(name: str) -> None:
+    """A RunError unless `name` is a device the scripts support: auto, cpu, cuda, cuda:N or mps."""
+    if not DEVICE_NAMES.fullmatch(name):
+        raise RunError(f"unknown device '{name}' (use auto, cpu, cuda, cuda:N or mps)")
 
 
 def choose_device(name: str = "auto") -> torch.device:
-    """`auto` picks CUDA, then Apple MPS, then the CPU; any other name must be available here."""
+    """`auto` picks CUDA, then Apple MPS, then the CPU; any other name must be supported and available here."""
+    check_device_name(name)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise RunError(f"unknown device '{name}' (use auto, cpu, cuda, cuda:N or mps)") from None
+    device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RunError(f"device '{name}' asked for, but CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise RunError(f"device '{name}' asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise RunError(f"device '{name}' asked for, but Apple MPS is not available on this machine")
     return device

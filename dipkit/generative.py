@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .blur import circular_blur, kernel_spectrum  # noqa: F401  (imported from here too)
-from .cli import RunError
+from .errors import RunError
 from .kernels import camera_shake_kernels, shake_trajectories, splat  # noqa: F401  (imported from here too)
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,12 +1,14 @@
 """Image loading: a bundled image by name (see images/SOURCES) or any image path.
 
 Reads grey, RGB, RGBA (alpha dropped), palette and 16-bit images, applies the EXIF orientation of photos,
-optionally centre-crops to the aspect ratio of a requested size and resizes (antialiased bicubic), and returns a
+optionally centre-crops to the aspect ratio of a requested size and resizes (antialiased bicubic; an image more
+than twice smaller than the size asked for is refused, an enlarged one noted), and returns a
 float tensor of shape (1, C, H, W) with values in [0, 1].
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .cli import RunError
+from .errors import RunError
 
 IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
 
@@ -87,6 +89,23 @@ def crop_to_aspect(array: np.ndarray, height: int, width: int) -> np.ndarray:
     return array[:, left : left + new_w]
 
 
+MAX_ENLARGEMENT = 2.0  # beyond this, resizing invents most of the detail that a result would be scored on
+_told: set[tuple[str, tuple[int, int]]] = set()
+
+
+def check_enlargement(name: str, shape: tuple[int, int], size: tuple[int, int]) -> None:
+    """A RunError if an image (after the crop to the aspect ratio) is more than MAX_ENLARGEMENT times smaller than
+    the size asked for; a one-line note on stderr (once) if it is enlarged at all."""
+    factor = max(size[0] / shape[0], size[1] / shape[1])
+    if factor > MAX_ENLARGEMENT:
+        raise RunError(f"image '{name}' is {shape[0]}x{shape[1]}, too small for {size[0]}x{size[1]} (it would be "
+                       f"enlarged {factor:.1f}x, at most {MAX_ENLARGEMENT:g}x); ask for a smaller size")
+    if factor > 1 and (name, tuple(size)) not in _told:
+        _told.add((name, tuple(size)))
+        print(f"note: image '{name}' ({shape[0]}x{shape[1]}) is enlarged {factor:.2f}x to {size[0]}x{size[1]}",
+              file=sys.stderr)
+
+
 def load_image(
     name_or_path: str,
     size: tuple[int, int] | None = None,
@@ -98,6 +117,7 @@ def load_image(
     array = to_channels(read_image(resolve_image(name_or_path)), channels)
     if size is not None:
         array = crop_to_aspect(array, *size)
+        check_enlargement(name_or_path, array.shape[:2], size)
     tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].to(torch.float64)
     if size is not None and tuple(tensor.shape[-2:]) != tuple(size):
         tensor = F.interpolate(tensor, size=size, mode="bicubic", antialias=True, align_corners=False)

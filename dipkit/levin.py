@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from .blind import Problem, centre_of, levin_problems, pad_to_latent
 from .blur import valid_blur_by_fft
-from .cli import RunError
+from .errors import RunError
 from .metrics import ssim
 from .tv import fista_tv_deconvolution
 

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import torch
 
-from dipkit.cli import RunError
+from .errors import RunError
 from dipkit.device import synchronize
 
 

@@ -1,10 +1,15 @@
 """Run folders: Results/<script>/<run-name>/ with config.json, metrics.json, CSV curves and figures.
 
-A run never overwrites another: if the folder exists, the name gets a suffix -2, -3, ...
-config.json holds every constant, the environment (library versions, machine, device), the git revision of the
-code with a flag for uncommitted changes, and the command line. metrics.json has one shape for every script:
+A run name is one plain folder name (check_run_name): a name with a path in it, or one the file system cannot
+hold, is refused before anything is written. A run never overwrites another: if the folder exists, the name gets
+a suffix -2, -3, ... A process that uses a run folder holds a lock on it (its .lock file) until it ends, so that
+two processes never resume the same study at once; writing metrics.json, the last file of a run, frees it. config.json holds every constant, the environment (library
+versions, machine, device), the git revision of the code with a flag for uncommitted changes, and the command
+line. metrics.json has one shape for every script:
     {"script": ..., "summary": ..., "items": ..., "seconds": ..., "device": ..., <script-specific keys>}
 where `summary` is what the run found (per method or solver), `items` one entry per image, problem or run.
+What a resumable run keeps of each finished item is read back by `read_kept`, which treats a damaged file as an
+item to do again.
 """
 
 from __future__ import annotations
@@ -15,30 +20,148 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 import numpy as np
 import torch
 
-from .cli import RunError
+from .errors import RunError
+
+RUN_NAME = re.compile(r"[\w+=,@-][\w.+=,@-]*")  # letters, digits, _ . - + = , @; no path, not hidden
+RUN_NAME_BYTES = 200  # file systems hold 255 bytes a name; room is left for the -N suffix and temporary files
+
+
+def check_run_name(name: str) -> None:
+    """A RunError unless `name` is empty (a time stamp is used) or one plain folder name: letters, digits and
+    _ . - + = , @, not starting with a dot, at most RUN_NAME_BYTES bytes. Paths (a/b, ../x, /tmp/x) are refused:
+    a run is always a folder of Results/<script>/."""
+    if not name:
+        return
+    if not RUN_NAME.fullmatch(name):
+        raise RunError(f"run_name must be one plain folder name (letters, digits and _ . - + = , @, not starting "
+                       f"with a dot), not {name!r}")
+    if len(name.encode()) > RUN_NAME_BYTES:
+        raise RunError(f"run_name is {len(name.encode())} bytes long; at most {RUN_NAME_BYTES}")
+
+
+def _os_problem(error: OSError) -> str:
+    return error.strerror or type(error).__name__
+
+
+def _broken_link_on(path: Path) -> Path | None:
+    """The first symbolic link on the way to `path` that points nowhere, if any."""
+    for part in reversed([path, *path.parents]):
+        if part.is_symlink() and not part.exists():
+            return part
+    return None
 
 
 def new_run_folder(results_dir: str | Path, script: str, name: str = "") -> Path:
-    """Create and return a fresh folder results_dir/script/name (a time stamp if name is empty)."""
-    base = Path(results_dir) / script
+    """Create and return a fresh folder results_dir/script/name (a time stamp if name is empty; name-2, name-3,
+    ... if it exists). A file-system problem (no permission, a file or a broken link on the way) is a RunError."""
+    check_run_name(name)
+    base = Path(results_dir).expanduser() / script
     name = name or datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder, n = base / name, 1
-    while True:
+    try:
+        broken = _broken_link_on(base)
+        if broken is not None:
+            raise RunError(f"cannot create run folders in {base}: {broken} is a broken symbolic link "
+                           f"(to {os.readlink(broken)})")
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"cannot create the results folder {base}: {_os_problem(error)}") from None
+    for n in range(1, 10_000):
+        folder = base / (name if n == 1 else f"{name}-{n}")
         try:
-            folder.mkdir(parents=True, exist_ok=False)
+            folder.mkdir()
             return folder
         except FileExistsError:
-            n += 1
-            folder = base / f"{name}-{n}"
+            continue
+        except OSError as error:
+            raise RunError(f"cannot create the run folder {folder}: {_os_problem(error)}") from None
+    raise RunError(f"{base} holds {name} and 9,998 numbered copies of it; choose another run_name")
+
+
+_held: dict[Path, IO] = {}  # the run folders this process holds, with their open lock files
+_current: dict[str, Any] = {}  # the run this process writes: its folder and whether its script resumes
+
+
+def hold(folder: Path) -> None:
+    """Take the lock of a run folder until the run ends (write_metrics, or `release`): an exclusive flock on
+    <folder>/.lock, which the operating system frees when the process ends, however it ends; a RunError if another
+    process holds it. Where flock does not exist (Windows) nothing is locked."""
+    key = folder.resolve()
+    if key in _held:
+        return
+    try:
+        import fcntl
+    except ImportError:
+        return
+    try:
+        handle = (folder / ".lock").open("a+")
+    except OSError as error:
+        raise RunError(f"cannot lock the run folder {folder}: {_os_problem(error)}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip()
+        handle.close()
+        raise RunError(f"{folder} is in use by another process{f' (pid {owner})' if owner else ''}: wait for it to "
+                       "end, or choose another run_name") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    _held[key] = handle
+
+
+def release(folder: Path) -> None:
+    """Free a run folder this process holds (nothing if it holds none)."""
+    handle = _held.pop(folder.resolve(), None)
+    if handle is not None:
+        handle.close()  # closing the file frees its flock
+
+
+def interrupted_line() -> str:
+    """What Ctrl-C leaves: the run folder and how to go on with it."""
+    folder = _current.get("folder")
+    if folder is None:
+        return "interrupted before a run folder was created: nothing was written"
+    if _current["resumable"]:
+        return (f"interrupted: every finished item is kept in {folder}; go on with --resume --run_name "
+                f"{folder.name} (and the same constants)")
+    return f"interrupted: {folder} holds what was written so far; this script does not resume, run it again"
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A run's config.json, checked to be one (a RunError naming the file otherwise)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RunError(f"cannot resume: {path} is damaged ({error}); choose another run_name") from None
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise RunError(f"cannot resume: {path} is damaged (it records no constants); choose another run_name")
+    return record
+
+
+def read_kept(path: Path, read: Callable[[Path], Any], what: str, log: Callable[[str], None] = print) -> Any:
+    """What an earlier run kept of one item at `path`, read back by `read` (which raises if the content is not
+    what it should be); None if there is none, or if it is damaged: that is said in one line, and the caller
+    does the item again (its new result then replaces the damaged file)."""
+    if not path.is_file():
+        return None
+    try:
+        return read(path)
+    except Exception as error:  # a truncated or foreign file fails in many ways; each means: do it again
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        log(f"{what}: {path} is damaged ({reason}); doing it again")
+        return None
 
 
 # constants that may differ when a study is resumed: which runs, where and how they run, not what a run computes
@@ -51,14 +174,21 @@ def start_run(config: Any, script: str, device: torch.device, resume: bool = Fal
     """A fresh folder <config.results_dir>/<script>/<config.run_name> holding config.json: every constant, the
     environment, the code's revision and the command line. With `resume`, the folder of that name is reused if it
     exists, after checking that its constants differ only in RESUMABLE ones and `also_resumable` (a RunError
-    otherwise, nothing written); its earlier config.json records are kept in the new one under "earlier"."""
-    record = dict(config=dataclasses.asdict(config), environment=environment(device), code=code_revision(),
-                  command=[Path(sys.argv[0]).name, *sys.argv[1:]])
-    folder = Path(config.results_dir) / script / config.run_name
+    otherwise, nothing written); its earlier config.json records are kept in the new one under "earlier". The
+    folder is held (locked) by this process from here on."""
+    check_run_name(config.run_name)
     if resume and not config.run_name:
         raise RunError("resume needs the run_name of the study to go on with")
-    if resume and (folder / "config.json").is_file():
-        earlier = json.loads((folder / "config.json").read_text())
+    record = dict(config=dataclasses.asdict(config), environment=environment(device), code=code_revision(),
+                  command=[Path(sys.argv[0]).name, *sys.argv[1:]])
+    folder = Path(config.results_dir).expanduser() / script / config.run_name
+    try:
+        earlier_run = resume and (folder / "config.json").is_file()
+    except OSError:  # a path the file system refuses: new_run_folder says why
+        earlier_run = False
+    if earlier_run:
+        hold(folder)
+        earlier = read_config(folder / "config.json")
         changed = sorted(key for key, value in _plain(record["config"]).items()
                          if key not in RESUMABLE | set(also_resumable) and earlier["config"].get(key) != value)
         if changed:
@@ -67,7 +197,9 @@ def start_run(config: Any, script: str, device: torch.device, resume: bool = Fal
         record["earlier"] = earlier.get("earlier", []) + [{k: v for k, v in earlier.items() if k != "earlier"}]
     else:
         folder = new_run_folder(config.results_dir, script, config.run_name)
+        hold(folder)
     write_json(folder / "config.json", record)
+    _current.update(folder=folder, resumable=hasattr(config, "resume"))
     return folder
 
 
@@ -99,9 +231,11 @@ def mean_scores(items: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]
 
 def write_metrics(folder: Path, script: str, summary: Any, items: Any, seconds: float, device: Any,
                   **extra: Any) -> None:
-    """metrics.json in the one shape every script writes (see the module's docstring)."""
+    """metrics.json in the one shape every script writes (see the module's docstring). It is the last file of a
+    run: writing it ends the run, and frees its folder for another process."""
     write_json(folder / "metrics.json", dict(script=script, summary=summary, items=items, seconds=seconds,
                                              device=device, **extra))
+    release(folder)
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -156,7 +290,7 @@ def _plain(value: Any) -> Any:
 
 def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """write(temporary) then rename it to `path`: a killed process leaves the old file or the new, never half."""
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     write(partial)
     os.replace(partial, path)
 

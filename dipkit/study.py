@@ -25,7 +25,10 @@ import dataclasses
 import math
 import multiprocessing
 import os
+import signal
+import socket
 import statistics
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -37,11 +40,13 @@ from tqdm import tqdm
 
 from . import figures
 from .blind import Problem, with_chroma
-from .cli import RunError, run_main
+from .cli import run_main
+from .errors import RunError
 from .device import choose_device, keep_freed_memory, seed_everything, synchronize
 from .figures import save_png
 from .levin import Scorer, check_scoring, known_kernel_baseline, quantise_8bit
-from .runs import save_atomically, start_run, write_csv, write_metrics
+from .memory import check_fits
+from .runs import RESUMABLE, read_config, read_kept, save_atomically, start_run, write_csv, write_metrics
 
 
 @dataclass
@@ -140,12 +145,17 @@ class Scoring:
 
 def run_script(record: Any, script: str, method: str, headline: str, device_name: str, problems: list[Problem],
                variants: dict[str, Any], seeds: tuple[int, ...], deblur: Callable[[Problem, Any, int, Scorer], Estimate],
-               scoring: Scoring, resume: bool = False, runner: Runner | None = None) -> dict[str, Any]:
-    """What selfdeblur.py's and vdip.py's run() do once their constants are checked: say what runs where
+               scoring: Scoring, resume: bool = False, runner: Runner | None = None, *,
+               footprint: Callable[[Problem, Any], int] | None = None, at_once: int = 1) -> dict[str, Any]:
+    """What selfdeblur.py's and vdip.py's run() do once their constants are checked: check that `at_once` runs
+    fit the device's memory (`footprint(problem, variant config)`: one run's bytes), say what runs where
     ("<method> on <device>: <headline>"), open Results/<script>/<run> with `record` (the script's constants) as its
     config.json (with `resume`, the folder of that name if it exists), run the study (by `runner`: make_runner);
     returns its rows and the folder."""
     device = choose_device(device_name)
+    study_jobs(problems, variants, seeds)
+    if footprint is not None:
+        check_memory(problems, variants, footprint, device, at_once)
     keep_freed_memory()
     print(f"{method} on {device}: {headline}")
     folder = start_run(record, script, device, resume=resume)
@@ -154,6 +164,18 @@ def run_script(record: Any, script: str, method: str, headline: str, device_name
     write_metrics(folder, script, result["summary"], result["rows"], seconds, str(device))
     print(f"wrote {folder}")
     return dict(result, folder=folder)
+
+
+def check_memory(problems: list[Problem], variants: dict[str, Any], footprint: Callable[[Problem, Any], int],
+                 device: torch.device, at_once: int) -> None:
+    """A RunError, before anything is written, if `at_once` runs of the largest problem do not fit the device's
+    free memory (one run: `footprint` for each variant, plus the scoring's images)."""
+    largest = max(problems, key=lambda p: (p.blurred.shape[-2] + p.kernel_size[0]) * (p.blurred.shape[-1] +
+                                                                                        p.kernel_size[1]))
+    h, w = largest.blurred.shape[-2:]
+    need = max(footprint(largest, config) for config in variants.values()) + 64 * h * w * 4  # + the scoring
+    advice = "give a smaller image, or fewer workers" if at_once > 1 else "give a smaller image (or crop the photo)"
+    check_fits(need * at_once, device, f"{at_once} run(s) on {largest.name} ({h}x{w})", advice)
 
 
 @dataclass
@@ -174,6 +196,18 @@ class Job:
         return f"{self.problem.name:>16} {self.variant:>14} seed {self.seed}"
 
 
+def study_jobs(problems: list[Problem], variants: dict[str, Any], seeds: tuple[int, ...]) -> list[Job]:
+    """Every run of the study, problem by problem; a RunError if two would have one name (a problem, variant or
+    seed given twice), so that no run is made, or counted, twice."""
+    jobs = [Job(problem, variant, config, seed) for problem in problems for variant, config in variants.items()
+            for seed in seeds]
+    stems = [job.stem for job in jobs]
+    twice = next((stem for i, stem in enumerate(stems) if stem in stems[:i]), None)
+    if twice is not None:
+        raise RunError(f"the run {twice} would be made twice (a problem, variant or seed given twice)")
+    return jobs
+
+
 Runner = Callable[[list[Job], Callable, dict[str, Scorer]], Iterator[tuple[Job, Estimate]]]
 
 
@@ -184,8 +218,19 @@ def in_process(jobs: list[Job], deblur: Callable, scorers: dict[str, Scorer]) ->
 
 
 def _worker_threads(threads: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle: it stops the workers itself
+    # tqdm's default lock is a named semaphore, which a stopped worker would leave behind (and the resource
+    # tracker complain of): a worker shows no bars, a thread lock serves
+    tqdm.set_lock(threading.RLock())
     torch.set_num_threads(threads)
     keep_freed_memory()
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool now: queued jobs cancelled, running ones ended (they are not kept; --resume runs them)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)  # the pool sees its workers gone, and closes its queues
 
 
 def _run_job(deblur: Callable, job: Job, scorer: Scorer) -> Estimate:
@@ -208,42 +253,74 @@ def pool_runner(workers: int, threads: int | None = None, retries: int = 1) -> R
                                  initargs=(threads,)) as pool:
             tries = {job.stem: 0 for job in jobs}
             pending = {pool.submit(_run_job, deblur, job, scorers[job.problem.name]): job for job in jobs}
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    job = pending.pop(future)
-                    try:
-                        yield job, future.result()
-                    except RunError:
-                        raise
-                    except Exception as error:  # a crashed worker or a failing run: try again, then report
-                        tries[job.stem] += 1
-                        if tries[job.stem] > retries:
-                            raise RunError(f"{job.stem} failed {tries[job.stem]} times in a worker: {error}") from error
-                        print(f"{job.stem}: the worker failed ({error}); running it again", flush=True)
-                        pending[pool.submit(_run_job, deblur, job, scorers[job.problem.name])] = job
+            try:
+                while pending:
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        job = pending.pop(future)
+                        try:
+                            yield job, future.result()
+                        except RunError:
+                            raise
+                        except Exception as error:  # a crashed worker or a failing run: try again, then report
+                            tries[job.stem] += 1
+                            if tries[job.stem] > retries:
+                                raise RunError(f"{job.stem} failed {tries[job.stem]} times in a worker: "
+                                               f"{error}") from error
+                            print(f"{job.stem}: the worker failed ({error}); running it again", flush=True)
+                            pending[pool.submit(_run_job, deblur, job, scorers[job.problem.name])] = job
+            except BaseException:  # Ctrl-C, or an error: the pool must not go on with (or wait for) the rest
+                _stop_workers(pool)
+                raise
 
     return run
+
+
+def connect_ray(workers: int = 1, address: str = "") -> tuple[Any, bool]:
+    """Ray, connected: to the cluster at `address` (checked to be reachable first), or a local Ray started with
+    `workers` CPUs; and whether it was started here (to be shut down at the end). A RunError, before anything is
+    written, when Ray is not installed or the cluster cannot be reached."""
+    try:
+        import ray  # only with --engine ray
+    except ImportError:
+        raise RunError("engine ray needs Ray: pip install ray") from None
+    if ray.is_initialized():
+        return ray, False
+    if address and address != "auto":
+        _check_reachable(address)
+    root = str(Path(__file__).resolve().parent.parent)  # the workers import the scripts and dipkit from here
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    try:
+        ray.init(address=address or None, num_cpus=None if address else workers, include_dashboard=False,
+                 runtime_env=dict(env_vars=dict(PYTHONPATH=path)), log_to_driver=False)
+    except Exception as error:  # Ray's own errors differ by version; each means: no Ray to run on
+        lines = str(error).strip().splitlines()
+        raise RunError(f"cannot start Ray{f' at {address}' if address else ''}: "
+                       f"{lines[-1] if lines else type(error).__name__}") from None
+    return ray, True
+
+
+def _check_reachable(address: str) -> None:
+    """A RunError unless host:port (or ray://host:port) of a Ray cluster answers within a few seconds."""
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise RunError(f"ray_address must be host:port, ray://host:port or auto, not '{address}'")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as error:
+        raise RunError(f"cannot reach the Ray cluster at {address}: {error.strerror or error}") from None
 
 
 def ray_runner(workers: int = 1, address: str = "", gpus_per_run: float = 0.0, retries: int = 1) -> Runner:
     """Jobs as Ray tasks: on a local Ray started for the study with `workers` CPUs (one per run), or on the cluster
     at `address` (`ray start --head` on one machine, `ray start --address HEAD:6379` on the others; or a cluster
     launcher). Each run asks for one CPU and `gpus_per_run` GPUs (a fraction packs runs on one GPU). A task whose
-    worker dies, or which fails, is retried `retries` times by Ray; a failure after that names the job."""
+    worker dies, or which fails, is retried `retries` times by Ray; a failure after that names the job. Ray is
+    connected here, before the study writes anything (connect_ray)."""
+    ray, started = connect_ray(workers, address)
+    task = ray.remote(num_cpus=1, num_gpus=gpus_per_run, max_retries=retries, retry_exceptions=True)(_run_job)
 
     def run(jobs: list[Job], deblur: Callable, scorers: dict[str, Scorer]) -> Iterator[tuple[Job, Estimate]]:
-        if not jobs:
-            return
-        import ray  # only with --engine ray
-
-        started = not ray.is_initialized()
-        if started:  # the workers import the scripts and dipkit from this checkout
-            root = str(Path(__file__).resolve().parent.parent)
-            path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-            ray.init(address=address or None, num_cpus=None if address else workers, include_dashboard=False,
-                     runtime_env=dict(env_vars=dict(PYTHONPATH=path)), log_to_driver=False)
-        task = ray.remote(num_cpus=1, num_gpus=gpus_per_run, max_retries=retries, retry_exceptions=True)(_run_job)
         try:
             pending = {task.remote(deblur, job, scorers[job.problem.name]): job for job in jobs}
             while pending:
@@ -261,6 +338,12 @@ def ray_runner(workers: int = 1, address: str = "", gpus_per_run: float = 0.0, r
                 ray.shutdown()
 
     return run
+
+
+def concurrent_runs(engine: str = "local", workers: int = 1, ray_address: str = "") -> int:
+    """How many runs share this machine at once: the workers of a local pool or a local Ray, one otherwise (a
+    cluster's runs are spread over its machines)."""
+    return 1 if engine == "ray" and ray_address else workers
 
 
 def make_runner(engine: str = "local", workers: int = 1, ray_address: str = "", gpus_per_run: float = 0.0) -> Runner:
@@ -287,7 +370,7 @@ def run_study(
     Every finished run is kept at once in runs/<problem>__<variant>__seed<seed>.pt (its row, curve, estimate,
     kernel and maps; written to a temporary file, then renamed, so a killed process never leaves half a file) and
     the tables are rewritten from all finished runs; with `resume`, the runs already in runs/ are read back, not
-    run again. `runner` runs the jobs (here, in a process pool, on Ray) and yields them as they finish."""
+    run again (one that is damaged, or was made on another input, is said and run again). `runner` runs the jobs (here, in a process pool, on Ray) and yields them as they finish."""
     (folder / "estimates").mkdir(exist_ok=True)
     (folder / "runs").mkdir(exist_ok=True)
     baseline_rows, scorers, knowns, baseline_scores = [], {}, {}, {}
@@ -295,13 +378,12 @@ def run_study(
         scorers[problem.name], knowns[problem.name], baseline_scores[problem.name] = _baselines(problem, scoring)
         baseline_rows += [dict(problem=problem.name, variant=name, seed="", **scores)
                           for name, scores in baseline_scores[problem.name].items()]
-    jobs = [Job(problem, variant, config, seed) for problem in problems for variant, config in variants.items()
-            for seed in seeds]
+    jobs = study_jobs(problems, variants, seeds)
     done: dict[str, dict] = {}
-    for job in jobs:
-        path = folder / "runs" / f"{job.stem}.pt"
-        if resume and path.is_file():
-            done[job.stem] = torch.load(path, weights_only=True)
+    for job in jobs if resume else ():
+        record = _kept_run(folder, job, log)
+        if record is not None:
+            done[job.stem] = record
             log(f"{job.label}: kept from the earlier run")
     for job, estimate in runner([j for j in jobs if j.stem not in done], deblur, scorers):
         done[job.stem] = _keep(folder, job, estimate, scorers[job.problem.name])
@@ -345,8 +427,28 @@ def _keep(folder: Path, job: Job, estimate: Estimate, scorer: Scorer) -> dict:
     for key, extra in estimate.extra.items():
         save_png(estimates / f"{job.stem}_{key}.png", extra / extra.max().clamp(min=1e-12))
     record = dict(scores=scores, image=image, kernel=estimate.kernel, extra=estimate.extra, curve=estimate.curve,
-                  seconds=estimate.seconds, stats=estimate.stats)
+                  seconds=estimate.seconds, stats=estimate.stats, digest=job.problem.digest)
     save_atomically(folder / "runs" / f"{job.stem}.pt", record)
+    return record
+
+
+RECORD_KEYS = {"scores", "image", "kernel", "extra", "curve", "seconds", "stats", "digest"}
+
+
+def _kept_run(folder: Path, job: Job, log: Callable[[str], None]) -> dict | None:
+    """The earlier run's record of this job (runs/<stem>.pt), if it was made on the same blurred image; None if
+    there is none, if it is damaged, or if the problem's input changed since (said in one line): run it again."""
+    def read(path: Path) -> dict:
+        record = torch.load(path, weights_only=True)
+        if not isinstance(record, dict) or not RECORD_KEYS <= set(record):
+            raise ValueError("not a run record of this study")
+        return record
+
+    record = read_kept(folder / "runs" / f"{job.stem}.pt", read, job.stem, log)
+    if record is not None and record["digest"] != job.problem.digest:
+        log(f"{job.stem}: the earlier run was made on another input ({job.problem.source or job.problem.name} "
+            "differs); running it again")
+        return None
     return record
 
 
@@ -363,7 +465,8 @@ def _rows_and_curves(jobs: list[Job], done: dict[str, dict], baseline_rows: list
         for job in (j for j in jobs if j.problem.name == name and j.stem in done):
             record = done[job.stem]
             key = dict(problem=name, variant=job.variant, seed=job.seed)
-            rows.append(dict(key, **record["scores"], seconds=record["seconds"], **record["stats"]))
+            rows.append(dict(key, **record["scores"], seconds=record["seconds"], **record["stats"],
+                             source=job.problem.source))
             curves += [dict(key, **point) for point in record["curve"]]
     return rows, curves
 
@@ -420,7 +523,7 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 def score_keys(rows: list[dict]) -> list[str]:
     """The numeric columns of a table that are summarised, in their first order of appearance."""
-    skip = {"problem", "variant", "seed", "shift_rows", "shift_columns"}
+    skip = {"problem", "variant", "seed", "shift_rows", "shift_columns", "source", "run"}
     return [key for key in dict.fromkeys(k for r in rows for k in r) if key not in skip]
 
 
@@ -506,26 +609,85 @@ def _read_rows(path: Path) -> list[dict]:
         return [{key: _value(key, text) for key, text in row.items() if text != ""} for row in csv.DictReader(file)]
 
 
-def merge_runs(folders: list[Path], out: Path) -> list[dict]:
+NOT_A_CONSTANT = {"run_name", "results_dir"}  # with runs.RESUMABLE: what may differ between runs that are pooled
+
+
+def merge_runs(folders: list[Path], out: Path, log: Callable[[str], None] = print) -> list[dict]:
     """The rows of several runs' table.csv in one table, summary and scatter, and their curve.csv in one curve.csv
-    drawn as curve.png and as one figure per problem (`<problem>_curve.png`, every method's PSNR curves overlaid);
-    the baseline rows (blurred input, known kernel) of a problem are kept once. Returns the summary."""
+    drawn as curve.png and as one figure per problem (`<problem>_curve.png`, every method's PSNR curves overlaid).
+    Every row keeps the run it came from (the `run` column). A variant's runs are pooled into one summary line
+    only where they were made with the same constants (seeds, devices and engines may differ); otherwise each
+    run's rows of it are kept apart as "<variant> (<run>)", and that is said. A folder given twice, or one run
+    (problem, variant, seed) in two pooled folders, is refused. The baseline rows (blurred input, known kernel) of
+    a problem are kept once where they agree. Returns the summary."""
+    folders = [Path(f) for f in folders]
+    resolved = [f.resolve() for f in folders]
+    for i, folder in enumerate(resolved):
+        if folder in resolved[:i]:
+            raise RunError(f"{folders[i]} is given twice; give each run once")
     if (out / "table.csv").exists():
         raise RunError(f"{out} already holds a table.csv; choose another --out")
-    rows, curves, seen = [], [], set()
-    for folder in map(Path, folders):
-        if not (folder / "table.csv").is_file():
-            raise RunError(f"{folder} holds no table.csv (not a finished study run)")
-        for row in _read_rows(folder / "table.csv"):
+    names = [f.name if [g.name for g in folders].count(f.name) == 1 else f"{f.parent.name}/{f.name}" for f in folders]
+    runs = []
+    for folder, name in zip(folders, names):
+        if not (folder / "table.csv").is_file() or not (folder / "config.json").is_file():
+            raise RunError(f"{folder} holds no table.csv and config.json (not a finished study run)")
+        constants = read_config(folder / "config.json")["config"]
+        constants = {k: v for k, v in constants.items() if k not in RESUMABLE | NOT_A_CONSTANT}
+        rows = [dict(row, run=name) for row in _read_rows(folder / "table.csv")]
+        curves = [dict(c, run=name) for c in _read_rows(folder / "curve.csv")] if (folder / "curve.csv").is_file() else []
+        runs.append((name, constants, rows, curves))
+    renamed = _keep_apart(runs, log)
+    rows, curves, seen = [], [], {}
+    for name, _, run_rows, run_curves in runs:
+        for row in run_rows:
+            row["variant"] = renamed.get((name, row["variant"]), row["variant"])
             key = (row["problem"], row["variant"], row.get("seed", ""))
-            if row.get("seed", "") == "" and key in seen:
-                continue
-            seen.add(key)
+            if key in seen:
+                if row.get("seed", "") == "" and _same_scores(seen[key], row):
+                    continue
+                if row.get("seed", "") != "":
+                    raise RunError(f"{key[0]} {key[1]} seed {key[2]} is in both {seen[key]['run']} and {name}; "
+                                   "merge one of them")
+                row["variant"] = f"{row['variant']} ({name})"
+            seen[key] = row
             rows.append(row)
-        if (folder / "curve.csv").is_file():
-            curves += _read_rows(folder / "curve.csv")
+        for curve in run_curves:
+            curve["variant"] = renamed.get((name, curve["variant"]), curve["variant"])
+            curves.append(curve)
     out.mkdir(parents=True, exist_ok=True)
     return write_tables(out, rows, curves)
+
+
+def _keep_apart(runs: list[tuple[str, dict, list, list]], log: Callable[[str], None]) -> dict[tuple[str, str], str]:
+    """(run, variant) -> the name its rows take: the variant's own name where every run of it was made with the
+    same constants (pooled), else "<variant> (<runs>)" per group of runs with the same constants (the difference
+    said in one line)."""
+    renamed = {}
+    variants = dict.fromkeys(r["variant"] for _, _, rows, _ in runs for r in rows if r.get("seed", "") != "")
+    for variant in variants:
+        groups: list[tuple[dict, list[str]]] = []
+        for name, constants, rows, _ in runs:
+            if any(r["variant"] == variant for r in rows):
+                group = next((g for g in groups if g[0] == constants), None)
+                if group is None:
+                    groups.append((constants, [name]))
+                else:
+                    group[1].append(name)
+        if len(groups) < 2:
+            continue
+        (a, a_names), (b, b_names) = groups[:2]
+        differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        shown = ", ".join(f"{k} {a.get(k)} vs {b.get(k)}" for k in differ[:3]) + (", ..." if len(differ) > 3 else "")
+        log(f"{variant}: {'+'.join(a_names)} and {'+'.join(b_names)} were made with other constants ({shown}); "
+            "kept apart")
+        for _, names in groups:
+            renamed.update({(name, variant): f"{variant} ({'+'.join(names)})" for name in names})
+    return renamed
+
+
+def _same_scores(a: dict, b: dict) -> bool:
+    return {k: v for k, v in a.items() if k != "run"} == {k: v for k, v in b.items() if k != "run"}
 
 
 if __name__ == "__main__":

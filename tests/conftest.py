@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,3 +38,19 @@ def metrics_of():
         return metrics
 
     return read
+
+
+class TinyNetwork(torch.nn.Sequential):
+    """A one-layer stand-in for DIP's skip network: the bookkeeping tests' runs take milliseconds."""
+
+    def __init__(self, input_depth, channels):
+        super().__init__(torch.nn.Conv2d(input_depth, channels, 3, padding=1), torch.nn.Sigmoid())
+
+
+@pytest.fixture
+def tiny_network(monkeypatch):
+    """dip_denoise.py with TinyNetwork for its network; the class is returned (to be subclassed)."""
+    import dip_denoise
+
+    monkeypatch.setattr(dip_denoise, "SkipNetwork", TinyNetwork)
+    return TinyNetwork

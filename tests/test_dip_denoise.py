@@ -144,17 +144,7 @@ def test_bf16_autocast_and_channels_last_run_and_denoise():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Stubs for fast bookkeeping tests: a one-layer network and scripted PSNR / variance values
-
-
-class TinyNetwork(torch.nn.Sequential):
-    def __init__(self, input_depth, channels):
-        super().__init__(torch.nn.Conv2d(input_depth, channels, 3, padding=1), torch.nn.Sigmoid())
-
-
-@pytest.fixture
-def tiny_network(monkeypatch):
-    monkeypatch.setattr(dip_denoise, "SkipNetwork", TinyNetwork)
+# Stubs for fast bookkeeping tests: a one-layer network (conftest's tiny_network) and scripted PSNR / variance values
 
 
 def scripted_variance(monkeypatch, window, value_at):
@@ -222,7 +212,7 @@ def test_a_restore_leaves_no_trace_of_the_discarded_iterations(tiny_network, mon
     monkeypatch.setattr(dip_denoise, "_window_variance", variance_stub)
     outputs = []
 
-    class RecordingNetwork(TinyNetwork):
+    class RecordingNetwork(tiny_network):
         def forward(self, x):
             out = super().forward(x)
             outputs.append(out.detach().clone())

@@ -247,7 +247,9 @@ def test_a_levin_folder_and_a_photo_run_end_to_end(tmp_path):
     colour = torch.cat([smooth_image(64, seed) for seed in range(3)], dim=1)[0].permute(1, 2, 0)
     Image.fromarray((colour * 255).round().numpy().astype("uint8")).save(photo)
     result = selfdeblur.run(make_config(selfdeblur.Config, blurred=(str(photo),), kernel_size=5, **common))
-    assert list(result["rows"][0]) == ["problem", "variant", "seed", "psnr_nb", "seconds"]  # no truth, no GT metrics
+    # no truth, no GT metrics; the source file recorded
+    assert list(result["rows"][0]) == ["problem", "variant", "seed", "psnr_nb", "seconds", "source"]
+    assert result["rows"][0]["source"] == str(photo.resolve())
     saved = np.asarray(Image.open(result["folder"] / "estimates" / "photo__SelfDeblur__seed0_colour.png"))
     assert saved.shape == (64, 64, 3)
 

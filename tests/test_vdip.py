@@ -250,11 +250,12 @@ def test_selfdeblur_and_vdip_runs_on_the_same_data_merge_into_one_table_and_over
 
 
 def test_runs_made_apart_merge_into_one_table_with_the_baselines_once(tmp_path):
-    from dipkit.runs import write_csv
+    from dipkit.runs import write_csv, write_json
     from dipkit.study import merge_runs
     baselines = [dict(problem="p", variant="blurred input", seed="", psnr_gt=20.0, psnr_nb=30.0, ssim=0.5)]
     for name, variant, values in (("a", "SelfDeblur", (24.0, 26.0)), ("b", "VDIP-Sparse", (25.0, 28.0))):
         (tmp_path / name).mkdir()
+        write_json(tmp_path / name / "config.json", dict(config=dict(iterations=5000, seeds=[0, 1])))
         runs = [dict(problem="p", variant=variant, seed=s, psnr_gt=v, psnr_nb=22.0, ssim=0.7, seconds=1.5)
                 for s, v in enumerate(values)]
         write_csv(tmp_path / name / "table.csv", [{**r, "seconds": ""} for r in baselines] + runs)

@@ -1,0 +1,69 @@
+"""What a run needs in memory, estimated before it starts, against what its device has.
+
+A network script's memory is mostly what autograd keeps for the backward pass, which grows with the pixel count:
+a 6000 x 6000 photo asks for hundreds of gigabytes. `training_footprint` measures what one optimisation step keeps on
+a small probe input (saved tensors, counted once per storage) and scales it by the pixels; `check_fits` refuses a
+run, with one line and before anything is written, when the estimate exceeds the memory the device has free.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .errors import RunError
+
+GIB = 1024**3
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Free memory of the device: CUDA's free memory, MPS's recommended working set less what is allocated, the
+    CPU's available memory (Linux: MemAvailable); None where it cannot be known."""
+    try:
+        if device.type == "cuda":
+            return torch.cuda.mem_get_info(device)[0]
+        if device.type == "mps":
+            return torch.mps.recommended_max_memory() - torch.mps.current_allocated_memory()
+    except (AttributeError, RuntimeError):
+        return None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def training_footprint(net: torch.nn.Module, in_channels: int, probe: int = 64) -> Callable[[int, int], int]:
+    """bytes(H, W): the memory one optimisation step of `net` on an input of in_channels x H x W holds, estimated:
+    the parameters with their gradients and Adam's two moments (4x), and 1.25x what autograd saves for the
+    backward pass (the margin: the gradients of the activations during the backward pass), measured once on a
+    probe x probe input on the CPU and scaled by the pixel count. `net` is only probed, never trained."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = net(torch.rand(1, in_channels, probe, probe))
+    del out
+    per_pixel = sum(storages.values()) / probe**2
+    parameters = sum(p.numel() * p.element_size() for p in net.parameters())
+    return lambda h, w: int(4 * parameters + 1.25 * per_pixel * h * w)
+
+
+def check_fits(need: int, device: torch.device, what: str, advice: str) -> None:
+    """A RunError when `need` bytes exceed what `device` has free (nothing is checked where that is unknown)."""
+    free = available_bytes(device)
+    if free is not None and need > free:
+        raise RunError(f"{what} needs about {need / GIB:.1f} GiB of memory, and {device} has {free / GIB:.1f} GiB "
+                       f"free; {advice}")

@@ -1,0 +1,52 @@
+"""The input files of a run: one unique item name per file, and a digest that tells whether a file changed.
+
+Items of a run (an image's folder, a problem's rows, a metrics.json entry) are named after their file's stem. Two
+different files with the same stem (a/rgb.png and b/rgb.png, photo.png and photo.jpg) get names that tell them
+apart, made from the end of their paths (a-rgb and b-rgb; photo-png and photo-jpg); the same file given twice
+is refused. A resumed item is kept only while its file's digest is the one recorded when it was made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from .errors import RunError
+
+
+def item_names(paths: list[Path]) -> list[str]:
+    """One name per file, in order: the stem where it is unique among `paths`, else the stem with as many parent
+    folders in front as tell the files apart (and the suffix, where only that differs), joined by '-'. The same
+    file twice (after resolving links and relative paths) is a RunError."""
+    resolved = [Path(os.path.realpath(p)) for p in paths]
+    for i, path in enumerate(resolved):
+        if path in resolved[:i]:
+            raise RunError(f"{paths[i]} is given twice (as {paths[resolved.index(path)]} too); give each image once")
+    names = [p.stem for p in resolved]
+    for stem in {n for n in names if names.count(n) > 1}:
+        group = [i for i, n in enumerate(names) if n == stem]
+        suffixes = {resolved[i].suffix for i in group}
+        for depth in range(0, max(len(resolved[i].parts) for i in group)):
+            candidate = {i: _tail(resolved[i], depth, with_suffix=len(suffixes) > 1) for i in group}
+            if len(set(candidate.values())) == len(group):
+                break
+        for i in group:
+            names[i] = candidate[i]
+    return names
+
+
+def _tail(path: Path, depth: int, with_suffix: bool) -> str:
+    """The stem (and suffix) of `path` after its last `depth` parent folders, joined by '-'."""
+    end = path.stem + (f"-{path.suffix.lstrip('.')}" if with_suffix and path.suffix else "")
+    folders = [part for part in path.parent.parts if part not in ("/", "\\")][-depth:] if depth else []
+    return "-".join([*folders, end])
+
+
+def file_digest(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, in hex (what a resume compares to know the file is the one it ran on)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
