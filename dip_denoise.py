@@ -10,9 +10,10 @@ average (0.99) of the outputs is better still. Which iteration? With a clean ima
 one (an oracle, reported as such). Without one, this script uses the windowed moving variance of the outputs
 (ES-WMV, Wang et al., "Early stopping for deep image prior", TMLR 2023): the variance of the last W outputs
 falls while the image is being fitted and rises once the noise is. The rule fires when no new minimum has come
-for P iterations; its choice, the averaged output at the variance's minimum, is then frozen (as in the official
-code), whether or not the run goes on. A run that ends before the rule fires reports the lowest variance so far
-and says that the rule did not fire.
+for P iterations; its choice, the variance's minimum, is then frozen (as in the official code), whether or not the
+run goes on. Two images are reported at that iteration: the network's output f_θ(z0 + σ_r·n), what the official
+code reports ("ES-WMV"), and the exponential average (`denoised`, "ES-WMV, averaged"). A run that ends before the
+rule fires reports the lowest variance so far and says that the rule did not fire.
 
 Backtracking (the official code's safeguard): if the PSNR of the output against y falls by more than 5 dB since
 the last checkpoint, the run goes back to the checkpoint (kept on the device, refreshed every `checkpoint_every`
@@ -33,7 +34,8 @@ Run   python dip_denoise.py                          the paper's setting on a bu
       python dip_denoise.py --folder path/to/images   every image of a folder, one table
       python dip_denoise.py --help
 Writes Results/dip_denoise/<run>/: per image <name>/DIP.png, <name>/curve.png, <name>/curve.csv and
-<name>/denoised.png; table.csv, config.json, metrics.json. From Python: `denoise(image, config) -> result`.
+<name>/denoised.png (averaged, at the ES-WMV choice), <name>/es_wmv.png (the output there); table.csv,
+config.json, metrics.json. From Python: `denoise(image, config) -> result`.
 """
 
 from __future__ import annotations
@@ -174,6 +176,7 @@ def load_clean(name: str, config: Config) -> torch.Tensor:
 @dataclass
 class DenoiseResult:
     denoised: torch.Tensor  # the averaged output at the ES-WMV choice (the final average if there is none)
+    es_wmv: torch.Tensor  # the output at the ES-WMV choice, the official code's image (the final output if none)
     final_output: torch.Tensor  # f_θ(z0) at the end, the official code's shown image
     final_average: torch.Tensor  # the exponential average at the end
     curves: dict[str, list[float]]  # entry k is iteration k: psnr_noisy, psnr_clean, psnr_clean_average, variance
@@ -223,8 +226,8 @@ class Trackers:
     iteration and averaged image, the patience count, where it fired) and the oracle (best PSNR of the average
     against the clean image)."""
 
-    TENSORS = ("ring", "best_variance", "best_iteration", "wait", "fired_iteration", "stop_image", "best_oracle",
-               "oracle_iteration", "oracle_image")
+    TENSORS = ("ring", "best_variance", "best_iteration", "wait", "fired_iteration", "stop_image", "stop_output",
+               "best_oracle", "oracle_iteration", "oracle_image")
     CURVES = ("psnr_noisy", "psnr_clean", "psnr_clean_average", "variance")
 
     def __init__(self, image: torch.Tensor, window: int, patience: int, iterations: int):
@@ -237,7 +240,8 @@ class Trackers:
         self.best_iteration = torch.tensor(-1, device=device)  # -1: no minimum yet
         self.wait = torch.tensor(0, device=device)  # iterations since the minimum
         self.fired_iteration = torch.tensor(-1, device=device)  # -1: not fired
-        self.stop_image = image.clone()
+        self.stop_image = image.clone()  # the average at the variance minimum
+        self.stop_output = image.clone()  # the output at the variance minimum: the official ES-WMV image
         self.best_oracle = torch.tensor(-float("inf"), device=device)
         self.oracle_iteration = torch.tensor(-1, device=device)
         self.oracle_image = image.clone()
@@ -263,7 +267,7 @@ class Trackers:
             self.observe_oracle(self.curves["psnr_clean_average"][i], i, average)
         if self.observe_output(out, i):
             self.curves["variance"][i] = _window_variance(self.ring)
-            self.observe_variance(self.curves["variance"][i], i, average)
+            self.observe_variance(self.curves["variance"][i], i, out, average)
 
     @property
     def fired(self) -> bool:
@@ -275,7 +279,7 @@ class Trackers:
         self.filled += 1
         return self.filled >= self.window
 
-    def observe_variance(self, variance: torch.Tensor, i: int, average: torch.Tensor) -> None:
+    def observe_variance(self, variance: torch.Tensor, i: int, out: torch.Tensor, average: torch.Tensor) -> None:
         """The ES-WMV rule at iteration i (as the official EarlyStop.check_stop): a new minimum resets the
         patience count; once the count reaches P the rule fires and nothing changes any more."""
         active = self.fired_iteration < 0
@@ -283,6 +287,7 @@ class Trackers:
         self.best_variance.copy_(torch.where(lower, variance, self.best_variance))
         self.best_iteration.copy_(torch.where(lower, i, self.best_iteration))
         self.stop_image.copy_(torch.where(lower, average, self.stop_image))
+        self.stop_output.copy_(torch.where(lower, out, self.stop_output))
         self.wait.copy_(torch.where(lower, 0, torch.where(active, self.wait + 1, self.wait)))
         self.fired_iteration.copy_(torch.where(active & (self.wait >= self.patience), i, self.fired_iteration))
 
@@ -402,6 +407,7 @@ def _result(state: DIPState, trackers: Trackers, backtracking: Backtracking, noi
     fired_iteration = _optional(trackers.fired_iteration.item())
     result = DenoiseResult(
         denoised=trackers.stop_image if stop_iteration is not None else state.average.clone(),
+        es_wmv=trackers.stop_output if stop_iteration is not None else final_output,
         final_output=final_output, final_average=state.average.clone(),
         curves={key: curve[: state.steps].tolist() for key, curve in trackers.curves.items()},
         stop_iteration=stop_iteration, stop_fired=fired_iteration is not None, stop_fired_iteration=fired_iteration,
@@ -414,8 +420,9 @@ def _result(state: DIPState, trackers: Trackers, backtracking: Backtracking, noi
         scores = lambda x: dict(psnr=psnr(x, clean), ssim=ssim(x, clean))  # noqa: E731
         result.metrics = dict(
             noisy=scores(noisy), final_output=scores(final_output), final_average=scores(state.average),
-            stopping_rule=dict(scores(result.denoised), iteration=stop_iteration, fired=result.stop_fired,
-                               fired_iteration=fired_iteration),
+            es_wmv=dict(scores(result.es_wmv), iteration=stop_iteration, fired=result.stop_fired,
+                        fired_iteration=fired_iteration),
+            es_wmv_average=dict(scores(result.denoised), iteration=stop_iteration),
             oracle=dict(scores(result.oracle_image), iteration=result.oracle_iteration),
         )
     return result
@@ -444,13 +451,16 @@ def write_image_outputs(folder: Path, name: str, noisy: torch.Tensor, clean: tor
                         result: DenoiseResult) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     save_png(folder / "denoised.png", result.denoised)
+    save_png(folder / "es_wmv.png", result.es_wmv)
     caption = lambda x: "" if clean is None else f"{psnr(x, clean):.2f} dB / {ssim(x, clean):.3f} "  # noqa: E731
     panels = ([(clean, "PSNR / SSIM")] if clean is not None else []) + [
         (noisy, caption(noisy)), (result.final_output, caption(result.final_output)),
         (result.final_average, caption(result.final_average)),
-        (result.denoised, caption(result.denoised) + f"({rule_summary(result)})"),
+        (result.es_wmv, caption(result.es_wmv) + f"({rule_summary(result)})"),
+        (result.denoised, caption(result.denoised)),
     ]
-    titles = (["clean"] if clean is not None else []) + ["noisy", "DIP", "averaged DIP", "averaged, ES-WMV choice"]
+    titles = (["clean"] if clean is not None else []) + ["noisy", "DIP, end", "averaged DIP, end",
+                                                          "ES-WMV: DIP at its choice", "averaged, at that choice"]
     figures.image_grid(folder / "DIP.png", [panels], titles, [name])
     its = list(range(len(result.curves["psnr_noisy"])))  # iterations from 0, as everywhere
     lines = [(its, result.curves["psnr_noisy"], "output vs noisy")]
@@ -511,11 +521,12 @@ def denoise_image(index: int, source: Source, config: Config, folder: Path) -> t
     row = dict(image=stem, **facts)
     if clean is not None:
         row.update(psnr_noisy=m["noisy"]["psnr"], psnr_final=m["final_output"]["psnr"],
-                   psnr_final_average=m["final_average"]["psnr"], psnr_es_wmv=m["stopping_rule"]["psnr"],
+                   psnr_final_average=m["final_average"]["psnr"], psnr_es_wmv=m["es_wmv"]["psnr"],
+                   psnr_es_wmv_average=m["es_wmv_average"]["psnr"],
                    psnr_oracle=m["oracle"]["psnr"])
     summary = "" if clean is None else (
         f": noisy {m['noisy']['psnr']:.2f}, final average {m['final_average']['psnr']:.2f}, ES-WMV "
-        f"{m['stopping_rule']['psnr']:.2f} ({rule_summary(result)}), oracle {m['oracle']['psnr']:.2f} dB "
+        f"{m['es_wmv']['psnr']:.2f}, averaged {m['es_wmv_average']['psnr']:.2f} ({rule_summary(result)}), oracle {m['oracle']['psnr']:.2f} dB "
         f"(it. {result.oracle_iteration})")
     print(f"{stem:>12} ({noisy.shape[-2]}x{noisy.shape[-1]}){summary}; {result.seconds:.1f} s, "
           f"{result.backtracks} backtracks")

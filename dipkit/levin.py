@@ -19,12 +19,13 @@ peak here is always 255 (1 on [0, 1]).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from .blind import Problem, centre_of, levin_problems, pad_to_latent
-from .blur import valid_blur_by_fft
+from .blur import blur_valid, valid_blur_by_fft
 from .errors import RunError
 from .metrics import ssim
 from .tv import fista_tv_deconvolution

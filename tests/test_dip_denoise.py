@@ -174,15 +174,19 @@ def test_the_es_wmv_choice_is_frozen_when_the_rule_fires(tiny_network, monkeypat
     going_on = dip_denoise.denoise(noisy, config, clean)
     assert going_on.curves["variance"][70] == pytest.approx(1e-3) and len(going_on.curves["variance"]) == 100
     assert (going_on.stop_iteration, going_on.stop_fired, going_on.stop_fired_iteration) == (20, True, 50)
-    rule = going_on.metrics["stopping_rule"]
+    rule = going_on.metrics["es_wmv"]  # the official code's: the output at the choice
     assert (rule["iteration"], rule["fired"], rule["fired_iteration"]) == (20, True, 50)
-    assert rule["psnr"] == pytest.approx(going_on.curves["psnr_clean_average"][20], abs=1e-3)
+    assert rule["psnr"] == pytest.approx(going_on.curves["psnr_clean"][20], abs=1e-3)
+    averaged = going_on.metrics["es_wmv_average"]  # the exponential average at the same iteration
+    assert averaged["iteration"] == 20
+    assert averaged["psnr"] == pytest.approx(going_on.curves["psnr_clean_average"][20], abs=1e-3)
 
     scripted_variance(monkeypatch, 5, lambda k: 1 - 0.01 * k if k <= 20 else (1e-3 if k == 70 else 2.0))
     stopping = dip_denoise.denoise(noisy, make_config(dip_denoise.Config, **dict(vars(config), stop_early=True)),
                                    clean)
     assert stopping.iterations_run == 60  # the first checkpoint after the rule fired
     assert stopping.stop_iteration == 20 and torch.equal(stopping.denoised, going_on.denoised)
+    assert torch.equal(stopping.es_wmv, going_on.es_wmv)
 
 
 def test_a_run_that_ends_before_the_rule_fires_says_so(tiny_network, monkeypatch):
@@ -231,7 +235,9 @@ def test_a_restore_leaves_no_trace_of_the_discarded_iterations(tiny_network, mon
     assert max(averages) < 100 and result.oracle_iteration == max(range(40), key=lambda k: averages[k])
     assert result.metrics["oracle"]["psnr"] == pytest.approx(max(averages), abs=1e-3)
     assert min(variance[4:]) > 0 and result.stop_iteration == min(range(4, 40), key=lambda k: variance[k])
-    assert result.metrics["stopping_rule"]["psnr"] == pytest.approx(averages[result.stop_iteration], abs=1e-3)
+    assert result.metrics["es_wmv_average"]["psnr"] == pytest.approx(averages[result.stop_iteration], abs=1e-3)
+    assert result.metrics["es_wmv"]["psnr"] == pytest.approx(result.curves["psnr_clean"][result.stop_iteration],
+                                                             abs=1e-3)
 
 
 def test_restores_are_capped(tiny_network, monkeypatch):
@@ -298,7 +304,7 @@ def test_one_iteration_numbering_in_metrics_csv_and_figures(tiny_network, monkey
     assert list(psnr_panel["lines"][0][0]) == iterations and list(variance_panel["lines"][0][0]) == iterations
     marks = {label.split()[0]: x for x, label in psnr_panel["marks"]}
     assert marks == {"oracle": image["oracle_iteration"], "ES-WMV": image["es_wmv_iteration"]}
-    assert f"it. {image['es_wmv_iteration']}" in drawn["grid"][0][-1][1]
+    assert f"it. {image['es_wmv_iteration']}" in drawn["grid"][0][-2][1]  # the ES-WMV panel, beside the averaged one
 
 
 def test_unreadable_image_stops_before_a_run_folder_exists(tmp_path):

@@ -1,7 +1,6 @@
 """What every script promises: --help works, every numeric constant has a range that is enforced, and bad input
 stops with one line and exit code 2 before a run folder exists."""
 
-import dataclasses
 import importlib
 import math
 import subprocess

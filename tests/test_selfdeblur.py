@@ -220,6 +220,23 @@ def write_levin_folder(root, size=64):
             Image.fromarray((truth[0, 0] * 200).round().numpy().astype("uint8")).save(root / f"im{i}_kernel{j}_img.png")
 
 
+def test_the_levin_command_line_writes_the_known_kernel_table(tmp_path):
+    import csv
+    import subprocess
+    import sys
+
+    write_levin_folder(tmp_path / "levin")
+    done = subprocess.run([sys.executable, "-m", "dipkit.levin", str(tmp_path / "levin"), "--csv",
+                           str(tmp_path / "known.csv")], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "kept orientation, ±5 px: mean PSNR-GT" in done.stdout
+    with (tmp_path / "known.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert [r["problem"] for r in rows] == ["im1_kernel1", "im1_kernel2", "im2_kernel1", "im2_kernel2"]
+    assert all(float(r["psnr_as_stored_shift5"]) > 10 for r in rows)
+
+
 def test_levin_loader_reads_the_layout(tmp_path):
     write_levin_folder(tmp_path)
     problems = blind.levin_problems(str(tmp_path))
