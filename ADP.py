@@ -49,7 +49,7 @@ from dipkit.metrics import psnr, ssim
 from dipkit.runs import mean_scores, start_run, write_csv, write_metrics
 from dipkit.sources import item_names
 from dipkit.adp_original import ORIGINAL_BUGS, OriginalSettings, run_original
-from dipkit.maid import maid
+from dipkit.maid import MAIDSettings, maid
 from dipkit.solvers import conjugate_gradient, fista, lbfgs
 from dipkit.tv import SmoothedTV, forward_differences
 
@@ -266,6 +266,13 @@ def image_problem(name: str, index: int, config: Config, device: torch.device, d
     return x_true, b0, theta0, observe_data(x_true, b0, config, config.seed + index)
 
 
+def maid_settings(config: Config) -> MAIDSettings:
+    """MAID's settings from the constants (the adaptive, certified schedule)."""
+    return MAIDSettings(config.upper_iterations, config.alpha0, config.eps0, config.delta0, config.rho,
+                        config.rho_bar, config.nu, config.nu_bar, config.armijo, config.backtracking,
+                        config.eps_threshold)
+
+
 def quality(x: torch.Tensor, x_true: torch.Tensor) -> dict[str, float]:
     return {"psnr": psnr(x, x_true), "ssim": ssim(x, x_true)}
 
@@ -342,7 +349,7 @@ def run_image(name: str, index: int, config: Config, device: torch.device, dtype
         bar.update(1 if row["attempt"] == 0 else 0)  # one tick per upper iteration
         bar.set_postfix(F=f"{row['upper_loss']:.4g}", psnr=f"{row['psnr']:.2f}", eps=f"{row['eps']:.1e}")
 
-    result = maid(problem, theta0, y, config, observe)
+    result = maid(problem, theta0, y, maid_settings(config), observe)
     bar.close()
     budget = result.log[-1]["cumulative_lower_evaluations"] if result.log else 0
     tic = time.perf_counter()

@@ -9,10 +9,13 @@ map of an elastic net whose operator B (a full n x n matrix, started at the true
 
 On the support S of x(B) the solution is smooth in B, and the implicit function theorem gives
 ∇F = β(B − A) − (Bx − y)vᵀ − (Bv)xᵀ with (BᵀB + α₂I)_SS v_S = [Aᵀ(Ax − y)]_S, v = 0 off S.
-Three methods and two variants, all from x = 0 in one process, timed the same way and counted in the same units:
+Three methods and three variants, all from x = 0 in one process, timed the same way and counted in the same units:
 
     MAID            adaptive inexact descent (dipkit.maid, as ADP.py): certified lower accuracy ε, CG residual δ,
-                    inexact line search, ε and δ adapted to what the line search needs
+                    inexact line search, ε and δ adapted to what the line search needs; it stops on a certificate
+    MAID, original  the 1-D code's schedule (its lines 470-490): ε shrinks by ν at every upper iteration (after ν̄
+    schedule        on success), five trials per line search, bounds on the target ε, and it stops at its budget
+                    of 300 iterations or when the loss changes by less than 1e-12 after 10
     MAID, fixed ε   the same line search with ε = δ held at 1e-6 (an ablation: what adapting the accuracy is worth);
                     it stops at its first failed line search
     IFT             the paper's high-accuracy IFT: fixed step 1e-3 on the hypergradient, lower level to a fixed 1e-6
@@ -58,7 +61,7 @@ from typing import Any, ClassVar, Literal, Optional
 import torch
 from tqdm import tqdm
 
-from dipkit.maid import maid
+from dipkit.maid import MAIDSettings, maid
 from dipkit import figures
 from dipkit.cli import RunError, parse_config, run_main
 from dipkit.device import choose_device, seed_everything, synchronize
@@ -85,7 +88,7 @@ class Config:
     operator_weight: float = 0.0  # β of (β/2)‖B − A‖²_F (0 in the paper: plain ADP)
     lower_max_iterations: int = 500  # cap on FISTA iterations per lower-level solve
     cg_max_iterations: int = 200  # cap on CG iterations per hypergradient
-    solvers: tuple[str, ...] = ("maid", "maid_fixed", "ift", "ift_tuned", "lista")  # which solvers to run
+    solvers: tuple[str, ...] = ("maid", "maid_original", "maid_fixed", "ift", "ift_tuned", "lista")  # which solvers to run
     # MAID (the 1-D settings of the paper's code)
     upper_iterations: int = 300  # MAID: maximum upper iterations
     alpha0: float = 1e-3  # MAID: initial step (the code's 0.1 on a gradient scaled by the grid spacing 0.01)
@@ -243,7 +246,9 @@ def sync_clock(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def run_maid(problem: ElasticNetADP, x0: torch.Tensor, config: Config, bar: tqdm) -> dict[str, Any]:
+def run_maid(problem: ElasticNetADP, x0: torch.Tensor, config: Config, bar: tqdm,
+             settings: MAIDSettings | None = None) -> dict[str, Any]:
+    """MAID (the adaptive, certified schedule unless `settings` say otherwise) from B = A."""
     start = sync_clock(x0.device)
     log = [dict(seconds=0.0, lower_iterations=0, linear_work=0, loss=problem.upper_loss(x0))]
 
@@ -253,15 +258,29 @@ def run_maid(problem: ElasticNetADP, x0: torch.Tensor, config: Config, bar: tqdm
         bar.update(1 if row["attempt"] == 0 else 0)
         bar.set_postfix(loss=f"{log[-1]['loss']:.4g}", eps=f"{row['eps']:.1e}")
 
-    result = maid(problem, problem.a.clone(), x0, config, observe)
+    result = maid(problem, problem.a.clone(), x0, settings or maid_settings(config), observe)
     return dict(b=result.theta, x=result.x, log=log, stop_reason=result.stop_reason)
+
+
+def run_maid_original(problem: ElasticNetADP, x0: torch.Tensor, config: Config, bar: tqdm) -> dict[str, Any]:
+    """MAID with the 1-D code's schedule: ε shrinks at every upper iteration, it stops at its budget (or when the
+    loss stalls), the bounds on the target ε (dipkit.maid, schedule "original")."""
+    return run_maid(problem, x0, config, bar, maid_settings(config, schedule="original"))
 
 
 def run_maid_fixed(problem: ElasticNetADP, x0: torch.Tensor, config: Config, bar: tqdm) -> dict[str, Any]:
     """MAID's line search with the accuracy held at maid_fixed_accuracy (ν = ν̄ = 1): what adapting ε is worth.
     It stops at its first failed line search, where only a tighter accuracy could certify a decrease."""
     eps = config.maid_fixed_accuracy
-    return run_maid(problem, x0, dataclasses.replace(config, eps0=eps, delta0=eps, nu=1.0, nu_bar=1.0), bar)
+    return run_maid(problem, x0, config, bar, maid_settings(config, eps0=eps, delta0=eps, nu=1.0, nu_bar=1.0))
+
+
+def maid_settings(config: Config, **overrides: Any) -> MAIDSettings:
+    """MAID's settings from the constants (the 1-D code's numbers), with `overrides` (the ablations)."""
+    settings = MAIDSettings(config.upper_iterations, config.alpha0, config.eps0, config.delta0, config.rho,
+                            config.rho_bar, config.nu, config.nu_bar, config.armijo, config.backtracking,
+                            config.eps_threshold)
+    return dataclasses.replace(settings, **overrides)
 
 
 def ift_path(problem: ElasticNetADP, x0: torch.Tensor, step: float, accuracy: float, iterations: int, bar: tqdm,
@@ -361,6 +380,7 @@ def run_lista(problem: ElasticNetADP, x0: torch.Tensor, config: Config, bar: tqd
 
 
 SOLVERS = {"maid": ("MAID", run_maid, "upper_iterations"),
+           "maid_original": ("MAID, original schedule", run_maid_original, "upper_iterations"),
            "maid_fixed": ("MAID, fixed ε", run_maid_fixed, "upper_iterations"),
            "ift": ("IFT", run_ift, "ift_iterations"),
            "ift_tuned": ("IFT, tuned", run_ift_tuned, "ift_iterations"),

@@ -1,5 +1,17 @@
 """MAID, the method of adaptive inexact descent (Salehi, Mukherjee, Roberts, Ehrhardt, SIMODS 2025, Algorithms 3.1
-and 3.2), generic in the bilevel problem: ADP.py and adp_1d.py both call `maid`.
+and 3.2), generic in the bilevel problem: ADP.py and adp_1d.py both call `maid` with a `MAIDSettings` they build
+from their constants and a problem that follows `BilevelProblem`.
+
+Two accuracy schedules:
+- "adaptive" (the paper's Algorithm 3.1 with certified bounds): after an accepted step ε, δ grow by ν̄ and the next
+  step starts at ρ̄ times the accepted one; after a failed line search ε, δ shrink by ν and the same point is tried
+  again with one more trial; MAID stops when ε falls below its threshold, when the lower level cannot reach ε
+  (a certificate that no further decrease can be shown) or at its iteration budget;
+- "original" (the 1-D ADP code's loop, Analytical-Deep-Priors/1d/ADP_1D.py): every upper iteration shrinks ε, δ
+  by ν, after ν̄ on success, so the accuracy tightens at every iteration whatever happens; each line search has
+  the same number of trials; the bounds are built on the target ε (the code's, uncertified where the lower solver
+  stops at its cap); it stops at its iteration budget, or after 10 iterations once the loss changes by less than
+  1e-12 (up or down: a re-solve that raises the loss also stops it, as in the code).
 """
 
 from __future__ import annotations
@@ -9,13 +21,46 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Literal, Protocol
 
 import torch
 
+from .device import synchronize
 from .errors import RunError
-from dipkit.device import synchronize
 
+
+@dataclass(frozen=True)
+class MAIDSettings:
+    """What MAID takes; ADP.py and adp_1d.py build it from their constants."""
+
+    upper_iterations: int  # the budget of upper iterations
+    alpha0: float  # initial step
+    eps0: float  # initial lower-level accuracy ε (a bound on ‖x̃ − x(θ)‖)
+    delta0: float  # initial residual δ of the hypergradient's linear solve
+    rho: float = 0.5  # step shrink in the line search
+    rho_bar: float = 1.5  # step growth after an accepted step
+    nu: float = 0.5  # accuracy shrink (after a failure; "original": at every iteration)
+    nu_bar: float = 1.05  # accuracy growth after an accepted step
+    armijo: float = 1e-8  # demand a certified decrease of armijo·step·‖∇F‖²
+    backtracking: int = 3  # line-search trials ("adaptive": one more after each failure at the same point)
+    eps_threshold: float = 1e-6  # "adaptive": stop once ε falls below this
+    schedule: Literal["adaptive", "original"] = "adaptive"  # the accuracy schedule (see the module's docstring)
+
+
+class BilevelProblem(Protocol):
+    """min_θ F(θ) = g(x(θ)) + R(θ), x(θ) = argmin_x h(x; θ): what MAID asks of a problem."""
+
+    upper_lipschitz: float  # L_g, the Lipschitz constant of ∇g
+
+    def solve_lower(self, theta: torch.Tensor, eps: float, warm: torch.Tensor) -> tuple[torch.Tensor, float, int]:
+        """(x̃, its certified accuracy ‖x̃ − x(θ)‖ (≤ eps unless a cap was hit), the work it took)."""
+
+    def hypergradient(self, theta: torch.Tensor, x: torch.Tensor, delta: float,
+                      q0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(∇F at x̃ with the linear solve to residual δ, the solve's solution (a warm start), its work)."""
+
+    def upper_value_and_gradient_norm(self, theta: torch.Tensor, x: torch.Tensor) -> tuple[float, float]:
+        """(g(x̃) + R(θ), ‖∇g(x̃)‖)."""
 
 
 @dataclass
@@ -28,21 +73,22 @@ class MAIDResult:
 
 
 def maid(
-    problem: Any,
+    problem: BilevelProblem,
     theta: torch.Tensor,
     x: torch.Tensor,
-    config: Any,
+    settings: MAIDSettings,
     observe: Callable[[dict[str, Any], torch.Tensor, torch.Tensor], None] | None = None,
 ) -> MAIDResult:
     """Minimise F(θ) = g(x(θ)) + R(θ) by MAID from θ, warm-starting the lower level at x.
 
-    `problem` provides solve_lower(θ, ε, warm) -> (x̃, accuracy, cost), hypergradient(θ, x̃, δ, q0) -> (z, q,
-    cost), upper_value_and_gradient_norm(θ, x̃) -> (g(x̃) + R(θ), ‖∇g(x̃)‖) and upper_lipschitz (L_g). The
-    inexact line search accepts step a when U⁺(θ − a z) − U⁻(θ) + armijo·a‖z‖² ≤ 0 with the bounds
+    The inexact line search accepts step a when U⁺(θ − a z) − U⁻(θ) + armijo·a‖z‖² ≤ 0 with the bounds
     U^±(θ) = g(x̃) + R(θ) ± (‖∇g(x̃)‖ε + L_g ε²/2) of F(θ), valid for ‖x̃ − x(θ)‖ ≤ ε: an accepted step
-    decreases the exact F by at least armijo·a‖z‖². `observe(row, θ, x̃)` is called after each oracle call.
+    decreases the exact F by at least armijo·a‖z‖² (the "original" schedule builds them on the target ε instead of
+    the certified accuracy). `observe(row, θ, x̃)` is called after each oracle call.
     """
-    eps, delta, alpha = config.eps0, config.delta0, config.alpha0
+    s = settings
+    original = s.schedule == "original"
+    eps, delta, alpha = s.eps0, s.delta0, s.alpha0
     lipschitz = problem.upper_lipschitz
     q, log, seconds = None, [], defaultdict(float)
     totals = dict(lower_evaluations=0, cg_matvecs=0)
@@ -63,27 +109,27 @@ def maid(
             raise RunError("the upper-level loss is not finite (NaN or inf): try a smaller alpha0")
         return value + sign * (gradient_norm * accuracy + 0.5 * lipschitz * accuracy**2), value
 
-    for k in range(config.upper_iterations):
+    for k in range(s.upper_iterations):
         for attempt in itertools.count():
-            if eps < config.eps_threshold:
+            if eps < s.eps_threshold and not original:
                 return MAIDResult(theta, x, log, f"accuracy ε = {eps:.2e} below threshold", dict(seconds))
             x, accuracy, cost = timed("lower", problem.solve_lower, theta, eps, x)
             z, q, cg_cost = timed("cg", problem.hypergradient, theta, x, delta, q)
             z_norm2 = z.pow(2).sum().item()
             if not math.isfinite(z_norm2):
                 raise RunError(f"the hypergradient is not finite at upper iteration {k}")
-            lower_bound, value = bound(theta, x, accuracy, -1)
+            lower_bound, value = bound(theta, x, eps if original else accuracy, -1)
             step, accepted, trial = alpha, False, 0
             tic = time.perf_counter()
-            for trial in range(1, config.backtracking + attempt + 1):
+            for trial in range(1, s.backtracking + attempt + 1):
                 theta_trial = theta - step * z
                 x_trial, accuracy_trial, trial_cost = problem.solve_lower(theta_trial, eps, x)
                 cost += trial_cost
-                upper_bound, trial_value = bound(theta_trial, x_trial, accuracy_trial, +1)
-                if upper_bound - lower_bound + config.armijo * step * z_norm2 <= 0:
+                upper_bound, trial_value = bound(theta_trial, x_trial, eps if original else accuracy_trial, +1)
+                if upper_bound - lower_bound + s.armijo * step * z_norm2 <= 0:
                     accepted = True
                     break
-                step *= config.rho
+                step *= s.rho
             synchronize(theta.device)
             seconds["line_search"] += time.perf_counter() - tic
             if accepted:
@@ -101,11 +147,17 @@ def maid(
             if observe is not None:
                 observe(row, theta, x)
             if accepted:
-                eps, delta, alpha = config.nu_bar * eps, config.nu_bar * delta, config.rho_bar * step
+                eps, delta, alpha = s.nu_bar * eps, s.nu_bar * delta, s.rho_bar * step
+            if original:  # the code: ε shrinks at every iteration, and a failed line search moves on
+                eps, delta = s.nu * eps, s.nu * delta
+                break
+            if accepted:
                 break
             if accuracy > eps:  # the lower level stalled (iteration cap or floating-point floor): tightening is futile
                 return MAIDResult(theta, x, log, f"lower level cannot reach accuracy ε = {eps:.2e}", dict(seconds))
-            if config.nu >= 1:  # a fixed accuracy (an ablation): retrying with smaller steps cannot close the bounds' gap
+            if s.nu >= 1:  # a fixed accuracy (an ablation): retrying with smaller steps cannot close the bounds' gap
                 return MAIDResult(theta, x, log, f"line search failed at the fixed accuracy ε = {eps:.2e}", dict(seconds))
-            eps, delta = config.nu * eps, config.nu * delta
+            eps, delta = s.nu * eps, s.nu * delta
+        if original and k > 10 and 0 != log[-2]["upper_loss"] - log[-1]["upper_loss"] < 1e-12:
+            return MAIDResult(theta, x, log, "the loss changed by less than 1e-12", dict(seconds))
     return MAIDResult(theta, x, log, "upper iteration cap reached", dict(seconds))

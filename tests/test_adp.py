@@ -1,12 +1,11 @@
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 import ADP
 from dipkit.cli import RunError, make_config, run_main
-from dipkit.maid import maid
+from dipkit.maid import MAIDSettings, maid
 from dipkit.solvers import conjugate_gradient, fista
 
 
@@ -84,7 +83,8 @@ def test_every_accepted_maid_step_decreases_the_exact_upper_loss():
         ADP.Config, **{**config.__dict__, "upper_iterations": 12, "alpha0": 1e-4, "eps0": 1e-1}
     )
     accepted = []
-    maid(problem, theta0, problem.y, config, lambda row, theta, x: accepted.append((row, theta.clone())))
+    maid(problem, theta0, problem.y, ADP.maid_settings(config),
+         lambda row, theta, x: accepted.append((row, theta.clone())))
     steps = [(row, theta) for row, theta in accepted if row["accepted"]]
     assert len(steps) >= 5
     previous = exact_upper(problem, theta0)
@@ -129,10 +129,8 @@ class QuadraticBilevel:
 
 def test_maid_reaches_the_closed_form_optimum_of_a_quadratic_bilevel_problem():
     problem = QuadraticBilevel()
-    settings = SimpleNamespace(
-        eps0=1.0, delta0=1.0, alpha0=0.1, rho=0.5, rho_bar=1.2, nu=0.5, nu_bar=1.1, armijo=1e-4,
-        backtracking=10, eps_threshold=1e-13, upper_iterations=500,
-    )
+    settings = MAIDSettings(eps0=1.0, delta0=1.0, alpha0=0.1, rho=0.5, rho_bar=1.2, nu=0.5, nu_bar=1.1, armijo=1e-4,
+                            backtracking=10, eps_threshold=1e-13, upper_iterations=500)
     theta0 = torch.zeros(3, dtype=torch.float64)
     result = maid(problem, theta0, torch.zeros(8, dtype=torch.float64), settings)
     assert (result.theta - problem.minimiser()).norm().item() < 1e-5
@@ -204,3 +202,20 @@ def test_a_non_finite_solver_state_stops_with_one_line_and_code_2(capsys):
     assert stop.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "not finite" in lines[0]
+
+
+def test_the_original_schedule_shrinks_the_accuracy_at_every_iteration_and_stops_at_its_budget():
+    """The 1-D code's loop: ε ← ν·ε after every upper iteration (ν̄·ν after an accepted step), a fixed number of
+    trials, no threshold stop: with ν = 0.5 ε falls far below where the adaptive schedule would have stopped."""
+    problem = QuadraticBilevel()
+    settings = MAIDSettings(eps0=1e-1, delta0=1e-1, alpha0=0.1, rho=0.5, rho_bar=10 / 9, nu=0.5, nu_bar=1.05,
+                            armijo=1e-8, backtracking=5, eps_threshold=1e-3, upper_iterations=9, schedule="original")
+    rows = []
+    result = maid(problem, torch.zeros(3, dtype=torch.float64), torch.zeros(8, dtype=torch.float64), settings,
+                  lambda row, theta, x: rows.append(row))
+    assert [row["iteration"] for row in rows] == list(range(9)) and result.stop_reason == "upper iteration cap reached"
+    assert all(row["attempt"] == 0 and row["trials"] <= 5 for row in rows)
+    for before, after in zip(rows, rows[1:]):
+        assert after["eps"] == pytest.approx(before["eps"] * 0.5 * (1.05 if before["accepted"] else 1.0))
+    assert rows[-1]["eps"] < settings.eps_threshold  # the adaptive schedule would have stopped here
+    assert sum(row["accepted"] for row in rows) >= 5

@@ -103,8 +103,8 @@ def test_end_to_end_writes_every_file_and_reports_the_speedup(tmp_path):
                  "config.json", "metrics.json"):
         assert (folder / name).stat().st_size > 0, name
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert metrics["best_loss"] < metrics["initial_loss"] and len(metrics["items"]) == 5 and metrics["script"] == "adp_1d"
-    assert "IFT, tuned" in (folder / "table.csv").read_text()
+    assert metrics["best_loss"] < metrics["initial_loss"] and len(metrics["items"]) == 6 and metrics["script"] == "adp_1d"
+    assert "IFT, tuned" in (folder / "table.csv").read_text() and "MAID, original schedule" in metrics["summary"]
     assert "maid_speedup_over_tuned_ift_to_1pct" in metrics and metrics["ift_tuned"]["step"] == 1e-2
 
 
@@ -129,7 +129,7 @@ def test_the_tuning_grid_picks_the_fastest_step_that_does_not_diverge():
 def test_maid_with_a_fixed_accuracy_keeps_it_and_terminates():
     problem, config = small_problem(points=60, upper_iterations=30, maid_fixed_accuracy=1e-5)
     rows = []
-    fixed = adp_1d.dataclasses.replace(config, eps0=1e-5, delta0=1e-5, nu=1.0, nu_bar=1.0)
+    fixed = adp_1d.maid_settings(config, eps0=1e-5, delta0=1e-5, nu=1.0, nu_bar=1.0)
     result = adp_1d.maid(problem, problem.a.clone(), torch.zeros_like(problem.y), fixed,
                          lambda row, b, x: rows.append(row))
     assert rows and all(row["eps"] == 1e-5 and row["delta"] == 1e-5 for row in rows)
