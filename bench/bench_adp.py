@@ -30,7 +30,7 @@ import ADP  # noqa: E402
 from dipkit.blur import blur, blur_adjoint  # noqa: E402
 from dipkit.cli import parse_config, run_main  # noqa: E402
 from dipkit.device import choose_device, keep_freed_memory  # noqa: E402
-from dipkit.runs import environment, write_json  # noqa: E402
+from dipkit.runs import run_record, write_json  # noqa: E402
 from dipkit.tv import SmoothedTV  # noqa: E402
 
 
@@ -116,7 +116,7 @@ def main() -> None:
     print(f"total {out['metrics']['seconds']:.1f} s")
     path = Path("Results/bench/adp.json")
     write_json(path, dict(gradient=costs, lower_solvers=solvers, runs=runs, total_seconds=out["metrics"]["seconds"],
-                          config=config, environment=environment(choose_device(config.device))))
+                          config=config, **run_record(choose_device(config.device))))
     print(f"wrote {path}")
 
 

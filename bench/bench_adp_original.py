@@ -26,7 +26,7 @@ from dipkit.adp_original import ORIGINAL_BUGS  # noqa: E402
 from dipkit.cli import parse_config, run_main  # noqa: E402
 from dipkit.device import choose_device, keep_freed_memory, seed_everything  # noqa: E402
 from dipkit.metrics import psnr  # noqa: E402
-from dipkit.runs import environment, write_json  # noqa: E402
+from dipkit.runs import run_record, write_json  # noqa: E402
 
 
 def variants(names: list[str]) -> list[tuple[str, tuple[str, ...]]]:
@@ -75,7 +75,7 @@ def main() -> None:
                   f" iterations, {row['seconds']:.0f} s)", flush=True)
     out = Path(config.results_dir) / "bench" / f"adp_original{'_' + own.tag if own.tag else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out, dict(rows=table, environment=environment(device)))
+    write_json(out, dict(rows=table, **run_record(device)))
     print(f"wrote {out}")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dipkit.device import choose_device, keep_freed_memory
-from dipkit.runs import environment, write_json
+from dipkit.runs import run_record, write_json
 
 RESULTS = Path(__file__).resolve().parent.parent / "Results" / "bench"
 
@@ -42,10 +42,11 @@ def seconds_per_iteration(deblur, problem, config, iterations: int) -> float:
 
 
 def write_bench(name: str, device: Any, **content: Any) -> Path:
-    """Results/bench/<name>.json: the rows and settings, with the environment that produced them."""
+    """Results/bench/<name>.json: the rows and settings, with what produced them (environment, code revision,
+    command line: dipkit.runs.run_record)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    write_json(path, dict(content, device=str(device), environment=environment(device)))
+    write_json(path, dict(content, device=str(device), **run_record(device)))
     return path
 
 
