@@ -1,0 +1,215 @@
+"""The measured results the docs quote, regenerated: each entry runs one documented command and keeps its small
+files (tables, summaries, metrics.json and the config.json that names the script, its arguments, the git revision
+and the device) under docs/results/<entry>/, which is what the docs link to.
+
+    python bench/docs_results.py --list                     # the entries, with their commands
+    python bench/docs_results.py adp_1d/paper ADP/astronaut # run these entries
+    python bench/docs_results.py --all                      # every entry (hours on a 2-core CPU)
+    python bench/docs_results.py ADP/photos --original ~/src/Analytical-Deep-Priors   # needs that checkout
+
+A script's run happens in a scratch results folder (Results/docs_results/) and its own config.json is kept; for
+a command that writes no run folder (a benchmark, a merge, dipkit.levin) this writes a config.json with the same
+record (environment, git revision, the command). An entry whose folder already exists is skipped unless --force:
+a long list of entries killed halfway keeps every entry it finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dipkit.cli import run_main  # noqa: E402
+from dipkit.errors import RunError  # noqa: E402
+from dipkit.runs import code_revision, environment, write_json  # noqa: E402
+
+DOCS_RESULTS = ROOT / "docs" / "results"
+SCRATCH = ROOT / "Results" / "docs_results"
+LEVIN = "LEVIN"  # stands for --levin in a command
+ORIGINAL = "ORIGINAL"  # stands for --original (a checkout of the ADP paper's repository)
+SMALL = 2_000_000  # bytes: larger files (long curves) are not copied
+
+TABLES = ("table.csv", "summary.csv", "metrics.json", "config.json")
+
+
+@dataclass(frozen=True)
+class Entry:
+    command: tuple[str, ...]  # a script and its arguments, or "-m module ...", or "bench/...py ..."
+    keep: tuple[str, ...] = TABLES  # files of the run folder to keep (those that exist)
+    threads: int | None = None  # OMP_NUM_THREADS (None: the machine's default)
+    produces: tuple[str, ...] = ()  # for a command without a run folder: the files it writes (relative to ROOT)
+    after: tuple[str, ...] = field(default_factory=tuple)  # entries whose runs it reads (a merge)
+
+    @property
+    def script_run(self) -> bool:
+        return self.command[0].endswith(".py") and not self.command[0].startswith("bench/")
+
+
+ADP_QUICK_FILES = TABLES + ("curve.csv",)
+BLIND_STUDY = ("--images", "camera", "coffee", "chelsea", "--kernel_sizes", "13", "--size", "128", "--iterations",
+               "2000", "--milestones", "800", "1200", "1600", "--channels", "32", "--skip_channels", "8", "--seeds",
+               "0", "1", "--max_shift", "10", "--wide_shift", "0", "--workers", "2")
+VDIP_SCHEDULE = ("--pretrain_iterations", "200", "--loss_switch", "800", "--prior_decay_every", "400")
+
+ENTRIES: dict[str, Entry] = {
+    # ADP.py
+    "ADP/astronaut": Entry(("ADP.py",), ADP_QUICK_FILES),
+    "ADP/coffee": Entry(("ADP.py", "--images", "coffee", "--seed", "1"), ADP_QUICK_FILES),
+    "ADP/rocket": Entry(("ADP.py", "--images", "rocket", "--seed", "2"), ADP_QUICK_FILES),
+    "ADP/astronaut_300_iterations": Entry(("ADP.py", "--upper_iterations", "300"), ADP_QUICK_FILES),
+    "ADP/original_code": Entry(("ADP.py", "--original_code", "--images", "astronaut", "coffee", "rocket"),
+                               ADP_QUICK_FILES),
+    "ADP/photos": Entry(("ADP.py", "--original_code", "--images", f"{ORIGINAL}/images/nessy.JPG",
+                         f"{ORIGINAL}/images/cc1.jpg", f"{ORIGINAL}/images/bath.jpg")),
+    "ADP/original_fixes": Entry(("bench/bench_adp_original.py",), produces=("Results/bench/adp_original.json",)),
+    "ADP/speed": Entry(("bench/bench_adp.py",), produces=("Results/bench/adp.json",)),
+    # adp_1d.py
+    "adp_1d/paper": Entry(("adp_1d.py",), TABLES + ("grid.csv",), threads=1),
+    # dip_denoise.py
+    "dip_denoise/quick4": Entry(("dip_denoise.py", "--quick", "--images", "astronaut", "coffee", "chelsea", "rocket"),
+                                threads=1),
+    # selfdeblur.py and vdip.py: the reduced CPU study, merged
+    "selfdeblur/cpu_study": Entry(("selfdeblur.py", *BLIND_STUDY, "--variants", "SelfDeblur", "SimplerSDB",
+                                   "SelfDeblur-repo")),
+    "vdip/cpu_study": Entry(("vdip.py", *BLIND_STUDY, *VDIP_SCHEDULE, "--variants", "VDIP-Sparse", "VDIP-Extreme",
+                             "VDIP-Sparse-orig", "VDIP-Extreme-orig")),
+    "vdip/cpu_comparison": Entry(("-m", "dipkit.study", "SCRATCH/selfdeblur/selfdeblur-cpu_study",
+                                  "SCRATCH/vdip/vdip-cpu_study", "--out", "SCRATCH/vdip/cpu_comparison"),
+                                 produces=("SCRATCH/vdip/cpu_comparison/table.csv",
+                                           "SCRATCH/vdip/cpu_comparison/summary.csv"),
+                                 after=("selfdeblur/cpu_study", "vdip/cpu_study")),
+    "vdip/quick_bugs_sparse": Entry(("vdip.py", "--quick", "--variants", "VDIP-Sparse", "VDIP-Sparse-orig",
+                                     "--seeds", "0", "1"), threads=1),
+    "vdip/quick_bugs_extreme": Entry(("vdip.py", "--quick", "--variants", "VDIP-Extreme", "VDIP-Extreme-twice",
+                                      "VDIP-Extreme-mixed", "VDIP-Extreme-bright", "VDIP-Extreme-nan",
+                                      "VDIP-Extreme-orig", "VDIP-Extreme-pre5", "VDIP-Extreme-lai-uniform-orig",
+                                      "--seeds", "0", "1"), threads=1),
+    # Levin's known-kernel row (needs Levin's folder)
+    "selfdeblur/levin_known_kernel": Entry(("-m", "dipkit.levin", LEVIN, "--csv", "SCRATCH/levin_known_kernel.csv"),
+                                           produces=("SCRATCH/levin_known_kernel.csv",)),
+    # generative_prior.py: the reduced run
+    "generative_prior/cpu_reduced": Entry(("generative_prior.py", "--test_images", "20", "--restarts", "5",
+                                           "--alg1_steps", "2000", "--alg1_decay", "500", "--range_steps", "2000",
+                                           "--alg2_steps", "2000", "--alg3_iterations", "300",
+                                           "--tv_blind_iterations", "500", "--kernel_count", "20000",
+                                           "--kernel_epochs", "5", "--noise_levels", "0.01", "0.05", "0.1"),
+                                          TABLES + ("noise.csv",), threads=1),
+    # speed benchmarks, at one and two threads
+    **{f"bench/{name}_{threads}thread": Entry((f"bench/bench_{name}.py", *arguments), threads=threads,
+                                               produces=(f"Results/bench/{name}.json",))
+       for name, arguments in (("selfdeblur", ("--iterations", "3", "--switch_iterations", "5")),
+                               ("vdip", ("--iterations", "3", "--switch_iterations", "5")), ("dip", ()))
+       for threads in (1, 2)},
+    "bench/selfdeblur_packing": Entry(("bench/bench_selfdeblur.py", "--iterations", "3", "--switch_iterations", "5",
+                                       "--pack", "2", "--pack_iterations", "20"),
+                                      produces=("Results/bench/selfdeblur.json",)),
+}
+
+
+def resolve(text: str, levin: str, original: str) -> str:
+    """A command's placeholders: SCRATCH, the Levin folder, the original checkout."""
+    if LEVIN in text and not levin:
+        raise RunError("this entry needs Levin's folder: --levin DIR")
+    if ORIGINAL in text and not original:
+        raise RunError("this entry needs a checkout of the ADP paper's repository: --original DIR")
+    return text.replace("SCRATCH", str(SCRATCH)).replace(LEVIN, levin).replace(ORIGINAL, original)
+
+
+def command_of(name: str, entry: Entry, levin: str, original: str) -> list[str]:
+    words = [resolve(word, levin, original) for word in entry.command]
+    if entry.script_run:
+        slug = name.replace("/", "-")
+        words += ["--results_dir", str(SCRATCH), "--run_name", slug, "--no-progress"]
+    first = words[0] if words[0] == "-m" else str(ROOT / words[0])
+    return [sys.executable, first, *words[1:]]
+
+
+def run_entry(name: str, entry: Entry, levin: str, original: str, force: bool) -> None:
+    target = DOCS_RESULTS / name
+    if target.exists() and not force:
+        print(f"{name}: kept ({target} exists; --force runs it again)")
+        return
+    command = command_of(name, entry, levin, original)
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(entry.threads)} if entry.threads else {}))
+    script_name = Path(entry.command[0]).stem
+    run_folder = SCRATCH / script_name / name.replace("/", "-")
+    if entry.script_run and run_folder.exists():
+        shutil.rmtree(run_folder)  # a fresh run of this entry, under the entry's own name
+    print(f"{name}: {' '.join(command[1:])}" + (f" (OMP_NUM_THREADS={entry.threads})" if entry.threads else ""),
+          flush=True)
+    for produced in entry.produces:  # an earlier run's output is never taken for this one's
+        path = Path(resolve(produced, levin, original))
+        path = path if path.is_absolute() else ROOT / path
+        if path.parent.parent == SCRATCH / script_name or path.parent.parent == SCRATCH / "vdip":
+            shutil.rmtree(path.parent, ignore_errors=True)
+        path.unlink(missing_ok=True)
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, env=env)
+    if done.returncode:
+        raise RunError(f"{name}: the command ended with exit code {done.returncode}; nothing was kept")
+    seconds = time.perf_counter() - start
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    if entry.script_run:
+        for file in entry.keep:
+            if (run_folder / file).is_file() and (run_folder / file).stat().st_size <= SMALL:
+                shutil.copy2(run_folder / file, partial / file)
+    else:
+        for produced in entry.produces:
+            path = Path(resolve(produced, levin, original))
+            path = path if path.is_absolute() else ROOT / path
+            shutil.copy2(path, partial / path.name)
+        import torch  # only for the device name in the record
+
+        write_json(partial / "config.json", dict(
+            config=dict(entry=name, threads=entry.threads), environment=environment(torch.device("cpu")),
+            code=code_revision(), command=["python", *command[1:]], seconds=seconds))
+    if target.exists():
+        shutil.rmtree(target)
+    partial.rename(target)
+    print(f"{name}: kept in {target.relative_to(ROOT)} ({seconds:.0f} s)", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("entries", nargs="*", help="entries to run (see --list)")
+    parser.add_argument("--all", action="store_true", help="every entry (those needing --levin or --original only "
+                        "when given)")
+    parser.add_argument("--list", action="store_true", help="print the entries and their commands")
+    parser.add_argument("--force", action="store_true", help="run entries whose folder exists again")
+    parser.add_argument("--levin", default="", help="Levin's folder (SelfDeblur's layout)")
+    parser.add_argument("--original", default="", help="a checkout of MohammadSadeghSalehi/Analytical-Deep-Priors")
+    args = parser.parse_args()
+    if args.list:
+        for name, entry in ENTRIES.items():
+            threads = f"OMP_NUM_THREADS={entry.threads} " if entry.threads else ""
+            print(f"{name:>32}: {threads}python {' '.join(entry.command)}")
+        return
+    unknown = [name for name in args.entries if name not in ENTRIES]
+    if unknown:
+        raise RunError(f"unknown entr{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)} (see --list)")
+    names = list(ENTRIES) if args.all else args.entries
+    if args.all:
+        names = [n for n in names if (LEVIN not in " ".join(ENTRIES[n].command) or args.levin)
+                 and (ORIGINAL not in " ".join(ENTRIES[n].command) or args.original)]
+    if not names:
+        raise RunError("name entries to run, or --all (see --list)")
+    for name in names:
+        missing = [before for before in ENTRIES[name].after if not (DOCS_RESULTS / before).is_dir()]
+        if missing:
+            raise RunError(f"{name} merges the runs of {', '.join(missing)}: run those first")
+        run_entry(name, ENTRIES[name], str(Path(args.levin).expanduser()) if args.levin else "",
+                  str(Path(args.original).expanduser()) if args.original else "", args.force)
+
+
+if __name__ == "__main__":
+    run_main(main)
