@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from dipkit.blind import Problem, centre_of, problems_of
 from dipkit.cli import RunError, parse_config, run_main
 from dipkit.device import Speed, normal_like
-from dipkit.levin import Scorer
+from dipkit.levin import KnownKernel, Scorer
 from dipkit.metrics import ssim_loss
 from dipkit.networks import KernelGenerator, SkipNetwork
 from dipkit.memory import training_footprint
@@ -107,7 +107,10 @@ class Config:
     max_shift: float = 5  # sub-pixel shifts up to this many pixels are tried, in steps of 0.25 (the paper's table)
     wide_shift: float = 10  # also report PSNR-GT, SSIM and error ratio with shifts up to this (0: not)
     curve_every: int = 100  # PSNR-GT and PSNR-NB every this many iterations (0: none)
-    known_kernel_tv: float = 1e-3  # TV weight of the known-kernel deconvolution (the error ratio's denominator)
+    known_kernel: Literal["sparse", "tv"] = "sparse"  # the error ratio's denominator: Levin's deconvSps, or TV
+    known_kernel_weight: float = 3e-3  # deconvSps's prior weight (0.003: SelfDeblur's known-k row; Levin's own 0.0068)
+    known_kernel_iterations: int = 200  # deconvSps's CG steps per solve (Levin's own scripts: 70)
+    known_kernel_tv: float = 1e-3  # TV weight of the known-kernel deconvolution with known_kernel tv
     # run
     deterministic: bool = False  # deterministic kernels (cuDNN benchmark off); the original was non-deterministic
     device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps
@@ -131,7 +134,8 @@ class Config:
         skip_channels="[0, inf)", scales="[1, inf)", reg_noise="[0, inf)", kernel_input="[1, inf)",
         kernel_hidden="[1, inf)", loss_switch="[0, inf)", pretrain_iterations="[0, inf)", pretrain_alpha="[0, 1]",
         seeds="[0, inf)", crop="[0, inf)", max_shift="[0, inf)", wide_shift="[0, inf)", curve_every="[0, inf)",
-        known_kernel_tv="(0, inf)", workers="[1, inf)", gpus_per_run="[0, inf)",
+        known_kernel_tv="(0, inf)", known_kernel_weight="(0, inf)",
+        known_kernel_iterations="[1, inf)", workers="[1, inf)", gpus_per_run="[0, inf)",
     )
 
 
@@ -152,7 +156,9 @@ def variant_configs(config: Config) -> dict[str, Config]:
 
 
 def scoring(config: Config) -> Scoring:
-    return Scoring(config.crop, config.max_shift, config.wide_shift, config.known_kernel_tv)
+    return Scoring(config.crop, config.max_shift, config.wide_shift,
+                   KnownKernel(config.known_kernel, config.known_kernel_weight, config.known_kernel_iterations,
+                               config.known_kernel_tv))
 
 
 def check_config(config: Config) -> tuple[list[Problem], dict[str, Config]]:

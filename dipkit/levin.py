@@ -6,7 +6,10 @@ on both axes (bilinear, as interp2) is tried and the smallest sum of squared dif
 same as 255 on 8-bit values) and Wang's SSIM with automatic downsampling are taken on the aligned crop. The error
 ratio is the ratio of the spectral norms (MATLAB's norm of a matrix) of the error images of the estimate and of
 the known-kernel deconvolution, as SelfDeblur computes it; Levin's own definition, the ratio of the sums of
-squares, is reported beside it.
+squares, is reported beside it. The known-kernel deconvolution is Levin's sparse deconvolution (deconvSps,
+dipkit.sparse, weight 0.003 and 200 CG steps: the setting that reproduces SelfDeblur's "known k" row), or a TV
+deconvolution as a switch (KnownKernel). `error_ratio_curve` gives the cumulative error-ratio figure of Levin's
+and SelfDeblur's papers: the fraction of runs whose ratio is at most r.
 
 max_shift is 5 by default: the comp_upto_shift.m of August 2019, which scored the paper's table, hard-codes
 shifts = -5:0.25:5; the February 2020 version takes maxshift as an argument and statistic_levin.m sets 10 ("usually
@@ -19,6 +22,7 @@ peak here is always 255 (1 on [0, 1]).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,6 +32,7 @@ from .blind import Problem, centre_of, levin_problems, pad_to_latent
 from .blur import blur_valid, valid_blur_by_fft
 from .errors import RunError
 from .metrics import ssim
+from .sparse import deconv_sps
 from .tv import fista_tv_deconvolution
 
 
@@ -149,33 +154,55 @@ def kernel_error(estimate: torch.Tensor, truth: torch.Tensor, orientation_known:
     return math.sqrt(max(squared, 0.0)) / k.pow(2).sum().sqrt().item()
 
 
-def known_kernel_deconvolution(blurred: torch.Tensor, kernel: torch.Tensor, weight: float = 1e-3,
-                               smoothing: float = 1e-2, iterations: int = 300) -> torch.Tensor:
-    """The non-blind baseline: argmin_x ½‖k ⋆ x − y‖² + weight·TV_ε(x) over the larger latent image, by FISTA
-    from the replicate-padded y; returns its centre crop, the size of y. (Levin's 'ground k' results, which the
-    MATLAB scripts divide by, came from a sparse-prior deconvolution; this is a TV one.)"""
+def tv_deconvolution(blurred: torch.Tensor, kernel: torch.Tensor, weight: float = 1e-3,
+                     smoothing: float = 1e-2, iterations: int = 300) -> torch.Tensor:
+    """A TV known-kernel deconvolution: argmin_x ½‖k ⋆ x − y‖² + weight·TV_ε(x) over the larger latent image, by
+    FISTA from the replicate-padded y; returns its centre crop, the size of y."""
     y, w = blurred.detach().double(), kernel.detach().double().view(1, 1, *kernel.shape[-2:])
     x0 = pad_to_latent(y, w.shape[-2:])
-    forward, adjoint = valid_blur_by_fft(w, x0.shape[-2:])  # FFTs: 0.9 s for 300 steps at 281² (conv2d: 22-94 s)
+    forward, adjoint = valid_blur_by_fft(w, x0.shape[-2:])
     x = fista_tv_deconvolution(y, forward, adjoint, w.abs().sum().item() ** 2, weight, iterations, x0, smoothing,
                                tolerance=1e-7)  # ‖x ↦ k ⋆ x‖ ≤ ‖k‖₁
     return centre_of(x, w.shape[-2:]).float()
 
 
-def known_kernel_baseline(problem: Problem, weight: float = 1e-3, crop: int = 15,
+@dataclass(frozen=True)
+class KnownKernel:
+    """How the known-kernel row, the error ratio's denominator, is made: Levin's sparse deconvolution ("sparse":
+    deconvSps with weight `sparse_weight` and `sparse_iterations` CG steps per solve, dipkit.sparse), as Levin's
+    benchmark and SelfDeblur's table, or a TV deconvolution ("tv", weight `tv_weight`)."""
+
+    method: str = "sparse"
+    sparse_weight: float = 3e-3
+    sparse_iterations: int = 200
+    tv_weight: float = 1e-3
+
+    def __call__(self, blurred: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        if self.method == "sparse":
+            return deconv_sps(blurred, kernel, self.sparse_weight, self.sparse_iterations).float()
+        if self.method == "tv":
+            return tv_deconvolution(blurred, kernel, self.tv_weight)
+        raise RunError(f"unknown known-kernel deconvolution '{self.method}' (use sparse or tv)")
+
+    @property
+    def label(self) -> str:
+        return "known kernel (deconvSps)" if self.method == "sparse" else "known kernel (TV)"
+
+
+def known_kernel_baseline(problem: Problem, deconvolve: KnownKernel = KnownKernel(), crop: int = 15,
                           max_shift: float = 5) -> torch.Tensor:
-    """known_kernel_deconvolution with the problem's true kernel. When its orientation is not known (Levin's PNGs,
-    some of which are stored rotated by 180°), both orientations are tried and the one whose deconvolution scores
-    the higher PSNR against the truth under the protocol (`crop`, `max_shift`) is kept: the reference row uses
-    the truth anyway, and the residual ‖k ⋆ x − y‖ cannot tell (a TV deconvolution explains y about as well with
-    the rotated kernel, and picked it on im1_kernel5 and im3_kernel6, about 10 dB low). Without a truth the
-    residual decides."""
+    """The known-kernel deconvolution (`deconvolve`) with the problem's true kernel. When its orientation is not
+    known (Levin's PNGs, some of which are stored rotated by 180°), both orientations are tried and the one whose
+    deconvolution scores the higher PSNR against the truth under the protocol (`crop`, `max_shift`) is kept: the
+    reference row uses the truth anyway, and the residual ‖k ⋆ x − y‖ cannot tell (a TV deconvolution explains y
+    about as well with the rotated kernel, and picked it on im1_kernel5 and im3_kernel6, about 10 dB low). Without
+    a truth the residual decides."""
     kernels = [problem.true_kernel]
     if not problem.kernel_orientation_known:
         kernels.append(problem.true_kernel.flip(-2, -1))
     best, best_badness = None, math.inf
     for kernel in kernels:
-        x = known_kernel_deconvolution(problem.blurred, kernel, weight)
+        x = deconvolve(problem.blurred, kernel)
         if len(kernels) == 1:
             return x
         if problem.truth is not None:
@@ -251,17 +278,27 @@ class Scorer:
                     error_ratio_ssd=error.pow(2).sum().item() / known_error.pow(2).sum().item())
 
 
+ERROR_RATIOS = tuple(1 + 0.05 * i for i in range(61))  # r from 1 to 4, the range of Levin's and SelfDeblur's figures
+
+
+def error_ratio_curve(ratios: list[float], thresholds: tuple[float, ...] = ERROR_RATIOS) -> list[float]:
+    """The cumulative error-ratio curve: for each r, the fraction of `ratios` at most r (Levin et al., CVPR 2009,
+    Fig. 5; SelfDeblur's Fig. 4)."""
+    return [sum(ratio <= r for ratio in ratios) / len(ratios) for r in thresholds] if ratios else []
+
+
 def known_kernel_table(folder: str, crop: int = 15, shifts: tuple[float, ...] = (5, 10),
-                       weight: float = 1e-3) -> list[dict]:
-    """The known-kernel reference row of a Levin-layout folder, problem by problem: PSNR-GT and SSIM of the TV
-    deconvolution with the kernel PNG as stored and rotated by 180°, under each shift search, and which orientation
-    `known_kernel_baseline` keeps (the higher PSNR under the first shift)."""
+                       deconvolve: KnownKernel = KnownKernel()) -> list[dict]:
+    """The known-kernel reference row of a Levin-layout folder, problem by problem: PSNR-GT and SSIM of the
+    known-kernel deconvolution (`deconvolve`: deconvSps by default) with the kernel PNG as stored and rotated by
+    180°, under each shift search, and which orientation `known_kernel_baseline` keeps (the higher PSNR under the
+    first shift)."""
     rows = []
     for problem in levin_problems(folder):
         row: dict = dict(problem=problem.name)
         psnrs = {}
         for label, kernel in (("as_stored", problem.true_kernel), ("rotated", problem.true_kernel.flip(-2, -1))):
-            x = quantise_8bit(known_kernel_deconvolution(problem.blurred, kernel, weight))
+            x = quantise_8bit(deconvolve(problem.blurred, kernel))
             for shift in shifts:
                 aligned, inner, _ = align_up_to_shift(x, problem.truth, crop, shift)
                 row[f"psnr_{label}_shift{shift:g}"] = psnrs.setdefault((label, shift), psnr_of(aligned, inner))
@@ -283,17 +320,27 @@ if __name__ == "__main__":
                                      "kernel orientation's PSNR-GT under shift searches of ±5 and ±10 pixels.")
     parser.add_argument("levin_dir", help="a folder in Levin's layout (im<i>_kernel<j>_img.png, gt/)")
     parser.add_argument("--csv", default="", help="also write the rows to this CSV file")
+    parser.add_argument("--method", choices=("sparse", "tv"), default="sparse",
+                        help="Levin's sparse deconvolution (deconvSps, the default) or a TV deconvolution")
+    parser.add_argument("--weight", type=float, default=None, help="the prior's weight (default: 3e-3 for sparse, "
+                        "1e-3 for tv; Levin's own scripts call deconvSps with 0.0068)")
+    parser.add_argument("--iterations", type=int, default=200, help="sparse: CG steps per solve (Levin's: 70)")
+    parser.add_argument("--shifts", type=float, nargs="+", default=[5, 10], help="shift searches (pixels)")
     arguments = parser.parse_args()
+    method = KnownKernel(arguments.method, sparse_iterations=arguments.iterations,
+                         **({} if arguments.weight is None else
+                            {"sparse_weight" if arguments.method == "sparse" else "tv_weight": arguments.weight}))
 
     def report() -> None:
-        rows = known_kernel_table(arguments.levin_dir)
+        rows = known_kernel_table(arguments.levin_dir, shifts=tuple(arguments.shifts), deconvolve=method)
+        first = arguments.shifts[0]
         for row in rows:
-            print(f"{row['problem']:>12}: as stored {row['psnr_as_stored_shift5']:.2f} dB, rotated "
-                  f"{row['psnr_rotated_shift5']:.2f} dB (±5 px); kept {row['kept']}")
-        for shift in (5, 10):
-            kept = [row[f"psnr_{row['kept']}_shift{shift}"] for row in rows]
-            ssim_kept = [row[f"ssim_{row['kept']}_shift{shift}"] for row in rows]
-            print(f"kept orientation, ±{shift} px: mean PSNR-GT {statistics.fmean(kept):.2f} dB, "
+            print(f"{row['problem']:>12}: as stored {row[f'psnr_as_stored_shift{first:g}']:.2f} dB, rotated "
+                  f"{row[f'psnr_rotated_shift{first:g}']:.2f} dB (±{first:g} px); kept {row['kept']}")
+        for shift in arguments.shifts:
+            kept = [row[f"psnr_{row['kept']}_shift{shift:g}"] for row in rows]
+            ssim_kept = [row[f"ssim_{row['kept']}_shift{shift:g}"] for row in rows]
+            print(f"{method.label}, kept orientation, ±{shift:g} px: mean PSNR-GT {statistics.fmean(kept):.2f} dB, "
                   f"SSIM {statistics.fmean(ssim_kept):.4f} over {len(rows)} images")
         if arguments.csv:
             write_csv(Path(arguments.csv), rows)

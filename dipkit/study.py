@@ -8,6 +8,7 @@ theirs. What is written (into the run folder):
     estimates/                every estimate and kernel as 8-bit PNG (the MATLAB protocol scores 8-bit images)
     curve.png, curve.csv      PSNR-GT and PSNR-NB over the iterations; <problem>_curve.png one problem's alone
     scatter.png               PSNR-GT against PSNR-NB, one point per run: the no-blur mode sits at high PSNR-NB
+    error_ratio.png, .csv     the cumulative error ratio per variant (fraction of runs with ratio ≤ r, r in [1, 4])
     table.csv                 one row per run;  summary.csv  mean, spread and best-of-seeds per variant
 
 Runs of the same problems made apart (two scripts, two machines) are put side by side by
@@ -44,7 +45,8 @@ from .cli import run_main
 from .errors import RunError
 from .device import choose_device, keep_freed_memory, seed_everything, synchronize
 from .figures import save_png
-from .levin import Scorer, check_scoring, known_kernel_baseline, quantise_8bit
+from .levin import (ERROR_RATIOS, KnownKernel, Scorer, check_scoring, error_ratio_curve, known_kernel_baseline,
+                    quantise_8bit)
 from .memory import check_fits
 from .runs import RESUMABLE, read_config, read_kept, save_atomically, start_run, write_csv, write_metrics
 
@@ -128,12 +130,12 @@ def save_kernel_png(path: Path, kernel: torch.Tensor) -> None:
 class Scoring:
     """Levin's protocol as a study applies it: `crop` pixels off each side, shifts up to `max_shift` (and, when
     `wide_shift` > 0, PSNR-GT, SSIM and the error ratio under that wider search beside them), the known-kernel
-    deconvolution's TV weight (the error ratio's denominator)."""
+    deconvolution (the error ratio's denominator: Levin's deconvSps by default, KnownKernel)."""
 
     crop: int = 15
     max_shift: float = 5
     wide_shift: float = 0
-    known_kernel_weight: float = 1e-3
+    known_kernel: KnownKernel = KnownKernel()
 
     def check(self, problems: list[Problem]) -> None:
         """A RunError if the wide search is not wider, or a problem is too small for the crop and the shifts."""
@@ -394,7 +396,8 @@ def run_study(
         for job in (j for j in jobs if j.problem is problem):
             record = done[job.stem]
             panels.setdefault(job.variant, []).append((job.seed, record["image"], _estimate(record), record["scores"]))
-        _problem_figures(folder, problem, knowns[problem.name], baseline_scores[problem.name], panels)
+        _problem_figures(folder, problem, knowns[problem.name], baseline_scores[problem.name], panels,
+                         scoring.known_kernel.label)
     rows, curves = _rows_and_curves(jobs, done, baseline_rows)
     summary = write_tables(folder, rows, curves)
     for line in summary_lines(summary):
@@ -405,7 +408,7 @@ def run_study(
 def _baselines(problem: Problem, scoring: Scoring) -> tuple[Scorer, torch.Tensor | None, dict[str, dict]]:
     """The problem's scorer, its known-kernel deconvolution and the baselines' scores (blurred input, known kernel),
     scored once for the table and the figure's captions."""
-    known = (known_kernel_baseline(problem, scoring.known_kernel_weight, scoring.crop, scoring.max_shift)
+    known = (known_kernel_baseline(problem, scoring.known_kernel, scoring.crop, scoring.max_shift)
              if problem.true_kernel is not None else None)
     scorer = Scorer(problem, known, scoring.crop, scoring.max_shift, scoring.wide_shift)
     scores = {}
@@ -486,7 +489,27 @@ def write_tables(folder: Path, rows: list[dict], curves: list[dict], figures_too
             _curve_figure(folder / f"{problem}_curve.png", [c for c in curves if c["problem"] == problem])
     if figures_too and any("psnr_gt" in r for r in rows):
         figures.scatter(folder / "scatter.png", rows)
+    ratios = _error_ratio_rows(rows)
+    if ratios:
+        write_csv(folder / "error_ratio.csv", ratios)
+    if ratios and figures_too:
+        lines = [(list(ERROR_RATIOS), [row[v] for row in ratios], v) for v in ratios[0] if v != "error_ratio"]
+        figures.curves(folder / "error_ratio.png", [dict(lines=lines, xlabel="error ratio r", ylabel="fraction of "
+                       "runs with error ratio ≤ r", title="cumulative error ratio (Levin's figure)")], n_cols=1)
     return summary
+
+
+def _error_ratio_rows(rows: list[dict]) -> list[dict]:
+    """The cumulative error-ratio curve of each variant's runs (error_ratio.csv): one row per r, one column per
+    variant; none where no run has an error ratio."""
+    curves = {}
+    for variant in dict.fromkeys(r["variant"] for r in rows if r.get("seed", "") != ""):
+        ratios = [r["error_ratio"] for r in rows if r["variant"] == variant and r.get("seed", "") != ""
+                  and isinstance(r.get("error_ratio"), float) and math.isfinite(r["error_ratio"])]
+        if ratios:
+            curves[variant] = error_ratio_curve(ratios)
+    return [dict(error_ratio=r, **{v: c[i] for v, c in curves.items()}) for i, r in enumerate(ERROR_RATIOS)]
+
 
 
 def _describe(scores: dict[str, float], seconds: float) -> str:
@@ -539,14 +562,14 @@ def _caption(scores: dict[str, float]) -> str:
 
 
 def _problem_figures(folder: Path, problem: Problem, known, baseline_scores: dict[str, dict],
-                     panels: dict[str, list]) -> None:
+                     panels: dict[str, list], known_label: str = "known kernel") -> None:
     has_truth = problem.truth is not None
     n_seeds = max(len(v) for v in panels.values())
     first = [(problem.blurred, _caption(baseline_scores["blurred input"]) if has_truth else "")]
     titles = ["blurred"]
     if known is not None:
         first.append((known, _caption(baseline_scores["known kernel"])))
-        titles.append("known kernel (TV)")
+        titles.append(known_label)
     titles += [f"seed {seed}" for seed, *_ in next(iter(panels.values()))] + (["truth"] if has_truth else [])
     grid = []
     for variant, runs in panels.items():

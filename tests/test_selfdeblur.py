@@ -94,16 +94,16 @@ def test_training_ssim_loss_is_the_zero_padded_map_whose_interior_is_scikit_imag
     assert torch.autograd.gradcheck(lambda t: ssim_loss(t, y[..., :16, :16]), (x[..., :16, :16].clone().requires_grad_(),))
 
 
-def test_known_kernel_deconvolution_beats_the_blurred_input():
+def test_the_tv_known_kernel_deconvolution_beats_the_blurred_input():
     problem = blind.synthetic_problems(("camera",), (9,), size=64, noise_level=0.0)[0]
-    x = levin.known_kernel_deconvolution(problem.blurred, problem.true_kernel, weight=1e-4, iterations=300)
+    x = levin.tv_deconvolution(problem.blurred, problem.true_kernel, weight=1e-4, iterations=300)
     error = lambda z: (z - problem.truth)[..., 8:-8, 8:-8].pow(2).mean().item()  # noqa: E731
     assert error(x) < 0.3 * error(problem.blurred)
 
 
 # --- networks ---------------------------------------------------------------------------------------------------
 
-def test_known_kernel_orientation_is_chosen_by_psnr_against_the_truth(monkeypatch):
+def test_known_kernel_orientation_is_chosen_by_psnr_against_the_truth():
     """With the orientation unknown, the reference row keeps the deconvolution nearer the truth, even when the
     other one explains y better (as on Levin's im1_kernel5 and im3_kernel6)."""
     truth = smooth_image(48)
@@ -113,10 +113,9 @@ def test_known_kernel_orientation_is_chosen_by_psnr_against_the_truth(monkeypatc
     noisy_fit = truth + 0.05 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(0), dtype=truth.dtype)
     # as stored: an image that explains y (small residual) but is far from the truth; rotated: the truth itself,
     # which the rotated kernel blurs wrongly (large residual)
-    fake = lambda y, k, weight=1e-3: noisy_fit if torch.equal(k, kernel) else truth  # noqa: E731
-    monkeypatch.setattr(levin, "known_kernel_deconvolution", fake)
+    fake = lambda y, k: noisy_fit if torch.equal(k, kernel) else truth  # noqa: E731
     problem = blind.Problem("p", blurred, (5, 5), truth, kernel, kernel_orientation_known=False)
-    chosen = levin.known_kernel_baseline(problem, crop=8, max_shift=2)
+    chosen = levin.known_kernel_baseline(problem, fake, crop=8, max_shift=2)
     assert torch.equal(chosen, truth)
     residual = lambda x, k: (blind.blur_valid(blind.pad_to_latent(x, (5, 5)), k) - blurred).pow(2).sum()  # noqa: E731
     assert residual(noisy_fit, kernel) < residual(truth, kernel.flip(-2, -1))  # the residual would choose wrongly
@@ -127,10 +126,11 @@ LEVIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "levin"
 
 @pytest.mark.skipif(not (LEVIN / "gt").is_dir(), reason="Levin's benchmark is not at ../shared/data/levin")
 def test_levin_known_kernel_row_is_above_33_db_where_the_residual_chose_wrongly():
-    problems = [p for p in blind.levin_problems(str(LEVIN)) if p.name in ("im1_kernel5", "im3_kernel6")]
-    for problem in problems:
-        known = levin.known_kernel_baseline(problem)
-        assert levin.Scorer(problem, known)(levin.quantise_8bit(known))["psnr_gt"] > 33
+    """deconvSps with SelfDeblur's setting, the orientation chosen against the truth: 36.1 dB on im1_kernel5, where
+    a residual test chose the wrong orientation for TV (about 10 dB low)."""
+    (problem,) = [p for p in blind.levin_problems(str(LEVIN)) if p.name == "im1_kernel5"]
+    known = levin.known_kernel_baseline(problem)
+    assert levin.Scorer(problem, known)(levin.quantise_8bit(known))["psnr_gt"] > 35.5
 
 
 def test_a_wider_shift_search_is_reported_beside_and_never_lowers_psnr():
