@@ -83,7 +83,8 @@ PATCHES = (
     Patch("ADP.py", "load_image_and_add_noise(img_index, size_x, size_y, channels, operator, noise_level)",
           f'torch.load("{DATA_FILE}"); torch.randn(noisy_img.shape[1:])',
           "the bench's (x, y) in place of its loader (image 15 of its images/ folder, its own resize and noise); the "
-          "randn call draws what the loader's noise drew, so the code's random start vectors are an unpatched run's"),
+          "randn call draws what the loader's noise drew, so the random start vectors of its power method and CG are "
+          "those of an unpatched CPU run"),
     Patch("ADP.py",
           "main_solver(hypergrad, img, noisy_img, init, device, psnr, upper_iter, alpha, eps0, setting, mode, "
           "budget, threshold)",
@@ -235,11 +236,12 @@ def run_the_restatement(y: torch.Tensor, b0: torch.Tensor, config: ADP.Config, s
                      for row in result.log])
 
 
-def steps_in_step(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> int:
-    """How many first upper iterations the two logs agree on: the same acceptance and the same FISTA count."""
+def steps_in_step(a: list[dict[str, Any]], b: list[dict[str, Any]], keys=("accepted", "fista_iterations")) -> int:
+    """How many first upper iterations the two logs agree on: the same acceptance and the same cumulative FISTA
+    count (or whatever `keys` name)."""
     n = 0
     for row_a, row_b in zip(a, b):
-        if (row_a["accepted"], row_a["fista_iterations"]) != (row_b["accepted"], row_b["fista_iterations"]):
+        if any(row_a[key] != row_b[key] for key in keys):
             break
         n += 1
     return n
@@ -305,6 +307,7 @@ def main() -> None:
             row[label] = dict(tv_column=score(run.pop("tv_column")), adp_column=score(run.pop("adp_column")),
                               kernel_change_max=(run.pop("b").double() - theta0).abs().max().item(), **run)
         row["iterations_in_step"] = steps_in_step(original["log"], restated["log"])
+        row["acceptances_in_step"] = steps_in_step(original["log"], restated["log"], ("accepted",))
         rows.append(row)
         for label, run in (("the original's code", row["original"]), ("re-statement", row["restatement"])):
             table.append((item, label, row["blurry"], run))
@@ -317,7 +320,7 @@ def main() -> None:
               f"{run['accepted']:>6}/{run['upper_iterations']:<7} {run['fista_iterations']:>6} {run['seconds']:>7.0f}")
     for row in rows:
         print(f"{row['image']:>10}: the two agree on the first {row['iterations_in_step']} upper iterations "
-              f"(acceptance and FISTA count)")
+              f"(acceptance and FISTA count), on the acceptances of the first {row['acceptances_in_step']}")
 
     record = run_record(device)
     checkout = checkout_record(own.checkout)

@@ -53,7 +53,7 @@ class Entry:
         return self.command[0].endswith(".py") and not self.command[0].startswith("bench/")
 
 
-ADP_QUICK_FILES = TABLES + ("curve.csv",)
+ADP_FILES = TABLES + ("curve.csv",)
 BLIND_STUDY = ("--images", "camera", "coffee", "chelsea", "--kernel_sizes", "13", "--size", "128", "--iterations",
                "2000", "--milestones", "800", "1200", "1600", "--channels", "32", "--skip_channels", "8", "--seeds",
                "0", "1", "--max_shift", "10", "--wide_shift", "0", "--workers", "2")
@@ -61,15 +61,16 @@ VDIP_SCHEDULE = ("--pretrain_iterations", "200", "--loss_switch", "800", "--prio
 
 ENTRIES: dict[str, Entry] = {
     # ADP.py
-    "ADP/astronaut": Entry(("ADP.py",), ADP_QUICK_FILES),
-    "ADP/coffee": Entry(("ADP.py", "--images", "coffee", "--seed", "1"), ADP_QUICK_FILES),
-    "ADP/rocket": Entry(("ADP.py", "--images", "rocket", "--seed", "2"), ADP_QUICK_FILES),
-    "ADP/astronaut_300_iterations": Entry(("ADP.py", "--upper_iterations", "300"), ADP_QUICK_FILES),
+    "ADP/astronaut": Entry(("ADP.py",), ADP_FILES, threads=1),
+    "ADP/coffee": Entry(("ADP.py", "--images", "coffee", "--seed", "1"), ADP_FILES, threads=1),
+    "ADP/rocket": Entry(("ADP.py", "--images", "rocket", "--seed", "2"), ADP_FILES, threads=1),
+    "ADP/astronaut_300_iterations": Entry(("ADP.py", "--upper_iterations", "300"), ADP_FILES, threads=1),
     "ADP/original_code": Entry(("ADP.py", "--original_code", "--images", "astronaut", "coffee", "rocket"),
-                               ADP_QUICK_FILES),
+                               ADP_FILES, threads=1),
     "ADP/photos": Entry(("ADP.py", "--original_code", "--images", f"{ORIGINAL}/images/nessy.JPG",
-                         f"{ORIGINAL}/images/cc1.jpg", f"{ORIGINAL}/images/bath.jpg")),
-    "ADP/original_fixes": Entry(("bench/bench_adp_original.py",), produces=("Results/bench/adp_original.json",)),
+                         f"{ORIGINAL}/images/cc1.jpg", f"{ORIGINAL}/images/bath.jpg"), threads=1),
+    "ADP/original_fixes": Entry(("bench/bench_adp_original.py",), threads=1,
+                                produces=("Results/bench/adp_original.json",)),
     "ADP/speed": Entry(("bench/bench_adp.py",), produces=("Results/bench/adp.json",)),
     # adp_1d.py
     "adp_1d/paper": Entry(("adp_1d.py",), TABLES + ("grid.csv",), threads=1),

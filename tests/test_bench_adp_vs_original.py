@@ -109,3 +109,4 @@ def test_the_logs_agree_as_long_as_acceptance_and_fista_counts_do():
     assert bench.steps_in_step(a, a) == 3
     assert bench.steps_in_step(a, [row(True, 5), row(False, 9), row(True, 20)]) == 1
     assert bench.steps_in_step(a, [row(False, 5)]) == 0
+    assert bench.steps_in_step(a, [row(True, 6), row(False, 9), row(False, 20)], ("accepted",)) == 2
