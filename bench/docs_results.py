@@ -78,8 +78,7 @@ ENTRIES: dict[str, Entry] = {
     "dip_denoise/quick4": Entry(("dip_denoise.py", "--quick", "--images", "astronaut", "coffee", "chelsea", "rocket"),
                                 threads=1),
     # selfdeblur.py and vdip.py: the reduced CPU study, merged
-    "selfdeblur/cpu_study": Entry(("selfdeblur.py", *BLIND_STUDY, "--variants", "SelfDeblur", "SimplerSDB",
-                                   "SelfDeblur-repo")),
+    "selfdeblur/cpu_study": Entry(("selfdeblur.py", *BLIND_STUDY, "--variants", "SelfDeblur")),
     "vdip/cpu_study": Entry(("vdip.py", *BLIND_STUDY, *VDIP_SCHEDULE, "--variants", "VDIP-Sparse", "VDIP-Extreme",
                              "VDIP-Sparse-orig", "VDIP-Extreme-orig")),
     "vdip/cpu_comparison": Entry(("-m", "dipkit.study", "SCRATCH/selfdeblur/selfdeblur-cpu_study",
