@@ -95,12 +95,18 @@ ENTRIES: dict[str, Entry] = {
     # Levin's known-kernel row (needs Levin's folder)
     "selfdeblur/levin_known_kernel": Entry(("-m", "dipkit.levin", LEVIN, "--csv", "SCRATCH/levin_known_kernel.csv"),
                                            produces=("SCRATCH/levin_known_kernel.csv",)),
+    "selfdeblur/levin_known_kernel_levin_setting": Entry(
+        ("-m", "dipkit.levin", LEVIN, "--weight", "0.0068", "--iterations", "70", "--csv",
+         "SCRATCH/levin_known_kernel_levin_setting.csv"), produces=("SCRATCH/levin_known_kernel_levin_setting.csv",)),
+    "selfdeblur/levin_known_kernel_tv": Entry(
+        ("-m", "dipkit.levin", LEVIN, "--method", "tv", "--csv", "SCRATCH/levin_known_kernel_tv.csv"),
+        produces=("SCRATCH/levin_known_kernel_tv.csv",)),
     # generative_prior.py: the reduced run
-    "generative_prior/cpu_reduced": Entry(("generative_prior.py", "--test_images", "20", "--restarts", "5",
+    "generative_prior/cpu_reduced": Entry(("generative_prior.py", "--test_images", "10", "--restarts", "3",
                                            "--alg1_steps", "2000", "--alg1_decay", "500", "--range_steps", "2000",
                                            "--alg2_steps", "2000", "--alg3_iterations", "300",
                                            "--tv_blind_iterations", "500", "--kernel_count", "20000",
-                                           "--kernel_epochs", "5", "--noise_levels", "0.01", "0.05", "0.1"),
+                                           "--kernel_epochs", "5", "--noise_levels", "0.01", "0.1"),
                                           TABLES + ("noise.csv",), threads=1),
     # speed benchmarks, at one and two threads
     **{f"bench/{name}_{threads}thread": Entry((f"bench/bench_{name}.py", *arguments), threads=threads,
