@@ -157,6 +157,7 @@ def run_entry(name: str, entry: Entry, levin: str, original: str, force: bool) -
         if path.parent.parent == SCRATCH / script_name or path.parent.parent == SCRATCH / "vdip":
             shutil.rmtree(path.parent, ignore_errors=True)
         path.unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)  # the command writes its file there
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env)
     if done.returncode:
