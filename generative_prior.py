@@ -34,9 +34,7 @@ config.json, metrics.json; weights_dir/: the generators, their loss histories an
 
 from __future__ import annotations
 
-import json
 import math
-import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,17 +45,17 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from dipkit import figures
-from dipkit.blur import circular_blur, fourier_multiply, kernel_spectrum
+from dipkit.blur import circular_blur
 from dipkit.cli import RunError, check_limits, parse_config, run_main
 from dipkit.device import choose_device, seed_everything, synchronize
-from dipkit.generative import (DCGANGenerator, ImageVAE, KernelVAE, blurred_observation, held_out, kernel_ncc,
-                               mnist_digits, recentre, train_dcgan, train_vae)
+from dipkit.generative import (GeneratorSettings, best_of_restarts, blurred_observation, held_out, kernel_ncc,
+                               kernel_training_data, latents, mnist_digits, recentre, trained_generator,
+                               tv_blind_deconvolution, tv_deconvolution)
 from dipkit.kernels import camera_shake_kernels
 from dipkit.metrics import psnr, ssim
 from dipkit.networks import SkipNetwork
 from dipkit.runs import read_kept, save_atomically, start_run, write_csv, write_metrics
-from dipkit.solvers import project_simplex
-from dipkit.tv import SmoothedTV, anisotropic_tv, fista_tv_deconvolution
+from dipkit.tv import anisotropic_tv
 
 
 @dataclass
@@ -143,82 +141,24 @@ def check_config(config: Config) -> None:
 # The generators: trained once, kept in weights_dir
 
 
-def _weights_path(config: Config, kind: str) -> Path:
-    """The file of a trained generator, named by its settings and its architecture's version (`_vN`): weights
-    trained for an older architecture are never picked up by a newer one (they may still load without error)."""
-    version = _generator_class(config, kind).version
-    if kind == "kernel":
-        name = f"kernel_vae_l{config.kernel_latent}_n{config.kernel_count}_e{config.kernel_epochs}_s{config.train_seed}"
-    else:
-        name = (f"image_{config.image_generator}_l{config.image_latent}_w{config.image_width}_e{config.image_epochs}"
-                f"_s{config.train_seed}")
-    return weights_folder(config) / f"{name}_v{version}.pt"
-
-
 def weights_folder(config: Config) -> Path:
     return Path(config.weights_dir or Path(config.results_dir) / "generative_prior" / "weights").expanduser()
 
 
-def _generator_class(config: Config, kind: str) -> type[nn.Module]:
-    if kind == "kernel":
-        return KernelVAE
-    return DCGANGenerator if config.image_generator == "dcgan" else ImageVAE
-
-
-def _new_generator(config: Config, kind: str) -> nn.Module:
-    if kind == "kernel":
-        return KernelVAE(config.kernel_latent)
-    return _generator_class(config, kind)(config.image_latent, config.image_width)
-
-
-def _train(config: Config, kind: str, model: nn.Module, data: torch.Tensor, device: torch.device) -> list[float]:
-    epochs = config.kernel_epochs if kind == "kernel" else config.image_epochs
-    bar = tqdm(total=epochs, disable=not config.progress, desc=f"training the {kind} generator", leave=False)
-
-    def progress(epoch: int, loss: float) -> None:
-        bar.update()
-        bar.set_postfix(loss=f"{loss:.4g}")
-
-    if config.image_generator == "dcgan" and kind == "image":
-        history = train_dcgan(model, data, epochs, seed=config.train_seed, progress=progress, device=device)
-    else:  # images in [0, 1] and max-normalised kernels: Bernoulli likelihoods (kernels are used sum-normalised)
-        history = train_vae(model, data, epochs, "bernoulli", seed=config.train_seed, progress=progress, device=device)
-    bar.close()
-    return history
+def generator_settings(config: Config) -> dict[str, GeneratorSettings]:
+    return dict(image=GeneratorSettings("image", config.image_latent, config.image_epochs, config.train_seed,
+                                        config.image_generator, config.image_width),
+                kernel=GeneratorSettings("kernel", config.kernel_latent, config.kernel_epochs, config.train_seed,
+                                         count=config.kernel_count))
 
 
 def generators(config: Config, device: torch.device, training_digits: torch.Tensor) -> dict[str, nn.Module]:
-    """G_I and G_K from weights_dir, each trained (and saved) first if its file is missing."""
-    models = {}
-    for kind in ("image", "kernel"):
-        path = _weights_path(config, kind)
-        model = _new_generator(config, kind)
-        if path.is_file():
-            try:
-                model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError) as error:
-                raise RunError(f"cannot read the trained {kind} generator {path} ({str(error).splitlines()[0]}); "
-                               "delete it to retrain") from None
-        else:
-            older = sorted(p.name for p in path.parent.glob(path.name.rsplit("_v", 1)[0] + "*.pt") if p != path)
-            print(f"no trained {kind} generator at {path}: training it first "
-                  f"({config.kernel_epochs if kind == 'kernel' else config.image_epochs} epochs)"
-                  + (f"; not reused, trained for another architecture: {', '.join(older)}" if older else ""))
-            if kind == "kernel":
-                kernels = camera_shake_kernels(config.kernel_count, seed=config.train_seed)
-                data = (kernels / kernels.amax(dim=(-2, -1), keepdim=True))[:, None]
-            else:
-                data = training_digits
-            start = time.perf_counter()
-            history = _train(config, kind, model, data, device)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(model.cpu().state_dict(), path)
-            with path.with_suffix(".json").open("w") as file:
-                json.dump(dict(loss_per_epoch=history, seconds=time.perf_counter() - start), file, indent=1)
-            print(f"  trained in {time.perf_counter() - start:.0f} s, loss {history[0]:.4g} -> {history[-1]:.4g}; "
-                  f"saved {path}")
-        models[kind] = model.to(device).eval().requires_grad_(False)
-    return models
+    """G_I and G_K from weights_dir, each trained (and saved) first if its file is missing (dipkit.generative)."""
+    settings = generator_settings(config)
+    data = dict(image=lambda: training_digits,
+                kernel=lambda: kernel_training_data(config.kernel_count, config.train_seed))
+    return {kind: trained_generator(settings[kind], weights_folder(config), device, data[kind], config.progress)
+            for kind in ("image", "kernel")}
 
 
 def kernel_of(kernel_generator: nn.Module, z_k: torch.Tensor) -> torch.Tensor:
@@ -237,23 +177,12 @@ def normalised_step(z: torch.Tensor, gradient: torch.Tensor, eta: float) -> None
     z.sub_(eta * gradient / (rms + 1e-5))
 
 
-def _best_of_restarts(scores: torch.Tensor, *tensors: torch.Tensor, restarts: int) -> list[torch.Tensor]:
-    """Per image, the restart with the smallest score; tensors are (restarts·N, ...), restart-major."""
-    best = scores.view(restarts, -1).argmin(dim=0)
-    n = best.numel()
-    return [t.view(restarts, n, *t.shape[1:])[best, torch.arange(n)] for t in tensors]
-
-
-def _latents(count: int, size: int, device: torch.device, generator: torch.Generator) -> torch.Tensor:
-    return torch.randn(count, size, generator=generator).to(device)
-
-
 def algorithm_1(y: torch.Tensor, models: dict, config: Config, generator: torch.Generator, desc: str = "Alg. 1"):
     g_i, g_k = models["image"], models["kernel"]
     r, (h, w) = config.restarts, y.shape[-2:]
     targets = y.repeat(r, 1, 1, 1)
-    z_i = _latents(len(targets), g_i.latent, y.device, generator).requires_grad_()
-    z_k = _latents(len(targets), g_k.latent, y.device, generator).requires_grad_()
+    z_i = latents(len(targets), g_i.latent, y.device, generator).requires_grad_()
+    z_k = latents(len(targets), g_k.latent, y.device, generator).requires_grad_()
     weight = config.latent_weight / (h * w)  # the code's unnormalised DFT makes its data term H·W times larger
 
     def loss() -> torch.Tensor:
@@ -271,7 +200,7 @@ def algorithm_1(y: torch.Tensor, models: dict, config: Config, generator: torch.
     with torch.no_grad():
         images, kernels = g_i.decode(z_i), kernel_of(g_k, z_k)
         data = (targets - circular_blur(images, kernels)).square().sum(dim=(1, 2, 3))
-    return _best_of_restarts(data, images, kernels, z_k.detach(), restarts=r)  # images, kernels, their z_k
+    return best_of_restarts(data, images, kernels, z_k.detach(), restarts=r)  # images, kernels, their z_k
 
 
 def project_to_range(truth: torch.Tensor, models: dict, config: Config, generator: torch.Generator) -> torch.Tensor:
@@ -280,7 +209,7 @@ def project_to_range(truth: torch.Tensor, models: dict, config: Config, generato
     as Alg. 1, keeping the restart closest to the truth."""
     g_i, r = models["image"], config.restarts
     targets = truth.repeat(r, 1, 1, 1)
-    z = _latents(len(targets), g_i.latent, truth.device, generator).requires_grad_()
+    z = latents(len(targets), g_i.latent, truth.device, generator).requires_grad_()
     for _ in tqdm(range(config.range_steps), disable=not config.progress, leave=False, desc="range projection"):
         (gradient,) = torch.autograd.grad((targets - g_i.decode(z)).square().sum(), z)
         with torch.no_grad():
@@ -289,7 +218,7 @@ def project_to_range(truth: torch.Tensor, models: dict, config: Config, generato
         raise FloatingPointError(f"the range projection diverged: lower --range_step ({config.range_step})")
     with torch.no_grad():
         images = g_i.decode(z)
-        return _best_of_restarts((targets - images).square().sum(dim=(1, 2, 3)), images, restarts=r)[0]
+        return best_of_restarts((targets - images).square().sum(dim=(1, 2, 3)), images, restarts=r)[0]
 
 
 def alg2_loss(y: torch.Tensor, x: torch.Tensor, generated: torch.Tensor, k: torch.Tensor,
@@ -308,8 +237,8 @@ def algorithm_2(y: torch.Tensor, models: dict, config: Config, generator: torch.
     g_i, g_k = models["image"], models["kernel"]
     r = config.restarts
     targets = y.repeat(r, 1, 1, 1)
-    z_i = _latents(len(targets), g_i.latent, y.device, generator).requires_grad_()
-    z_k = _latents(len(targets), g_k.latent, y.device, generator).requires_grad_()
+    z_i = latents(len(targets), g_i.latent, y.device, generator).requires_grad_()
+    z_k = latents(len(targets), g_k.latent, y.device, generator).requires_grad_()
     x = (0.5 + 0.01 * torch.randn(targets.shape, generator=generator)).to(y.device).requires_grad_()
     optimiser = torch.optim.Adam([z_i, z_k, x], lr=config.alg2_lr)
     for _ in tqdm(range(config.alg2_steps), disable=not config.progress, leave=False, desc=desc):
@@ -320,7 +249,7 @@ def algorithm_2(y: torch.Tensor, models: dict, config: Config, generator: torch.
     with torch.no_grad():
         k, image = kernel_of(g_k, z_k), x.clamp(0, 1)
         data = (targets - circular_blur(image, k)).square().sum(dim=(1, 2, 3))
-        image, kernel, generated = _best_of_restarts(data, image, k, g_i.decode(z_i), restarts=r)
+        image, kernel, generated = best_of_restarts(data, image, k, g_i.decode(z_i), restarts=r)
     return image, kernel, generated
 
 
@@ -351,44 +280,6 @@ def algorithm_3(y: torch.Tensor, models: dict, config: Config, generator: torch.
             images.append(net(z))
             kernels.append(kernel_of(g_k, z_k))
     return torch.cat(images), torch.cat(kernels)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Baselines
-
-
-def tv_deconvolution(y: torch.Tensor, kernel: torch.Tensor, weight: float, iterations: int = 300) -> torch.Tensor:
-    """argmin_x ½‖k ⊛ x − y‖² + weight·TV_ε(x) (ε = 0.01) by FISTA from y, k the true kernels (N, 1, h, w)."""
-    y = y.double()
-    shape = y.shape[-2:]
-    spectrum = kernel_spectrum(kernel.double(), shape)  # once, not at every step
-    x = fista_tv_deconvolution(y, lambda x: fourier_multiply(x, spectrum, shape),
-                               lambda r: fourier_multiply(r, spectrum.conj(), shape),
-                               spectrum.abs().square().max().item(), weight, iterations, y.clone())  # ‖k ⊛ ·‖² exact
-    return x.float().clamp(0, 1)
-
-
-def tv_blind_deconvolution(y: torch.Tensor, kernel_size: int, weight: float, iterations: int):
-    """A TV blind deconvolution baseline (after Perrone and Favaro, 2014): alternating projected gradient steps on
-    ½‖k ⊛ x − y‖² + weight·TV_ε(x), x from y and k from a small centred Gaussian, k kept on the simplex (k ≥ 0,
-    Σk = 1, inside its kernel_size frame); TV's weight decreases from 10x to 1x over the first half."""
-    y = y.double()
-    t = torch.arange(kernel_size, dtype=torch.float64) - kernel_size // 2
-    k = torch.exp(-(t[:, None] ** 2 + t[None] ** 2) / 2).expand(len(y), 1, -1, -1).clone()
-    k = k / k.sum(dim=(-2, -1), keepdim=True)
-    x, tv = y.clone(), SmoothedTV(1e-2)
-    for step in range(iterations):
-        lam = weight * 10 ** max(0.0, 1 - 2 * step / iterations)
-        x.requires_grad_(True)
-        data = 0.5 * (circular_blur(x, k) - y).square().sum()
-        (gx,) = torch.autograd.grad(data, x)
-        lipschitz_x = 1.0 + lam * tv.lipschitz  # ‖k ⊛ ·‖ ≤ ‖k‖₁ = 1
-        x = (x.detach() - (gx + lam * tv.gradient(x.detach())) / lipschitz_x).clamp(0, 1)
-        k.requires_grad_(True)
-        (gk,) = torch.autograd.grad(0.5 * (circular_blur(x, k) - y).square().sum(), k)
-        lipschitz_k = torch.fft.rfft2(x).abs().square().amax(dim=(-2, -1)).view(-1, 1, 1, 1)
-        k = project_simplex((k.detach() - gk / lipschitz_k).flatten(1)).view_as(k)
-    return x.float(), k.float()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -484,8 +375,8 @@ def train_only(config: Config, device: torch.device) -> dict[str, Any]:
     folder = weights_folder(config)
     with torch.no_grad():
         generator = torch.Generator().manual_seed(config.seed)
-        images = models["image"].decode(_latents(8, config.image_latent, device, generator)).cpu()
-        kernels = kernel_of(models["kernel"], _latents(8, config.kernel_latent, device, generator)).cpu()
+        images = models["image"].decode(latents(8, config.image_latent, device, generator)).cpu()
+        kernels = kernel_of(models["kernel"], latents(8, config.kernel_latent, device, generator)).cpu()
         shake = camera_shake_kernels(8, seed=config.kernel_seed)
     figures.image_grid(folder / "samples.png", [[(im[None], "") for im in images]], [f"G_I sample {i}" for i in
                                                                                       range(8)], panel_size=1.6)

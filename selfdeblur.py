@@ -27,7 +27,7 @@ Run   python selfdeblur.py                  the paper's setting on the synthetic
       python selfdeblur.py --levin_dir ~/data/levin --setting repo --seeds 0 1 2 3 4
       python selfdeblur.py --variants SelfDeblur SimplerSDB SimplerSDB+pre --seeds 0 1 2
       python selfdeblur.py --help
-Writes Results/selfdeblur/<run>/ (see dipkit/study.py): per problem the images and kernels, curve.png/csv,
+Writes Results/selfdeblur/<run>/ (see dipkit/report.py): per problem the images and kernels, curve.png/csv,
 scatter.png, table.csv, summary.csv, config.json, metrics.json.
 """
 
@@ -40,15 +40,15 @@ from typing import Any, ClassVar, Literal, Optional
 import torch
 import torch.nn.functional as F
 
-from dipkit.blind import Problem, centre_of, problems_of
+from dipkit.blind import Problem, centre_of
 from dipkit.cli import RunError, parse_config, run_main
 from dipkit.device import Speed, normal_like
-from dipkit.levin import KnownKernel, Scorer
+from dipkit.levin import Scorer
 from dipkit.metrics import ssim_loss
 from dipkit.networks import KernelGenerator, SkipNetwork
 from dipkit.memory import training_footprint
-from dipkit.study import (Estimate, Progress, Scoring, concurrent_runs, make_runner, prepare, run_script,
-                          two_rate_adam)
+from dipkit.loop import Estimate, Progress, prepare, two_rate_adam
+from dipkit.study import run_study_script, study_problems
 
 # Named variants for --variants: overrides of the constants below (edit or add your own)
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -155,21 +155,11 @@ def variant_configs(config: Config) -> dict[str, Config]:
     return {name: dataclasses.replace(config, **VARIANTS[name]) for name in config.variants}
 
 
-def scoring(config: Config) -> Scoring:
-    return Scoring(config.crop, config.max_shift, config.wide_shift,
-                   KnownKernel(config.known_kernel, config.known_kernel_weight, config.known_kernel_iterations,
-                               config.known_kernel_tv))
-
-
 def check_config(config: Config) -> tuple[list[Problem], dict[str, Config]]:
     """What the ranges (Config.LIMITS, checked on parsing) cannot say; reads the problems, so that bad input
     stops here, before run() opens a run folder."""
-    if not config.seeds:
-        raise RunError("seeds: give at least one")
     variants = variant_configs(config)
-    problems = problems_of(config.levin_dir, config.blurred, config.kernel_size, config.images, config.kernel_sizes,
-                           config.size, config.noise_level, config.data_seed, config.only)
-    scoring(config).check(problems)
+    problems = study_problems(config)
     return problems, variants
 
 
@@ -234,10 +224,8 @@ def run(config: Config) -> dict[str, Any]:
     problems, variants = check_config(config)
     headline = (f"{len(problems)} problem(s) x {len(variants)} variant(s) x {len(config.seeds)} seed(s), "
                 f"{config.iterations} iterations ({config.setting} setting)")
-    return run_script(config, "selfdeblur", "SelfDeblur", headline, config.device, problems, variants, config.seeds,
-                      deblur, scoring(config), config.resume,
-                      make_runner(config.engine, config.workers, config.ray_address, config.gpus_per_run),
-                      footprint=footprint, at_once=concurrent_runs(config.engine, config.workers, config.ray_address))
+    return run_study_script(config, script="selfdeblur", method="SelfDeblur", headline=headline, problems=problems,
+                            variants=variants, deblur=deblur, footprint=footprint)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -40,7 +40,7 @@ Run   python vdip.py                        VDIP-Sparse (corrected) on the synth
       python vdip.py --variants VDIP-Sparse VDIP-Extreme --seeds 0 1 2
       python vdip.py --levin_dir ~/data/levin --variants VDIP-Std VDIP-Sparse VDIP-Extreme
       python vdip.py --help
-Writes Results/vdip/<run>/ as selfdeblur.py (see dipkit/study.py), plus <problem>_std.png: the σ maps.
+Writes Results/vdip/<run>/ as selfdeblur.py (see dipkit/report.py), plus <problem>_std.png: the σ maps.
 """
 
 from __future__ import annotations
@@ -52,16 +52,16 @@ from typing import Any, ClassVar, Literal, Optional
 import torch
 import torch.nn.functional as F
 
-from dipkit.blind import Problem, centre_of, problems_of
+from dipkit.blind import Problem, centre_of
 from dipkit.blur import blur_valid
 from dipkit.cli import RunError, parse_config, run_main
 from dipkit.device import Speed, normal_like
-from dipkit.levin import KnownKernel, Scorer
+from dipkit.levin import Scorer
 from dipkit.metrics import ssim_loss
 from dipkit.networks import KernelGenerator, SkipNetwork
 from dipkit.memory import training_footprint
-from dipkit.study import (Estimate, Progress, Scoring, concurrent_runs, make_runner, prepare, run_script,
-                          two_rate_adam)
+from dipkit.loop import Estimate, Progress, prepare, two_rate_adam
+from dipkit.study import run_study_script, study_problems
 from dipkit.tv import forward_differences
 
 # Named variants for --variants: overrides of the constants below (edit or add your own)
@@ -180,24 +180,14 @@ def variant_configs(config: Config) -> dict[str, Config]:
     return {name: dataclasses.replace(config, **VARIANTS[name]) for name in config.variants}
 
 
-def scoring(config: Config) -> Scoring:
-    return Scoring(config.crop, config.max_shift, config.wide_shift,
-                   KnownKernel(config.known_kernel, config.known_kernel_weight, config.known_kernel_iterations,
-                               config.known_kernel_tv))
-
-
 def check_config(config: Config) -> tuple[list[Problem], dict[str, Config]]:
     """What the ranges (Config.LIMITS, checked on parsing) cannot say; reads the problems, so that bad input
     stops here, before run() opens a run folder."""
     unknown = set(config.original_bugs) - set(ORIGINAL_BUGS)
     if unknown:
         raise RunError(f"unknown original_bugs {', '.join(sorted(unknown))}: choose from {', '.join(ORIGINAL_BUGS)}")
-    if not config.seeds:
-        raise RunError("seeds: give at least one")
     variants = variant_configs(config)
-    problems = problems_of(config.levin_dir, config.blurred, config.kernel_size, config.images, config.kernel_sizes,
-                           config.size, config.noise_level, config.data_seed, config.only)
-    scoring(config).check(problems)
+    problems = study_problems(config)
     extreme = any(v.prior == "extreme" for v in variants.values())
     for p in problems:
         latent = min(s + k - 1 for s, k in zip(p.blurred.shape[-2:], p.kernel_size))
@@ -385,10 +375,8 @@ def run(config: Config) -> dict[str, Any]:
     problems, variants = check_config(config)
     headline = (f"{len(problems)} problem(s) x {len(variants)} variant(s) ({', '.join(variants)}) x "
                 f"{len(config.seeds)} seed(s), {config.pretrain_iterations} + {config.iterations} iterations")
-    return run_script(config, "vdip", "VDIP", headline, config.device, problems, variants, config.seeds, deblur,
-                      scoring(config), config.resume,
-                      make_runner(config.engine, config.workers, config.ray_address, config.gpus_per_run),
-                      footprint=footprint, at_once=concurrent_runs(config.engine, config.workers, config.ray_address))
+    return run_study_script(config, script="vdip", method="VDIP", headline=headline, problems=problems,
+                            variants=variants, deblur=deblur, footprint=footprint)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -88,7 +88,7 @@ def packing_row(deblur, problem, config, runs: int, iterations: int, device: Any
     machine's GPU, or its cores), against one run alone in a pool of one (with all the cores): the wall-clock time
     of the whole pack over that of the one run (the GPU target: at most 3 for 8 runs), and the same ratio of the
     runs' own optimisation times (process start and imports left out)."""
-    from dipkit.study import Job, pool_runner
+    from dipkit.engines import Job, pool_runner
 
     timings = {}
     for count in (1, runs):

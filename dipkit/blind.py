@@ -143,7 +143,7 @@ def photo_problem(path: str, kernel_size: int, name: str = "") -> Problem:
                    source=str(resolve_image(path)))
 
 
-def problems_of(levin_dir: str = "", blurred: tuple[str, ...] = (), kernel_size: int | None = None,
+def problems_of(*, levin_dir: str = "", blurred: tuple[str, ...] = (), kernel_size: int | None = None,
                 images: tuple[str, ...] = (), kernel_sizes: tuple[int, ...] = (), size: int = 255,
                 noise_level: float = 0.01, data_seed: int = 0, only: tuple[str, ...] = ()) -> list[Problem]:
     """The problems of a blind-deblurring study: the Levin-layout folder `levin_dir`, the photos `blurred` (with

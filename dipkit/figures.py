@@ -1,5 +1,6 @@
 """Figures: image grids with PSNR/SSIM captions, kernel panels, curves, the PSNR-GT against PSNR-NB scatter, and
-8-bit PNGs of single images. PNG files, no window."""
+8-bit PNGs of single images. PNG files, no window: figures are matplotlib.figure.Figure objects drawn straight to
+their files, so importing this module leaves the process's matplotlib backend alone (notebooks keep theirs)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,11 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import matplotlib.colors
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
 
 
 def to_display(image: torch.Tensor):
@@ -40,10 +39,15 @@ def _title_rows(axes, i: int, row_titles: Sequence[str], fontsize: int) -> None:
         axes[i, 0].set_ylabel(row_titles[i], fontsize=fontsize)
 
 
+def _subplots(n_rows: int = 1, n_cols: int = 1, figsize: tuple[float, float] = (6.4, 4.8), squeeze: bool = True):
+    """A figure that no pyplot state knows of (freed with its last reference), and its axes."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(n_rows, n_cols, squeeze=squeeze)
+
+
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def image_grid(
@@ -57,7 +61,7 @@ def image_grid(
     """A grid of images, each with a caption below (for example its PSNR and SSIM); `cmap` for grey ones."""
     n_rows, n_cols = len(rows), len(column_titles)
     height, width = rows[0][0][0].shape[-2:]
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         n_rows, n_cols, figsize=(panel_size * n_cols, panel_size * height / width * n_rows + 0.6 * n_rows),
         squeeze=False,
     )
@@ -81,7 +85,7 @@ def kernel_grid(
 ) -> None:
     """Kernels as heat maps with colour bars; column j on a logarithmic colour scale if log_scale[j]."""
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.6 * n_cols, 2.4 * n_rows), squeeze=False)
+    fig, axes = _subplots(n_rows, n_cols, figsize=(2.6 * n_cols, 2.4 * n_rows), squeeze=False)
     for i, row in enumerate(rows):
         for j, (kernel, title) in enumerate(row):
             ax = axes[i, j]
@@ -106,11 +110,12 @@ def curves(
     path: Path,
     panels: Sequence[dict],
     n_cols: int = 3,
+    panel_size: tuple[float, float] = (4.2, 3.2),
 ) -> None:
     """Line plots. Each panel: {'lines': [(x, y, label), ...], 'xlabel', 'ylabel', 'logx', 'logy', 'title',
     'marks': [(x, label), ...] (vertical lines)}."""
     n_rows = -(-len(panels) // n_cols)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.2 * n_rows), squeeze=False)
+    fig, axes = _subplots(n_rows, n_cols, figsize=(panel_size[0] * n_cols, panel_size[1] * n_rows), squeeze=False)
     for ax, panel in zip(axes.flat, panels):
         for x, y, label in panel["lines"]:
             ax.plot(x, y, label=label, marker="." if len(x) < 60 else None)
@@ -140,7 +145,7 @@ def scatter(path: Path, rows: Sequence[dict]) -> None:
 
 
 def _scatter_figure(rows: Sequence[dict]):
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    fig, ax = _subplots(figsize=(5.5, 4.5))
     for variant in dict.fromkeys(r["variant"] for r in rows):
         mine = [r for r in rows if r["variant"] == variant and "psnr_gt" in r and math.isfinite(r["psnr_nb"])]
         if mine:

@@ -15,16 +15,23 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import json
+import pickle
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
 
-from .blur import circular_blur, kernel_spectrum  # noqa: F401  (imported from here too)
+from .blur import circular_blur, fourier_multiply, kernel_spectrum  # noqa: F401  (imported from here too)
 from .errors import RunError
+from .solvers import project_simplex
+from .tv import SmoothedTV, fista_tv_deconvolution
 from .kernels import camera_shake_kernels, shake_trajectories, splat  # noqa: F401  (imported from here too)
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -280,3 +287,135 @@ def train_dcgan(generator_net: DCGANGenerator, data: torch.Tensor, epochs: int, 
             progress(epoch, history[-1])
     generator_net.eval()
     return history
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Trained generators, kept on disk
+
+
+@dataclass(frozen=True)
+class GeneratorSettings:
+    """What a trained generator is made from. Its file is named by these and by its architecture's version (`_vN`),
+    so weights trained with other settings, or for an older architecture, are never picked up (they might load
+    without an error)."""
+
+    kind: Literal["image", "kernel"]
+    latent: int  # latent size
+    epochs: int  # training epochs
+    seed: int = 0  # seeds the initialisation, the batches and (kernels) the training kernels
+    architecture: Literal["vae", "dcgan"] = "vae"  # the image generator's (the kernel generator is a VAE)
+    width: int = 32  # base width of an image generator
+    count: int = 60000  # a kernel generator's Boracchi–Foi training kernels
+
+    @property
+    def model_class(self) -> type[nn.Module]:
+        if self.kind == "kernel":
+            return KernelVAE
+        return DCGANGenerator if self.architecture == "dcgan" else ImageVAE
+
+    def new(self) -> nn.Module:
+        return KernelVAE(self.latent) if self.kind == "kernel" else self.model_class(self.latent, self.width)
+
+    @property
+    def file_name(self) -> str:
+        if self.kind == "kernel":
+            name = f"kernel_vae_l{self.latent}_n{self.count}_e{self.epochs}_s{self.seed}"
+        else:
+            name = f"image_{self.architecture}_l{self.latent}_w{self.width}_e{self.epochs}_s{self.seed}"
+        return f"{name}_v{self.model_class.version}.pt"
+
+
+def kernel_training_data(count: int, seed: int) -> torch.Tensor:
+    """Boracchi–Foi camera-shake kernels scaled to a maximum of 1, (count, 1, 28, 28): a Bernoulli VAE's data."""
+    kernels = camera_shake_kernels(count, seed=seed)
+    return (kernels / kernels.amax(dim=(-2, -1), keepdim=True))[:, None]
+
+
+def trained_generator(settings: GeneratorSettings, folder: Path, device: torch.device,
+                      training_data: Callable[[], torch.Tensor], show: bool = True,
+                      log: Callable[[str], None] = print) -> nn.Module:
+    """The generator of `settings` from `folder`, trained on `training_data()` and saved there first if its file is
+    missing (with `<name>.json`: the loss per epoch and the seconds); evaluation mode, no gradients, on `device`.
+    A file that cannot be read is a RunError naming it."""
+    path = Path(folder) / settings.file_name
+    model = settings.new()
+    if path.is_file():
+        try:
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError) as error:
+            raise RunError(f"cannot read the trained {settings.kind} generator {path} "
+                           f"({str(error).splitlines()[0]}); delete it to retrain") from None
+        return model.to(device).eval().requires_grad_(False)
+    older = sorted(p.name for p in path.parent.glob(path.name.rsplit("_v", 1)[0] + "*.pt") if p != path)
+    log(f"no trained {settings.kind} generator at {path}: training it first ({settings.epochs} epochs)"
+        + (f"; not reused, trained for another architecture: {', '.join(older)}" if older else ""))
+    bar = tqdm(total=settings.epochs, disable=not show, desc=f"training the {settings.kind} generator", leave=False)
+
+    def progress(epoch: int, loss: float) -> None:
+        bar.update()
+        bar.set_postfix(loss=f"{loss:.4g}")
+
+    start = time.perf_counter()
+    data = training_data()
+    if settings.kind == "image" and settings.architecture == "dcgan":
+        history = train_dcgan(model, data, settings.epochs, seed=settings.seed, progress=progress, device=device)
+    else:  # images in [0, 1] and max-normalised kernels: Bernoulli likelihoods (kernels are used sum-normalised)
+        history = train_vae(model, data, settings.epochs, "bernoulli", seed=settings.seed, progress=progress,
+                            device=device)
+    bar.close()
+    seconds = time.perf_counter() - start
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.cpu().state_dict(), path)
+    with path.with_suffix(".json").open("w") as file:
+        json.dump(dict(loss_per_epoch=history, seconds=seconds), file, indent=1)
+    log(f"  trained in {seconds:.0f} s, loss {history[0]:.4g} -> {history[-1]:.4g}; saved {path}")
+    return model.to(device).eval().requires_grad_(False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Latent search and the TV baselines on the circular blur
+
+
+def best_of_restarts(scores: torch.Tensor, *tensors: torch.Tensor, restarts: int) -> list[torch.Tensor]:
+    """Per image, the restart with the smallest score; tensors are (restarts·N, ...), restart-major."""
+    best = scores.view(restarts, -1).argmin(dim=0)
+    n = best.numel()
+    return [t.view(restarts, n, *t.shape[1:])[best, torch.arange(n)] for t in tensors]
+
+
+def latents(count: int, size: int, device: torch.device, generator: torch.Generator) -> torch.Tensor:
+    return torch.randn(count, size, generator=generator).to(device)
+
+
+def tv_deconvolution(y: torch.Tensor, kernel: torch.Tensor, weight: float, iterations: int = 300) -> torch.Tensor:
+    """argmin_x ½‖k ⊛ x − y‖² + weight·TV_ε(x) (ε = 0.01) by FISTA from y, k the true kernels (N, 1, h, w)."""
+    y = y.double()
+    shape = y.shape[-2:]
+    spectrum = kernel_spectrum(kernel.double(), shape)  # once, not at every step
+    x = fista_tv_deconvolution(y, lambda x: fourier_multiply(x, spectrum, shape),
+                               lambda r: fourier_multiply(r, spectrum.conj(), shape),
+                               spectrum.abs().square().max().item(), weight, iterations, y.clone())  # ‖k ⊛ ·‖² exact
+    return x.float().clamp(0, 1)
+
+
+def tv_blind_deconvolution(y: torch.Tensor, kernel_size: int, weight: float, iterations: int):
+    """A TV blind deconvolution baseline (after Perrone and Favaro, 2014): alternating projected gradient steps on
+    ½‖k ⊛ x − y‖² + weight·TV_ε(x), x from y and k from a small centred Gaussian, k kept on the simplex (k ≥ 0,
+    Σk = 1, inside its kernel_size frame); TV's weight decreases from 10x to 1x over the first half."""
+    y = y.double()
+    t = torch.arange(kernel_size, dtype=torch.float64) - kernel_size // 2
+    k = torch.exp(-(t[:, None] ** 2 + t[None] ** 2) / 2).expand(len(y), 1, -1, -1).clone()
+    k = k / k.sum(dim=(-2, -1), keepdim=True)
+    x, tv = y.clone(), SmoothedTV(1e-2)
+    for step in range(iterations):
+        lam = weight * 10 ** max(0.0, 1 - 2 * step / iterations)
+        x.requires_grad_(True)
+        data = 0.5 * (circular_blur(x, k) - y).square().sum()
+        (gx,) = torch.autograd.grad(data, x)
+        lipschitz_x = 1.0 + lam * tv.lipschitz  # ‖k ⊛ ·‖ ≤ ‖k‖₁ = 1
+        x = (x.detach() - (gx + lam * tv.gradient(x.detach())) / lipschitz_x).clamp(0, 1)
+        k.requires_grad_(True)
+        (gk,) = torch.autograd.grad(0.5 * (circular_blur(x, k) - y).square().sum(), k)
+        lipschitz_k = torch.fft.rfft2(x).abs().square().amax(dim=(-2, -1)).view(-1, 1, 1, 1)
+        k = project_simplex((k.detach() - gk / lipschitz_k).flatten(1)).view_as(k)
+    return x.float(), k.float()

@@ -54,3 +54,14 @@ def tiny_network(monkeypatch):
 
     monkeypatch.setattr(dip_denoise, "SkipNetwork", TinyNetwork)
     return TinyNetwork
+
+
+@pytest.fixture
+def tiny_dip(tiny_network):
+    """A dip_denoise.py config of a few milliseconds' run (TinyNetwork), writing under <tmp_path>/out."""
+    import dip_denoise
+    from dipkit.cli import make_config
+
+    return lambda tmp_path, **overrides: make_config(dip_denoise.Config, **{
+        **dict(quick=True, progress=False, iterations=12, stop_window=4, stop_patience=4, checkpoint_every=6,
+               results_dir=str(tmp_path / "out"), run_name="r"), **overrides})

@@ -75,3 +75,19 @@ def test_generative_still_exports_the_camera_shake_kernels():
 
     assert generative.camera_shake_kernels is kernels.camera_shake_kernels
     assert generative.splat is kernels.splat and generative.shake_trajectories is kernels.shake_trajectories
+
+
+@pytest.mark.parametrize("size, seed, support, row_mean, column_mean, energy", [
+    (13, 0, 19, 6.150327, 6.202615, 0.12785682), (27, 3, 35, 12.987421, 13.0, 0.04750603)])
+def test_the_synthetic_benchmarks_motion_kernels_are_those_it_was_measured_with(size, seed, support, row_mean,
+                                                                                column_mean, energy):
+    """The synthetic benchmark's kernels come from deepinv's random motion: a deepinv release that drew them
+    otherwise would change every synthetic result silently. These values are deepinv 0.5's."""
+    from dipkit.kernels import motion_kernel
+
+    k = motion_kernel(size, seed).double()
+    index = torch.arange(size, dtype=torch.float64)
+    assert k.sum().item() == pytest.approx(1.0, abs=1e-6) and int((k > 0).sum()) == support
+    assert (k.sum(1) * index).sum().item() == pytest.approx(row_mean, abs=1e-5)
+    assert (k.sum(0) * index).sum().item() == pytest.approx(column_mean, abs=1e-5)
+    assert k.square().sum().item() == pytest.approx(energy, abs=1e-7)

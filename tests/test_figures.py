@@ -46,3 +46,17 @@ def test_grids_and_curves_are_written(tmp_path):
     figures.curves(tmp_path / "curves.png", [dict(lines=[([1, 2], [1.0, 0.1], "x")], logy=True)] * 2, n_cols=2)
     for name in ("grid.png", "kernels.png", "curves.png"):
         assert Image.open(tmp_path / name).format == "PNG"
+
+
+def test_importing_the_figures_leaves_the_processs_matplotlib_backend_alone(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); import dipkit.figures as f, torch; "
+            "f.curves(__import__('pathlib').Path(r'%s') / 'c.png', [dict(lines=[([0, 1], [1, 2], 'a')])]); "
+            "print(matplotlib.get_backend()); import sys; print('matplotlib.pyplot' in sys.modules)" % tmp_path)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["svg", "False"]  # the backend the notebook chose, and no pyplot state
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -77,9 +77,9 @@ def test_the_image_vae_decoder_has_a_relu_after_its_dense_layer_as_the_authors_s
 
 def test_generator_weights_are_named_by_architecture_version_and_stale_weights_are_refused(tmp_path):
     config = make_config(gp.Config, quick=True, progress=False, weights_dir=str(tmp_path))
-    path = gp._weights_path(config, "image")
+    path = gp.weights_folder(config) / gp.generator_settings(config)["image"].file_name
     assert path.name.endswith(f"_v{generative.ImageVAE.version}.pt") and generative.ImageVAE.version >= 2
-    assert gp._weights_path(config, "kernel").name.endswith("_v1.pt")
+    assert gp.generator_settings(config)["kernel"].file_name.endswith("_v1.pt")
     # weights of the version-1 decoder (no ReLU: its dense layer was the bare Linear) under the new name: refused
     new = generative.ImageVAE(config.image_latent, config.image_width).state_dict()
     torch.save({k.replace("dense.0.", "dense."): v for k, v in new.items()}, path)
@@ -151,7 +151,7 @@ def test_missing_weights_are_trained_then_reused_and_a_broken_file_is_reported_b
     assert "training it first" not in capsys.readouterr().out
     broken = dataclasses.replace(config, mode="deblur", weights_dir=str(tmp_path / "broken"),
                                  results_dir=str(tmp_path / "out"), run_name="bad")
-    path = gp._weights_path(broken, "image")
+    path = gp.weights_folder(broken) / gp.generator_settings(broken)["image"].file_name
     path.parent.mkdir()
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(RunError, match="cannot read the trained image generator"):
@@ -243,9 +243,9 @@ def test_baselines_known_kernel_tv_beats_the_blurred_input_and_the_blind_tv_kern
     digits = generative.mnist_digits()[0][:3]
     kernels = camera_shake_kernels(3, seed=2, lengths=(8, 12))[:, None]
     y = generative.blurred_observation(digits, kernels, 0.01)
-    known = gp.tv_deconvolution(y, kernels, 0.01)
+    known = generative.tv_deconvolution(y, kernels, 0.01)
     assert all(psnr(known[n : n + 1], digits[n : n + 1]) > psnr(y[n : n + 1], digits[n : n + 1]) + 2 for n in range(3))
-    image, kernel = gp.tv_blind_deconvolution(y, 28, 0.01, 50)
+    image, kernel = generative.tv_blind_deconvolution(y, 28, 0.01, 50)
     assert kernel.min() >= 0 and torch.allclose(kernel.sum(dim=(-2, -1)), torch.ones(3, 1), atol=1e-5)
     assert image.shape == y.shape
 
@@ -270,7 +270,7 @@ def test_known_kernel_tv_and_the_anisotropic_tv_are_the_old_loops_bit_for_bit():
     digits = generative.mnist_digits()[0][:2]
     kernels = camera_shake_kernels(2, seed=7)[:, None]
     y = generative.blurred_observation(digits, kernels, 0.01)
-    assert torch.equal(gp.tv_deconvolution(y, kernels, 0.01, 60), old_tv_deconvolution(y, kernels, 0.01, 60))
+    assert torch.equal(generative.tv_deconvolution(y, kernels, 0.01, 60), old_tv_deconvolution(y, kernels, 0.01, 60))
     x = torch.rand(3, 1, 9, 8, requires_grad=True)
     old = ((x[..., 1:, :] - x[..., :-1, :]).abs().sum(dim=(1, 2, 3))
            + (x[..., :, 1:] - x[..., :, :-1]).abs().sum(dim=(1, 2, 3)))

@@ -25,7 +25,8 @@ from dipkit.device import choose_device
 from dipkit.networks import SkipNetwork
 from dipkit.runs import new_run_folder, read_kept, start_run
 from dipkit.sources import item_names
-from dipkit.study import make_runner, merge_runs
+from dipkit.engines import make_runner
+from dipkit.report import merge_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,13 +53,6 @@ def tiny_study(tmp_path, **overrides):
     settings = dict(quick=True, progress=False, results_dir=str(tmp_path), iterations=6, curve_every=3, channels=8,
                     run_name="study")
     return make_config(selfdeblur.Config, **{**settings, **overrides})
-
-
-@pytest.fixture
-def tiny_dip(tiny_network):
-    return lambda tmp_path, **overrides: make_config(dip_denoise.Config, **{
-        **dict(quick=True, progress=False, iterations=12, stop_window=4, stop_patience=4, checkpoint_every=6,
-               results_dir=str(tmp_path / "out"), run_name="r"), **overrides})
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ import torch
 
 import selfdeblur
 from dipkit.cli import RunError, make_config
-from dipkit.study import pool_runner, run_study, Scoring
+from dipkit.engines import pool_runner
+from dipkit.study import Scoring, run_study
 from dipkit import blind
 
 
@@ -136,3 +137,54 @@ def test_the_packing_benchmark_runs_every_packed_run_and_reports_its_times(tmp_p
     assert 0 < row["packed_run_seconds"] < row["packed_wall_seconds"]
     assert row["wall_ratio"] == pytest.approx(row["packed_wall_seconds"] / row["alone_wall_seconds"])
     assert row["throughput_gain"] == pytest.approx(2 / row["wall_ratio"])
+
+
+def test_the_constants_selfdeblur_and_vdip_share_keep_one_default_and_range():
+    """Each script keeps its whole constants block at its top; what the two share must not drift apart."""
+    import dataclasses
+
+    import vdip
+    from dipkit.cli import field_comments
+    from dipkit.study import SHARED_CONSTANTS, StudyConstants
+
+    fields = [{f.name: f for f in dataclasses.fields(c)} for c in (selfdeblur.Config, vdip.Config)]
+    comments = [field_comments(c) for c in (selfdeblur.Config, vdip.Config)]
+    for name in SHARED_CONSTANTS:
+        a, b = (f[name] for f in fields)
+        assert (a.type, a.default, a.default_factory) == (b.type, b.default, b.default_factory), name
+        assert selfdeblur.Config.LIMITS.get(name) == vdip.Config.LIMITS.get(name), name
+        assert selfdeblur.Config.QUICK.get(name) == vdip.Config.QUICK.get(name), name
+        assert comments[0][name] and comments[1][name], name  # each documented where it is set
+    assert set(StudyConstants.__annotations__) <= set(SHARED_CONSTANTS) | {"resume"}  # what dipkit reads is shared
+
+
+def test_a_bad_input_error_in_a_ray_task_is_not_retried(monkeypatch):
+    """Ray retries a task that raises; a RunError (bad input) comes back as the task's result instead, once."""
+    import types
+
+    from dipkit import engines
+
+    class EagerRay:  # runs each task at once; its "object reference" is the result
+        def remote(self, **options):
+            self.options = options
+            return lambda function: types.SimpleNamespace(remote=lambda *arguments: function(*arguments))
+
+        def wait(self, pending, num_returns):
+            return pending[:1], pending[1:]
+
+        def get(self, reference):
+            return reference
+
+    calls = []
+
+    def refuses(problem, config, seed, scorer):
+        calls.append(seed)
+        raise RunError("the kernel is larger than the image")
+
+    ray = EagerRay()
+    monkeypatch.setattr(engines, "connect_ray", lambda workers, address: (ray, False))
+    problem = blind.synthetic_problems(("camera",), (9,), size=64)[0]
+    runner = engines.ray_runner(workers=1, retries=3)
+    with pytest.raises(RunError, match="^the kernel is larger than the image$"):
+        list(runner([engines.Job(problem, "SelfDeblur", None, 0)], refuses, {problem.name: None}))
+    assert calls == [0] and ray.options["max_retries"] == 3  # a crashed worker is still retried by Ray

@@ -233,7 +233,7 @@ def test_vdip_extreme_raises_psnr_above_the_blurred_input_and_writes_the_std_fig
 
 
 def test_selfdeblur_and_vdip_runs_on_the_same_data_merge_into_one_table_and_overlaid_curves(tmp_path):
-    from dipkit.study import merge_runs
+    from dipkit.report import merge_runs
     common = dict(quick=True, progress=False, results_dir=str(tmp_path), iterations=4, curve_every=2, channels=8)
     first = selfdeblur.run(make_config(selfdeblur.Config, variants=("SimplerSDB",), **common))
     second = vdip.run(make_config(vdip.Config, pretrain_iterations=2, variants=("VDIP-Sparse", "VDIP-Extreme-orig"),
@@ -251,7 +251,7 @@ def test_selfdeblur_and_vdip_runs_on_the_same_data_merge_into_one_table_and_over
 
 def test_runs_made_apart_merge_into_one_table_with_the_baselines_once(tmp_path):
     from dipkit.runs import write_csv, write_json
-    from dipkit.study import merge_runs
+    from dipkit.report import merge_runs
     baselines = [dict(problem="p", variant="blurred input", seed="", psnr_gt=20.0, psnr_nb=30.0, ssim=0.5)]
     for name, variant, values in (("a", "SelfDeblur", (24.0, 26.0)), ("b", "VDIP-Sparse", (25.0, 28.0))):
         (tmp_path / name).mkdir()

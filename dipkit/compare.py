@@ -1,0 +1,352 @@
+"""Compare any runs of the six scripts: their curves overlaid and a table of final and best values.
+
+    python -m dipkit.compare Results/selfdeblur/seed0 Results/selfdeblur/seed1 Results/vdip/quick
+    python -m dipkit.compare Results/ADP                         # every run of a script
+    python -m dipkit.compare 'Results/dip_denoise/*' --metric psnr_clean_average --x seconds
+
+A RUN is a run folder (holding config.json and metrics.json), a script's results folder (all its runs) or a glob.
+Each run gives one line per method (a variant, a solver, ...), its points averaged over the run's items (images,
+problems) and seeds at each iteration; the lines are labelled by what differs between the runs: the constants
+that differ in their config.json (`lr_image=0.005, seed=1`), the script where scripts differ, the run's name
+where nothing else does. The table gives, per label and method, the metric's final and best values, as mean ± std
+over the run's items and seeds, and how many there are. `psnr` is each script's PSNR against the truth
+(selfdeblur/vdip: psnr_gt; dip_denoise: psnr_clean; ADP: psnr), so runs of different scripts on the same image
+compare side by side; any other curve column the runs share can be named with --metric. generative_prior writes
+no curves: its runs enter the table only (final values of table.csv).
+
+Writes compare.png, compare.csv (the curve points, with their run, label and method) and compare.md (the table)
+to --out (default Results/compare/<time stamp>/), and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import math
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import RunError
+from .runs import RESUMABLE, read_config, write_csv
+
+# what may differ between runs without changing what they compute: never a label
+NOT_A_LABEL = (RESUMABLE - {"seeds", "variants", "quick"}) | {"run_name", "results_dir", "progress", "no_figures"}
+HIGHER_IS_BETTER = ("psnr", "ssim", "isnr", "ncc")  # metrics whose best is the maximum (others: the minimum)
+X_AXES = ("iteration", "seconds")
+
+
+@dataclass
+class Run:
+    """One run folder read back: its points (curve rows: method, item, seed, iteration, seconds and metrics) and,
+    for a script without curves, its final values (table rows: method, item, seed and metrics)."""
+
+    folder: Path
+    script: str
+    constants: dict[str, Any]
+    points: list[dict[str, Any]] = field(default_factory=list)
+    finals: list[dict[str, Any]] = field(default_factory=list)
+    label: str = ""
+
+    @property
+    def metrics(self) -> set[str]:
+        rows = self.points or self.finals
+        keys = set.intersection(*(set(r) for r in rows)) if rows else set()
+        return {k for k in keys if k not in ("method", "item", "seed", "iteration", "seconds")}
+
+
+def _number(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    with path.open(newline="") as file:
+        return [{k: _number(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(file)]
+
+
+def _finite(row: dict[str, Any]) -> dict[str, Any]:
+    """A point's numeric values that are finite (a NaN is a value not computed there)."""
+    return {k: v for k, v in row.items() if not isinstance(v, float) or math.isfinite(v)}
+
+
+def _blind(folder: Path, constants: dict) -> tuple[list[dict], list[dict]]:
+    """selfdeblur.py and vdip.py: curve.csv (problem, variant, seed, iteration, psnr_gt, psnr_nb, ...); runs made
+    before the curves kept their time get it from the run's seconds, spread evenly over its iterations."""
+    if not (folder / "curve.csv").is_file():
+        return [], []
+    seconds = {(r["problem"], r["variant"], r.get("seed")): r["seconds"] for r in _rows(folder / "table.csv")
+               if "seconds" in r} if (folder / "table.csv").is_file() else {}
+    points = []
+    for row in _rows(folder / "curve.csv"):
+        key = (row.pop("problem"), row.pop("variant"), row.get("seed"))
+        point = dict(method=key[1], item=key[0], seed=int(row.pop("seed", 0)), **row)
+        if "seconds" not in point and key in seconds:
+            point["seconds"] = seconds[key] * point["iteration"] / max(constants.get("iterations", 1), 1)
+        if "psnr_gt" in point:
+            point["psnr"] = point["psnr_gt"]
+        points.append(point)
+    return points, []
+
+
+def _dip(folder: Path, constants: dict) -> tuple[list[dict], list[dict]]:
+    """dip_denoise.py: <image>/curve.csv (iteration, psnr_noisy, psnr_clean, ...), its time from <image>/row.json
+    (the run's seconds per iteration)."""
+    points = []
+    for item in sorted(p.parent for p in folder.glob("*/curve.csv")):
+        per_iteration = None
+        if (item / "row.json").is_file():
+            row = json.loads((item / "row.json").read_text()).get("row", {})
+            per_iteration = row.get("seconds_per_iteration")
+        for row in _rows(item / "curve.csv"):
+            point = dict(method="DIP", item=item.name, seed=int(constants.get("seed", 0)), **_finite(row))
+            if per_iteration is not None:
+                point["seconds"] = per_iteration * (point["iteration"] + 1)
+            if "psnr_clean" in point:
+                point["psnr"] = point["psnr_clean"]
+            points.append(point)
+    return points, []
+
+
+def _adp(folder: Path, constants: dict) -> tuple[list[dict], list[dict]]:
+    """ADP.py: curve.csv, MAID's log (one row per line-search attempt; an upper iteration's point is its last
+    attempt), per image (`image`; one image in runs that did not write it)."""
+    if not (folder / "curve.csv").is_file():
+        return [], []
+    images = constants.get("images") or ["image"]
+    last: dict[tuple, dict] = {}
+    for row in _rows(folder / "curve.csv"):
+        item = row.pop("image", images[0] if len(images) == 1 else "image")
+        method = "paper's ADP" if constants.get("original_code") else "ADP-β-MAID"
+        last[(item, row["iteration"])] = dict(method=method, item=Path(str(item)).stem, seed=int(constants.get(
+            "seed", 0)), **{k: v for k, v in row.items() if isinstance(v, float)})
+    return list(last.values()), []
+
+
+def _adp_1d(folder: Path, constants: dict) -> tuple[list[dict], list[dict]]:
+    """adp_1d.py: curve.csv (solver, seconds, lower_iterations, linear_work, loss); a point's iteration is its
+    upper iteration, counted per solver."""
+    if not (folder / "curve.csv").is_file():
+        return [], []
+    count: dict[str, int] = defaultdict(int)
+    points = []
+    for row in _rows(folder / "curve.csv"):
+        solver = row.pop("solver")
+        points.append(dict(method=solver, item=constants.get("signal", "signal"), seed=int(constants.get("seed", 0)),
+                           iteration=float(count[solver]), **row))
+        count[solver] += 1
+    return points, []
+
+
+def _generative(folder: Path, constants: dict) -> tuple[list[dict], list[dict]]:
+    """generative_prior.py: no curves; table.csv's final values (image, method, psnr, ssim, kernel_ncc)."""
+    if not (folder / "table.csv").is_file():
+        return [], []
+    finals = [dict(method=r["method"], item=str(r.get("image", "")), seed=int(constants.get("seed", 0)),
+                   **{k: v for k, v in r.items() if isinstance(v, float) and k not in ("image",)})
+              for r in _rows(folder / "table.csv")]
+    return [], finals
+
+
+READERS: dict[str, Callable[[Path, dict], tuple[list[dict], list[dict]]]] = {
+    "selfdeblur": _blind, "vdip": _blind, "dip_denoise": _dip, "ADP": _adp, "adp_1d": _adp_1d,
+    "generative_prior": _generative}
+
+
+def is_run(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "metrics.json").is_file()
+
+
+def find_runs(arguments: list[str]) -> list[Path]:
+    """Run folders from the command line's RUNs: a run folder, a folder of runs (a script's results folder), or a
+    glob of either; each once, in the order given."""
+    folders: list[Path] = []
+    for argument in arguments:
+        matches = [Path(p) for p in sorted(glob.glob(argument))] if glob.has_magic(argument) else [Path(argument)]
+        if not matches:
+            raise RunError(f"{argument} matches nothing")
+        for path in matches:
+            if not path.is_dir():
+                raise RunError(f"{path} is not a folder")
+            found = [path] if is_run(path) else sorted(p for p in path.iterdir() if p.is_dir() and is_run(p))
+            if not found:
+                raise RunError(f"{path} is not a run (no config.json and metrics.json) and holds no runs")
+            folders += [f for f in found if f.resolve() not in {g.resolve() for g in folders}]
+    return folders
+
+
+def read_run(folder: Path) -> Run:
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise RunError(f"{folder / 'metrics.json'} cannot be read ({error}); is it a finished run?") from None
+    script = metrics.get("script") if isinstance(metrics, dict) else None
+    script = script if script in READERS else folder.parent.name
+    if script not in READERS:
+        raise RunError(f"{folder}: which script made it is not known (metrics.json names {script!r}; known: "
+                       f"{', '.join(READERS)})")
+    constants = read_config(folder / "config.json").get("config", {})
+    points, finals = READERS[script](folder, constants)
+    if not points and not finals:
+        raise RunError(f"{folder} holds no curve or table to compare (an unfinished run?)")
+    return Run(folder, script, constants, points, finals)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def label_runs(runs: list[Run]) -> None:
+    """Each run's label: the script where scripts differ, then the constants that differ between the runs (of
+    the same script), else its folder's name; folders' names are added where labels would still coincide."""
+    scripts = {r.script for r in runs}
+    for run in runs:
+        same = [r for r in runs if r.script == run.script]
+        keys = sorted({k for r in same for k in r.constants} - NOT_A_LABEL)
+        differ = [k for k in keys if len({json.dumps(r.constants.get(k), sort_keys=True) for r in same}) > 1]
+        parts = ([run.script] if len(scripts) > 1 else []) + [f"{k}={_shown(run.constants.get(k))}" for k in differ]
+        run.label = ", ".join(parts) if differ or len(scripts) > 1 else run.folder.name
+    labels = [r.label for r in runs]
+    for run in runs:
+        if labels.count(run.label) > 1:
+            run.label = f"{run.label} ({run.folder.name})" if run.label != run.folder.name else \
+                f"{run.folder.parent.name}/{run.folder.name}"
+
+
+def choose_metric(runs: list[Run], metric: str) -> str:
+    shared = set.intersection(*(r.metrics for r in runs))
+    if not shared:
+        listing = "; ".join(f"{r.folder.name}: {', '.join(sorted(r.metrics))}" for r in runs)
+        raise RunError(f"these runs share no metric ({listing})")
+    if metric not in shared:
+        raise RunError(f"unknown metric {metric!r} for these runs; the ones they share: {', '.join(sorted(shared))}")
+    return metric
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def table(runs: list[Run], metric: str) -> list[dict[str, Any]]:
+    """Per (label, method): final and best of the metric per item and seed, as mean ± std, and their number."""
+    best_of = max if any(word in metric for word in HIGHER_IS_BETTER) else min
+    rows = []
+    for run in runs:
+        series: dict[tuple, list[dict]] = defaultdict(list)
+        for point in run.points or run.finals:
+            if metric in point:
+                series[(point["method"], point["item"], point["seed"])].append(point)
+        for method in dict.fromkeys(key[0] for key in series):
+            finals, bests = [], []
+            for key, points in series.items():
+                if key[0] == method:
+                    finals.append(points[-1][metric])
+                    bests.append(best_of(p[metric] for p in points))
+            final, final_std = _mean_std(finals)
+            best, best_std = _mean_std(bests)
+            rows.append(dict(label=run.label, method=method, script=run.script, run=str(run.folder), runs=len(finals),
+                             final=final, final_std=final_std, best=best if run.points else math.nan,
+                             best_std=best_std if run.points else math.nan))
+    return rows
+
+
+def lines(runs: list[Run], metric: str, x: str) -> list[tuple[list[float], list[float], str]]:
+    """One line per run and method: the metric averaged over the run's items and seeds at each x (iterations
+    shared by all of them; for seconds, the mean time of the points at each iteration)."""
+    out = []
+    for run in runs:
+        by_method: dict[str, dict[float, list[dict]]] = defaultdict(lambda: defaultdict(list))
+        for point in run.points:
+            if metric in point and x in point:
+                by_method[point["method"]][point["iteration"]].append(point)
+        for method, at in by_method.items():
+            count = max(len(points) for points in at.values())
+            steps = [k for k in sorted(at) if len(at[k]) == count]
+            xs = [statistics.fmean(p[x] for p in at[k]) for k in steps]
+            ys = [statistics.fmean(p[metric] for p in at[k]) for k in steps]
+            name = run.label if len(by_method) == 1 and len({r.script for r in runs}) > 1 and method in run.label \
+                else f"{run.label}: {method}"
+            out.append((xs, ys, name))
+    return out
+
+
+def markdown(rows: list[dict], metric: str) -> str:
+    def cell(mean: float, std: float, n: int) -> str:
+        if not math.isfinite(mean):
+            return ""
+        return f"{mean:.4g} ± {std:.2g}" if n > 1 else f"{mean:.4g}"
+
+    head = f"| run | method | {metric}, final | {metric}, best | items × seeds |\n| --- | --- | --- | --- | --- |\n"
+    return head + "".join(f"| {r['label']} | {r['method']} | {cell(r['final'], r['final_std'], r['runs'])} | "
+                          f"{cell(r['best'], r['best_std'], r['runs'])} | {r['runs']} |\n" for r in rows)
+
+
+def compare(arguments: list[str], metric: str = "psnr", x: str = "iteration", out: Path | None = None,
+            log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Read the runs, write compare.png/.csv/.md into `out` (a fresh time-stamped folder under Results/compare/
+    by default), print the table; returns its rows."""
+    if x not in X_AXES:
+        raise RunError(f"--x must be one of {', '.join(X_AXES)}")
+    runs = [read_run(folder) for folder in find_runs(arguments)]
+    label_runs(runs)
+    metric = choose_metric(runs, metric)
+    rows = table(runs, metric)
+    curves = lines(runs, metric, x)
+    if out is None:
+        out = Path("Results") / "compare" / time.strftime("%Y%m%d-%H%M%S")
+        while out.exists():
+            out = out.with_name(out.name + "-")
+    if (out / "compare.md").exists():
+        raise RunError(f"{out} already holds a comparison; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"cannot make {out}: {error.strerror or error}") from None
+    from . import figures  # matplotlib only where a figure is drawn
+
+    if curves:
+        figures.curves(out / "compare.png", [dict(lines=curves, xlabel="iteration" if x == "iteration" else
+                                                  "wall time (s)", ylabel=metric, title=f"{metric}, {len(runs)} runs")],
+                       n_cols=1, panel_size=(8.0, 5.0))
+    else:
+        log("no run holds curves of this metric: the table only")
+    points = [dict(run=str(r.folder), label=r.label, script=r.script, **p) for r in runs
+              for p in (r.points or r.finals) if metric in p]
+    write_csv(out / "compare.csv", _same_keys(points))
+    text = markdown(rows, metric)
+    (out / "compare.md").write_text(text)
+    log(text.rstrip())
+    log(f"wrote {out}/compare.png, compare.csv and compare.md" if curves else f"wrote {out}/compare.csv and compare.md")
+    return rows
+
+
+def _same_keys(rows: list[dict]) -> list[dict]:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return [{k: r.get(k, "") for k in keys} for r in rows]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run folders, scripts' results folders, or globs")
+    parser.add_argument("--metric", default="psnr", help="a curve column the runs share (default psnr: PSNR "
+                        "against the truth)")
+    parser.add_argument("--x", default="iteration", choices=X_AXES, help="the curves' x axis")
+    parser.add_argument("--out", type=Path, default=None, help="folder for compare.png/.csv/.md (default "
+                        "Results/compare/<time stamp>/)")
+    arguments = parser.parse_args()
+    compare(arguments.runs, arguments.metric, arguments.x, arguments.out)
+
+
+if __name__ == "__main__":
+    from .cli import run_main
+
+    run_main(main)

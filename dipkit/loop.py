@@ -1,0 +1,100 @@
+"""The pieces of one blind-deblurring run's loop, shared by selfdeblur.py and vdip.py: the run's device and seeds
+(prepare), the two-rate Adam of G_x and G_k, the steps under a progress bar with the curve scored every few steps
+(Progress), what a run returns (Estimate), and its kernel as an 8-bit PNG."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from .blind import Problem
+from .device import choose_device, seed_everything, synchronize
+from .errors import RunError
+from .figures import save_png
+from .levin import Scorer
+
+
+@dataclass
+class Estimate:
+    image: torch.Tensor  # the deblurred image, (1, 1, H, W) like y
+    kernel: torch.Tensor  # the estimated kernel, (K_h, K_w)
+    curve: list[dict[str, float]]  # rows: iteration, loss, seconds (without the scoring), psnr_gt, psnr_nb
+    seconds: float  # optimisation time (scoring excluded)
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # other maps to save and show (VDIP's std)
+    stats: dict[str, float] = field(default_factory=dict)  # other numbers for the table (skipped steps)
+
+
+
+def prepare(device_name: str, seed: int, deterministic: bool) -> torch.device:
+    """The device of a run, everything seeded; cuDNN's autotuner as the originals ran it unless deterministic."""
+    device = choose_device(device_name)
+    seed_everything(seed, deterministic)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+    return device
+
+
+
+def two_rate_adam(image_net: torch.nn.Module, kernel_net: torch.nn.Module, lr_image: float, lr_kernel: float,
+                  beta1_image: float, milestones: tuple[int, ...], gamma: float):
+    """SelfDeblur's and VDIP's optimiser: one Adam, lr_image (β1 beta1_image) for G_x and lr_kernel for G_k, with
+    the learning rates multiplied by gamma at the milestones."""
+    optimiser = torch.optim.Adam([
+        dict(params=image_net.parameters(), lr=lr_image, betas=(beta1_image, 0.999)),
+        dict(params=kernel_net.parameters(), lr=lr_kernel),
+    ])
+    return optimiser, torch.optim.lr_scheduler.MultiStepLR(optimiser, list(milestones), gamma)
+
+
+
+class Progress:
+    """The steps of one run, from −pretrain_iterations (negative steps: the pretraining) to iterations, under a
+    progress bar (`show`); every `curve_every` steps (0: never) the loss is checked and the estimate scored
+    (PSNR-GT, PSNR-NB), the scoring time kept out of the run's time."""
+
+    def __init__(self, problem: Problem, seed: int, scorer: Scorer | None, device: torch.device,
+                 pretrain_iterations: int, iterations: int, curve_every: int, show: bool = True):
+        self.problem, self.scorer, self.device = problem, scorer, device
+        self.iterations, self.curve_every = iterations, curve_every
+        self.steps = tqdm(range(-pretrain_iterations, iterations), disable=not show, leave=False,
+                          desc=f"{problem.name} s{seed}")
+        self.curve: list[dict[str, float]] = []
+        self.scoring_seconds = 0.0
+        synchronize(device)
+        self.start = time.perf_counter()
+
+    def after(self, step: int, loss: torch.Tensor, estimate: Callable[[], torch.Tensor],
+              allow_non_finite: bool = False) -> None:
+        done, every = step + 1, self.curve_every
+        if done <= 0 or not every or (done % every and done != self.iterations):
+            return
+        value = loss.item()
+        if not math.isfinite(value) and not allow_non_finite:
+            raise RunError(f"{self.problem.name}: the loss became {value} at iteration {done}; "
+                           "try smaller learning rates")
+        tick = time.perf_counter()
+        seconds = tick - self.start - self.scoring_seconds  # the run's time so far, without the scoring
+        scores = self.scorer(estimate().detach(), full=False) if self.scorer is not None else {}
+        self.scoring_seconds += time.perf_counter() - tick
+        self.curve.append(dict(iteration=done, loss=value, seconds=seconds, **scores))
+        self.steps.set_postfix(loss=f"{value:.2e}", **{key: f"{v:.2f}" for key, v in scores.items()})
+
+    def seconds(self, image: torch.Tensor) -> float:
+        """The run's time without the scoring; checks that the final image is finite."""
+        if not torch.isfinite(image).all():
+            raise RunError(f"{self.problem.name}: the image network's output became NaN; try smaller learning rates")
+        synchronize(self.device)
+        return time.perf_counter() - self.start - self.scoring_seconds
+
+
+
+def save_kernel_png(path: Path, kernel: torch.Tensor) -> None:
+    """Scaled to a maximum of 255, as SelfDeblur (and Levin's gt/kernel*.png) store kernels."""
+    k = kernel.detach().float()
+    save_png(path, (k / k.max())[None, None])
