@@ -59,9 +59,8 @@ from dipkit.device import Speed, normal_like
 from dipkit.levin import Scorer
 from dipkit.metrics import ssim_loss
 from dipkit.networks import KernelGenerator, SkipNetwork
-from dipkit.memory import training_footprint
 from dipkit.loop import Estimate, Progress, prepare, two_rate_adam
-from dipkit.study import run_study_script, study_problems
+from dipkit.study import latent_footprint, run_study_script, study_problems
 from dipkit.tv import forward_differences
 
 # Named variants for --variants: overrides of the constants below (edit or add your own)
@@ -361,9 +360,8 @@ def deblur(problem: Problem, config: Config, seed: int, scorer: Scorer | None = 
 
 
 def footprint(problem: Problem, config: Config) -> int:
-    """The memory one run holds (estimated): G_x's optimisation step at the latent size (dipkit.memory)."""
-    (h, w), (kh, kw) = problem.blurred.shape[-2:], problem.kernel_size
-    return training_footprint(networks(config, problem.kernel_size)[0], config.input_channels)(h + kh - 1, w + kw - 1)
+    """The memory one run holds (estimated): G_x's optimisation step at the latent size (dipkit.study)."""
+    return latent_footprint(problem, networks(config, problem.kernel_size)[0], config.input_channels)
 
 
 # ---------------------------------------------------------------------------------------------------------------

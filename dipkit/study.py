@@ -33,7 +33,7 @@ from .errors import RunError
 from .figures import save_png
 from .levin import KnownKernel, Scorer, check_scoring, known_kernel_baseline, quantise_8bit
 from .loop import Estimate, save_kernel_png
-from .memory import check_fits
+from .memory import check_fits, training_footprint
 from .report import describe, problem_figures, summary_lines, write_tables
 from .runs import read_kept, save_atomically, start_run, write_metrics
 
@@ -293,6 +293,13 @@ def study_problems(constants: StudyConstants) -> list[Problem]:
                            noise_level=constants.noise_level, data_seed=constants.data_seed, only=constants.only)
     study_scoring(constants).check(problems)
     return problems
+
+
+def latent_footprint(problem: Problem, image_net: torch.nn.Module, input_channels: int) -> int:
+    """The memory one run holds (estimated): the image network's optimisation step on the latent grid of the
+    problem (its blurred size plus the kernel's, less one; dipkit.memory)."""
+    (h, w), (kh, kw) = problem.blurred.shape[-2:], problem.kernel_size
+    return training_footprint(image_net, input_channels)(h + kh - 1, w + kw - 1)
 
 
 def run_study_script(constants: StudyConstants, *, script: str, method: str, headline: str,
