@@ -273,9 +273,7 @@ def lines(runs: list[Run], metric: str, x: str) -> list[tuple[list[float], list[
             steps = [k for k in sorted(at) if len(at[k]) == count]
             xs = [statistics.fmean(p[x] for p in at[k]) for k in steps]
             ys = [statistics.fmean(p[metric] for p in at[k]) for k in steps]
-            name = run.label if len(by_method) == 1 and len({r.script for r in runs}) > 1 and method in run.label \
-                else f"{run.label}: {method}"
-            out.append((xs, ys, name))
+            out.append((xs, ys, f"{run.label}: {method}"))
     return out
 
 
