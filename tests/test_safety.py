@@ -4,6 +4,7 @@ exit code 2 and nothing written; every resume redoes what it cannot trust."""
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -366,17 +367,29 @@ def test_ctrl_c_is_one_line_and_exit_code_130(workers, tmp_path):
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "selfdeblur.py"), "--quick", "--iterations", "100000", "--no-progress",
          "--seeds", "0", "1", "--workers", str(workers), "--results_dir", str(tmp_path), "--run_name", "cut"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    config = tmp_path / "selfdeblur" / "cut" / "config.json"
-    deadline = time.time() + 120
-    while not config.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    time.sleep(0.5)
-    while workers > 1 and len(children_of(process.pid)) < workers + 1 and time.time() < deadline:
-        time.sleep(0.2)  # the workers (and the pool's resource tracker) have started
-    children = children_of(process.pid)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        # a terminal's Ctrl-C: the run sees SIGINT even where the tests were started with it ignored (`... &`)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        config = tmp_path / "selfdeblur" / "cut" / "config.json"
+        deadline = time.time() + 120
+        while not config.exists() and time.time() < deadline and process.poll() is None:
+            time.sleep(0.2)
+        time.sleep(0.5)
+        while workers > 1 and len(children_of(process.pid)) < workers + 1 and time.time() < deadline:
+            time.sleep(0.2)  # the workers (and the pool's resource tracker) have started
+        children = children_of(process.pid)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:  # a run that did not stop is not left running
+        if process.poll() is None:
+            for pid in children_of(process.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            process.kill()
+            process.communicate()
     assert process.returncode == 130, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "interrupted" in lines[0] and "--resume --run_name cut" in lines[0], lines
