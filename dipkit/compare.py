@@ -21,7 +21,6 @@ to --out (default Results/compare/<time stamp>/), and prints the table.
 from __future__ import annotations
 
 import argparse
-import csv
 import glob
 import json
 import math
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import RunError
-from .runs import RESUMABLE, read_config, write_csv
+from .runs import RESUMABLE, read_config, read_csv, same_keys, write_csv
 
 # what may differ between runs without changing what they compute: never a label
 NOT_A_LABEL = (RESUMABLE - {"seeds", "variants", "quick"}) | {"run_name", "results_dir", "progress", "no_figures"}
@@ -60,18 +59,6 @@ class Run:
         return {k for k in keys if k not in ("method", "item", "seed", "iteration", "seconds")}
 
 
-def _number(text: str) -> Any:
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def _rows(path: Path) -> list[dict[str, Any]]:
-    with path.open(newline="") as file:
-        return [{k: _number(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(file)]
-
-
 def _finite(row: dict[str, Any]) -> dict[str, Any]:
     """A point's numeric values that are finite (a NaN is a value not computed there)."""
     return {k: v for k, v in row.items() if not isinstance(v, float) or math.isfinite(v)}
@@ -82,10 +69,10 @@ def _blind(folder: Path, constants: dict) -> tuple[list[dict], list[dict]]:
     before the curves kept their time get it from the run's seconds, spread evenly over its iterations."""
     if not (folder / "curve.csv").is_file():
         return [], []
-    seconds = {(r["problem"], r["variant"], r.get("seed")): r["seconds"] for r in _rows(folder / "table.csv")
+    seconds = {(r["problem"], r["variant"], r.get("seed")): r["seconds"] for r in read_csv(folder / "table.csv")
                if "seconds" in r} if (folder / "table.csv").is_file() else {}
     points = []
-    for row in _rows(folder / "curve.csv"):
+    for row in read_csv(folder / "curve.csv"):
         key = (row.pop("problem"), row.pop("variant"), row.get("seed"))
         point = dict(method=key[1], item=key[0], seed=int(row.pop("seed", 0)), **row)
         if "seconds" not in point and key in seconds:
@@ -105,7 +92,7 @@ def _dip(folder: Path, constants: dict) -> tuple[list[dict], list[dict]]:
         if (item / "row.json").is_file():
             row = json.loads((item / "row.json").read_text()).get("row", {})
             per_iteration = row.get("seconds_per_iteration")
-        for row in _rows(item / "curve.csv"):
+        for row in read_csv(item / "curve.csv"):
             point = dict(method="DIP", item=item.name, seed=int(constants.get("seed", 0)), **_finite(row))
             if per_iteration is not None:
                 point["seconds"] = per_iteration * (point["iteration"] + 1)
@@ -122,7 +109,7 @@ def _adp(folder: Path, constants: dict) -> tuple[list[dict], list[dict]]:
         return [], []
     images = constants.get("images") or ["image"]
     last: dict[tuple, dict] = {}
-    for row in _rows(folder / "curve.csv"):
+    for row in read_csv(folder / "curve.csv"):
         item = row.pop("image", images[0] if len(images) == 1 else "image")
         method = "paper's ADP" if constants.get("original_code") else "ADP-β-MAID"
         last[(item, row["iteration"])] = dict(method=method, item=Path(str(item)).stem, seed=int(constants.get(
@@ -137,7 +124,7 @@ def _adp_1d(folder: Path, constants: dict) -> tuple[list[dict], list[dict]]:
         return [], []
     count: dict[str, int] = defaultdict(int)
     points = []
-    for row in _rows(folder / "curve.csv"):
+    for row in read_csv(folder / "curve.csv"):
         solver = row.pop("solver")
         points.append(dict(method=solver, item=constants.get("signal", "signal"), seed=int(constants.get("seed", 0)),
                            iteration=float(count[solver]), **row))
@@ -151,7 +138,7 @@ def _generative(folder: Path, constants: dict) -> tuple[list[dict], list[dict]]:
         return [], []
     finals = [dict(method=r["method"], item=str(r.get("image", "")), seed=int(constants.get("seed", 0)),
                    **{k: v for k, v in r.items() if isinstance(v, float) and k not in ("image",)})
-              for r in _rows(folder / "table.csv")]
+              for r in read_csv(folder / "table.csv")]
     return [], finals
 
 
@@ -319,17 +306,12 @@ def compare(arguments: list[str], metric: str = "psnr", x: str = "iteration", ou
         log("no run holds curves of this metric: the table only")
     points = [dict(run=str(r.folder), label=r.label, script=r.script, **p) for r in runs
               for p in (r.points or r.finals) if metric in p]
-    write_csv(out / "compare.csv", _same_keys(points))
+    write_csv(out / "compare.csv", same_keys(points))
     text = markdown(rows, metric)
     (out / "compare.md").write_text(text)
     log(text.rstrip())
     log(f"wrote {out}/compare.png, compare.csv and compare.md" if curves else f"wrote {out}/compare.csv and compare.md")
     return rows
-
-
-def _same_keys(rows: list[dict]) -> list[dict]:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    return [{k: r.get(k, "") for k in keys} for r in rows]
 
 
 def main() -> None:

@@ -5,7 +5,6 @@ the cumulative error ratio) and printed lines, and the merge of runs made apart 
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import statistics
 from pathlib import Path
@@ -18,7 +17,7 @@ from .blind import Problem
 from .cli import run_main
 from .errors import RunError
 from .levin import ERROR_RATIOS, error_ratio_curve
-from .runs import RESUMABLE, read_config, write_csv
+from .runs import RESUMABLE, read_config, read_csv, same_keys, write_csv
 
 
 def write_tables(folder: Path, rows: list[dict], curves: list[dict], figures_too: bool = True) -> list[dict]:
@@ -26,10 +25,10 @@ def write_tables(folder: Path, rows: list[dict], curves: list[dict], figures_too
     and with `figures_too` curve.png (every problem), <problem>_curve.png (one problem, every method's curves
     overlaid) and scatter.png."""
     summary = summarise(rows)
-    write_csv(folder / "table.csv", _same_keys(rows))
+    write_csv(folder / "table.csv", same_keys(rows))
     write_csv(folder / "summary.csv", summary)
     if curves:
-        write_csv(folder / "curve.csv", _same_keys(curves))
+        write_csv(folder / "curve.csv", same_keys(curves))
     if curves and figures_too:
         _curve_figure(folder / "curve.png", curves)
         for problem in dict.fromkeys(c["problem"] for c in curves):
@@ -67,11 +66,6 @@ def describe(scores: dict[str, float], seconds: float) -> str:
 
 
 
-def _same_keys(rows: list[dict]) -> list[dict]:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    return [{k: r.get(k, "") for k in keys} for r in rows]
-
-
 
 def summarise(rows: list[dict]) -> list[dict]:
     """Per variant, over problems and seeds: the mean and standard deviation of every score, and best-of-seeds
@@ -91,7 +85,7 @@ def summarise(rows: list[dict]) -> list[dict]:
             best = [max(r["psnr_gt"] for r in mine if r["problem"] == p) for p in problems]
             entry["psnr_gt_best_of_seeds"] = statistics.fmean(best)
         summary.append(entry)
-    return _same_keys(summary)
+    return same_keys(summary)
 
 
 
@@ -176,20 +170,6 @@ def _curve_figure(path: Path, curves: list[dict]) -> None:
 
 
 
-def _value(key: str, text: str) -> Any:
-    """A table.csv cell read back: the seed an int, scores floats, names strings."""
-    try:
-        return int(text) if key == "seed" else float(text)
-    except ValueError:
-        return text
-
-
-
-def _read_rows(path: Path) -> list[dict]:
-    with path.open(newline="") as file:
-        return [{key: _value(key, text) for key, text in row.items() if text != ""} for row in csv.DictReader(file)]
-
-
 
 NOT_A_CONSTANT = {"run_name", "results_dir"}  # with runs.RESUMABLE: what may differ between runs that are pooled
 
@@ -217,8 +197,8 @@ def merge_runs(folders: list[Path], out: Path, log: Callable[[str], None] = prin
             raise RunError(f"{folder} holds no table.csv and config.json (not a finished study run)")
         constants = read_config(folder / "config.json")["config"]
         constants = {k: v for k, v in constants.items() if k not in RESUMABLE | NOT_A_CONSTANT}
-        rows = [dict(row, run=name) for row in _read_rows(folder / "table.csv")]
-        curves = [dict(c, run=name) for c in _read_rows(folder / "curve.csv")] if (folder / "curve.csv").is_file() else []
+        rows = [dict(row, run=name) for row in read_csv(folder / "table.csv")]
+        curves = [dict(c, run=name) for c in read_csv(folder / "curve.csv")] if (folder / "curve.csv").is_file() else []
         runs.append((name, constants, rows, curves))
     renamed = _keep_apart(runs, log)
     rows, curves, seen = [], [], {}

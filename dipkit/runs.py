@@ -315,6 +315,24 @@ def write_json(path: Path, content: Any) -> None:
     replace_atomically(path, lambda p: p.write_text(json.dumps(_plain(content), indent=2) + "\n"))
 
 
+def same_keys(rows: list[dict]) -> list[dict]:
+    """Rows with every key any of them has (missing cells empty), in first-seen order: what write_csv takes."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return [{k: r.get(k, "") for k in keys} for r in rows]
+
+
+def read_csv(path: Path) -> list[dict[str, Any]]:
+    """A CSV this project wrote, read back: empty cells left out, the seed an int, numbers floats, names strings."""
+    def value(key: str, text: str) -> Any:
+        try:
+            return int(text) if key == "seed" else float(text)
+        except ValueError:
+            return text
+
+    with path.open(newline="") as file:
+        return [{key: value(key, text) for key, text in row.items() if text != ""} for row in csv.DictReader(file)]
+
+
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     """Rows of equal keys as CSV (the first row's keys are the header), written atomically."""
     def write(partial: Path) -> None:
