@@ -355,8 +355,8 @@ def trained_generator(settings: GeneratorSettings, folder: Path, device: torch.d
         bar.update()
         bar.set_postfix(loss=f"{loss:.4g}")
 
-    start = time.perf_counter()
     data = training_data()
+    start = time.perf_counter()  # the training's time, as the loss history's `seconds` (the data made before)
     if settings.kind == "image" and settings.architecture == "dcgan":
         history = train_dcgan(model, data, settings.epochs, seed=settings.seed, progress=progress, device=device)
     else:  # images in [0, 1] and max-normalised kernels: Bernoulli likelihoods (kernels are used sum-normalised)
