@@ -46,7 +46,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -54,12 +54,14 @@ from tqdm import tqdm
 
 from dipkit import figures
 from dipkit.figures import save_png
+from dipkit.batch import StackedAdam, StackedNetworks, group_runs, run_generator, stacker
 from dipkit.cli import RunError, parse_config, run_main
+from dipkit.errors import Failed
 from dipkit.device import Speed, choose_device, normal_like, seed_everything, synchronize
 from dipkit.images import load_image, resolve_image
 from dipkit.metrics import psnr, ssim
 from dipkit.networks import SkipNetwork
-from dipkit.memory import check_fits, training_footprint
+from dipkit.memory import batch_that_fits, check_fits, training_footprint
 from dipkit.runs import read_kept, start_run, write_csv, write_json, write_metrics
 from dipkit.sources import file_digest, item_names
 
@@ -101,6 +103,8 @@ class Config:
     results_dir: str = "Results"  # outputs go to <results_dir>/dip_denoise/<run_name>/
     run_name: str = ""  # folder name of this run (default: a time stamp); never overwrites an existing one
     resume: bool = False  # go on with the run <run_name>: its finished images read back, the others (added last) run
+    batch: int = 1  # most images of one size denoised together in one process (1: one after another)
+    batch_mode: Literal["auto", "vmap", "loop"] = "auto"  # vmap: grouped kernels (GPUs); loop: runs in turn (CPUs)
     progress: bool = True  # show a progress bar
     quick: bool = False  # the QUICK preset: whole images resized to 64x64, 1000 iterations (CPU: minutes)
 
@@ -111,7 +115,7 @@ class Config:
         noise_level="[0, 1]", iterations="[1, inf)", learning_rate="(0, inf)", reg_noise_std="[0, inf)",
         ema="[0, 1)", input_depth="[1, inf)", input_scale="(0, inf)", backtrack_drop="(0, inf]",
         checkpoint_every="[1, inf)", max_restores="[0, inf)", stop_window="[2, inf)", stop_patience="[1, inf)",
-        seed="[0, inf)",
+        seed="[0, inf)", batch="[1, inf)",
     )
 
 
@@ -428,6 +432,98 @@ def _result(state: DIPState, trackers: Trackers, backtracking: Backtracking, noi
     return result
 
 
+class RunOfBatch:
+    """Run `run` of a batch seen as a DIPState (its slice of the stacked networks and Adam, its average and step
+    count), so that Trackers and Backtracking treat it as a run alone."""
+
+    def __init__(self, networks: StackedNetworks, adam: StackedAdam, run: int, z0: torch.Tensor, noisy: torch.Tensor):
+        self.networks, self.adam, self.run, self.z0 = networks, adam, run, z0
+        self.average = torch.zeros_like(noisy)
+        self.steps = 0
+
+    def net(self, z: torch.Tensor) -> torch.Tensor:
+        return self.networks(z[None], [self.run])[0]
+
+    def checkpoint(self) -> dict[str, Any]:
+        return dict(net=self.networks.state_of(self.run), optimiser=self.adam.state_of(self.run),
+                    average=self.average.clone(), steps=self.steps)
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        self.networks.load_state_of(self.run, checkpoint["net"])
+        self.adam.load_state_of(self.run, checkpoint["optimiser"])
+        self.average.copy_(checkpoint["average"])
+        self.steps = checkpoint["steps"]
+
+
+def denoise_batch(noisies: list[torch.Tensor], config: Config,
+                  cleans: list[torch.Tensor | None]) -> list[DenoiseResult | Failed]:
+    """denoise() for several noisy images of one size at once (dipkit.batch): one forward and one backward of the N
+    networks per step, each image with its own network, Adam, average, ES-WMV rule, backtracking (a run that goes
+    back to its checkpoint redoes its block while the others go on) and stop; a run whose output turns NaN fails
+    alone (Failed). Each gives what denoise() gives it alone."""
+    device, n = choose_device(config.device), len(noisies)
+    noisies = [x.to(device=device, dtype=torch.float32) for x in noisies]
+    cleans = [None if c is None else c.to(device=device, dtype=torch.float32) for c in cleans]
+    networks, z0, noise = [], [], []
+    for _ in range(n):  # what DIPState draws for a run alone, in its order: all runs share the seed
+        torch.manual_seed(config.seed)
+        networks.append(SkipNetwork(config.input_depth, noisies[0].shape[1]))
+        generator = torch.Generator().manual_seed(config.seed)
+        z0.append(torch.rand((1, config.input_depth, *noisies[0].shape[-2:]), generator=generator) * config.input_scale)
+        noise.append(run_generator(device, config.seed))
+    stacked = stacker(config.batch_mode, device, config.bf16, config.compile, config.channels_last)(networks)
+    adam = StackedAdam([(stacked.parameters(), [config.learning_rate] * n, [0.9] * n)])
+    z0 = torch.stack(z0).to(device)
+    runs = [RunOfBatch(stacked, adam, r, z0[r], noisies[r]) for r in range(n)]
+    trackers = [Trackers(run.average, config.stop_window, config.stop_patience, config.iterations) for run in runs]
+    backtracking = [Backtracking(run, t, config.backtrack_drop, config.max_restores) for run, t in zip(runs, trackers)]
+    stop_early = [config.stop_early or clean is None for clean in cleans]
+    active, failures, steps_run, seconds = list(range(n)), {}, [0] * n, [0.0] * n
+    bar = tqdm(total=config.iterations, disable=not config.progress, leave=False, desc=f"DIP batch of {n}")
+    synchronize(device)
+    start = time.perf_counter()
+    while active:
+        # the DIP step of every active run: its own perturbation of its input, its loss, its Adam step
+        z = torch.stack([z0[r] + config.reg_noise_std * torch.randn(z0.shape[1:], generator=noise[r], device=device)
+                         for r in active])
+        out = stacked(z, active)
+        loss = torch.stack([F.mse_loss(out[i], noisies[r]) for i, r in enumerate(active)])
+        adam.zero_grad()
+        loss.sum().backward()
+        adam.step(active)
+        with torch.no_grad():
+            for i, r in enumerate(active):
+                run = runs[r]
+                if run.steps == 0:
+                    run.average.copy_(out[i])
+                else:
+                    run.average.mul_(config.ema).add_(out[i].detach(), alpha=1 - config.ema)
+                trackers[r].observe(run.steps, out[i].detach(), run.average, noisies[r], cleans[r])
+                run.steps, steps_run[r] = run.steps + 1, steps_run[r] + 1
+        bar.update(1)
+        for r in list(active):  # each run's checkpoint, as denoise() takes it
+            run = runs[r]
+            if run.steps % config.checkpoint_every and run.steps < config.iterations:
+                continue
+            try:
+                undone = backtracking[r].restored(run, trackers[r])
+            except RunError as error:
+                failures[r] = str(error)
+            else:
+                if undone:
+                    continue
+                if run.steps < config.iterations and not (stop_early[r] and trackers[r].fired):
+                    backtracking[r].save(run, trackers[r])
+                    continue
+            active.remove(r)
+            synchronize(device)
+            seconds[r] = time.perf_counter() - start
+    bar.close()
+    return [Failed(failures[r]) if r in failures else
+            _result(runs[r], trackers[r], backtracking[r], noisies[r], cleans[r], steps_run[r], seconds[r], device)
+            for r in range(n)]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Outputs and the command line
 
@@ -486,10 +582,10 @@ def _marks(result: DenoiseResult) -> list[tuple[float, str]]:
     return marks
 
 
-def read_inputs(sources: list[Source], config: Config, device: torch.device) -> None:
+def read_inputs(sources: list[Source], config: Config, device: torch.device) -> int:
     """Read every image once before anything is written, and check that its run fits the device's memory, so that
-    bad input stops the run with no folder."""
-    footprints = {}
+    bad input stops the run with no folder; returns the batch size that fits (config.batch, or fewer, said)."""
+    footprints, largest = {}, 0
     for source in sources:
         clean = load_clean(source.given, config)
         c, h, w = clean.shape[1:]
@@ -498,18 +594,36 @@ def read_inputs(sources: list[Source], config: Config, device: torch.device) -> 
         need = footprints[c](h, w) + (2 * config.stop_window + 12) * c * h * w * 4  # + the ES-WMV window, images
         advice = "give a smaller --size (e.g. 512)" if not config.size or config.size > 512 else "use a larger device"
         check_fits(need, device, f"denoising {source.name} ({h}x{w})", advice)
+        largest = max(largest, need)
+    return batch_that_fits(largest, config.batch, device, "of the largest image") if config.batch > 1 else 1
 
 
-def denoise_image(index: int, source: Source, config: Config, folder: Path) -> tuple[dict, dict, DenoiseResult]:
-    """Denoise the index-th image of the run (noise seeded by seed + 1 + index), write its folder; returns its
-    table row, its metrics.json entry and the result."""
-    stem = source.name
+def images_of(index: int, source: Source, config: Config) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The index-th image of the run, clean and noisy (noise seeded by seed + 1 + index), or (None, the image) for a
+    noisy photo."""
     if config.add_noise:
         clean = load_clean(source.given, config)
-        noisy = add_noise(clean, config, config.seed + 1 + index)
+        return clean, add_noise(clean, config, config.seed + 1 + index)
+    return None, load_clean(source.given, config)
+
+
+def denoise_images(items: list[tuple[int, Source]], config: Config,
+                   folder: Path) -> list[tuple[dict, dict, DenoiseResult] | Failed]:
+    """Denoise the run's (index, source) items, one alone or several of one size in a batch; write each image's
+    folder; returns each one's table row, metrics.json entry and result, or Failed."""
+    images = [images_of(index, source, config) for index, source in items]
+    if len(items) == 1:
+        results = [denoise(images[0][1], config, images[0][0])]
     else:
-        clean, noisy = None, load_clean(source.given, config)
-    result = denoise(noisy, config, clean)
+        results = denoise_batch([noisy for _, noisy in images], config, [clean for clean, _ in images])
+    return [result if isinstance(result, Failed) else image_outputs(folder, source, noisy, clean, result)
+            for (_, source), (clean, noisy), result in zip(items, images, results)]
+
+
+def image_outputs(folder: Path, source: Source, noisy: torch.Tensor, clean: torch.Tensor | None,
+                  result: DenoiseResult) -> tuple[dict, dict, DenoiseResult]:
+    """Write an image's folder; its table row, its metrics.json entry and the result."""
+    stem = source.name
     write_image_outputs(folder / stem, stem, noisy, clean, result)
     m = result.metrics
     facts = dict(source=str(source.path), height=noisy.shape[-2], width=noisy.shape[-1],
@@ -558,22 +672,34 @@ def run(config: Config) -> dict[str, Any]:
     seed + 1 + index."""
     sources = check_config(config)
     device = choose_device(config.device)
-    read_inputs(sources, config, device)
+    batch = read_inputs(sources, config, device)
     seed_everything(config.seed, config.deterministic)
-    print(f"DIP denoising on {device}: {len(sources)} image(s), {config.iterations} iterations")
+    print(f"DIP denoising on {device}: {len(sources)} image(s), {config.iterations} iterations"
+          + (f", up to {batch} images of one size at a time in a batch" if batch > 1 else ""))
     folder = start_run(config, "dip_denoise", device, resume=config.resume, also_resumable=("images", "folder"))
-    table, results, per_image = [], {}, {}
+    entries, results, todo, failed = {}, {}, [], []
     for index, source in enumerate(sources):
         entry = kept_image(folder, source) if config.resume else None
         if entry is not None:
             print(f"{source.name:>12}: kept from the earlier run")
+            entries[source.name] = entry
         else:
-            row, item, results[source.name] = denoise_image(index, source, config, folder)
-            entry = dict(row=row, item=item, digest=file_digest(source.path))
-            write_json(folder / source.name / "row.json", entry)
-        table.append(entry["row"])
-        per_image[source.name] = entry["item"]
-        write_csv(folder / "table.csv", table)
+            todo.append((index, source))
+    for unit in group_runs(todo, lambda item: tuple(load_clean(item[1].given, config).shape), batch):
+        for (_, source), done in zip(unit, denoise_images(unit, config, folder)):
+            if isinstance(done, Failed):
+                print(f"{source.name:>12}: failed: {done.message}")
+                failed.append(f"{source.name}: {done.message}")
+                continue
+            row, item, results[source.name] = done
+            entries[source.name] = dict(row=row, item=item, digest=file_digest(source.path))
+            write_json(folder / source.name / "row.json", entries[source.name])
+        write_csv(folder / "table.csv", [entries[s.name]["row"] for s in sources if s.name in entries])
+    if failed:
+        raise RunError(f"{len(failed)} image(s) failed (the others are kept in {folder}; --resume denoises these "
+                       "again): " + "; ".join(failed))
+    table = [entries[s.name]["row"] for s in sources]
+    per_image = {s.name: entries[s.name]["item"] for s in sources}
     summary = {key: statistics.fmean(row[key] for row in table) for key in table[0] if key.startswith("psnr_")}
     write_metrics(folder, "dip_denoise", summary, per_image, sum(row["seconds"] for row in table), str(device),
                   iterations_counted_from=0)

@@ -40,13 +40,15 @@ from typing import Any, ClassVar, Literal, Optional
 import torch
 import torch.nn.functional as F
 
+from dipkit.batch import StackedAdam, learning_rate, run_generator, stacker
 from dipkit.blind import Problem, centre_of
 from dipkit.cli import RunError, parse_config, run_main
-from dipkit.device import Speed, normal_like
+from dipkit.device import Speed, normal_like, seed_everything
+from dipkit.errors import Failed
 from dipkit.levin import Scorer
 from dipkit.metrics import ssim_loss
 from dipkit.networks import KernelGenerator, SkipNetwork
-from dipkit.loop import Estimate, Progress, prepare, two_rate_adam
+from dipkit.loop import BatchProgress, Estimate, Progress, prepare, two_rate_adam
 from dipkit.study import latent_footprint, run_study_script, study_problems
 
 # Named variants for --variants: overrides of the constants below (edit or add your own)
@@ -117,6 +119,8 @@ class Config:
     run_name: str = ""  # folder name of this run (default: a time stamp); never overwrites an existing one
     resume: bool = False  # go on with the study <run_name>: its finished runs are read back, the missing ones run
     workers: int = 1  # runs at a time, each in its own process (its share of the CPU cores, or one GPU shared)
+    batch: int = 1  # most runs of one shape (seeds, variants, same-size images) stepped together in one process
+    batch_mode: Literal["auto", "vmap", "loop"] = "auto"  # vmap: grouped kernels (GPUs); loop: runs in turn (CPUs)
     engine: Literal["local", "ray"] = "local"  # local: here or a process pool; ray: Ray tasks (local or a cluster)
     ray_address: str = ""  # with engine ray: an existing cluster's address (empty: a local Ray with `workers` CPUs)
     gpus_per_run: float = 0.0  # with engine ray: GPUs each run asks for (0.25: four runs share a GPU)
@@ -134,7 +138,7 @@ class Config:
         kernel_hidden="[1, inf)", loss_switch="[0, inf)", pretrain_iterations="[0, inf)", pretrain_alpha="[0, 1]",
         seeds="[0, inf)", crop="[0, inf)", max_shift="[0, inf)", wide_shift="[0, inf)", curve_every="[0, inf)",
         known_kernel_tv="(0, inf)", known_kernel_weight="(0, inf)",
-        known_kernel_iterations="[1, inf)", workers="[1, inf)", gpus_per_run="[0, inf)",
+        known_kernel_iterations="[1, inf)", workers="[1, inf)", batch="[1, inf)", gpus_per_run="[0, inf)",
     )
 
 
@@ -173,39 +177,98 @@ def networks(config: Config, kernel_size: tuple[int, int]) -> tuple[SkipNetwork,
     return image_net, KernelGenerator(kernel_size, config.kernel_input, config.kernel_hidden)
 
 
+def start(problem: Problem, config: Config, seed: int, device: torch.device):
+    """A run's networks (on the CPU) and inputs z_x, z_k, drawn from the generator seeded by `seed` in this order."""
+    seed_everything(seed, config.deterministic)
+    image_net, kernel_net = networks(config, problem.kernel_size)
+    (h, w), (kh, kw) = problem.blurred.shape[-2:], problem.kernel_size
+    z_x = (torch.rand(1, config.input_channels, h + kh - 1, w + kw - 1) * config.input_scale).to(device)
+    z_k = (torch.rand(config.kernel_input) * config.input_scale).to(device)
+    return image_net, kernel_net, z_x, z_k
+
+
+def blind_loss(config: Config, step: int, x: torch.Tensor, k: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The loss of step `step` (negative: the pretraining) for the latent image x and the kernel k."""
+    switch = loss_switch(config)
+    y_hat = F.conv2d(x, k)  # 'valid' cross-correlation: H x W
+    loss = ssim_loss(y_hat, y) if switch is not None and step >= switch else F.mse_loss(y_hat, y)
+    if step < 0:  # pretraining: pull the image towards the no-blur solution x = y
+        loss = config.pretrain_alpha * loss + (1 - config.pretrain_alpha) * F.mse_loss(centre_of(x, k.shape[-2:]), y)
+    return loss
+
+
 def deblur(problem: Problem, config: Config, seed: int, scorer: Scorer | None = None) -> Estimate:
     """One SelfDeblur run on one problem: fit G_x and G_k to y; the curve is scored every curve_every steps."""
     device = prepare(config.device, seed, config.deterministic)
-    y = problem.blurred.to(device)
-    (h, w), (kh, kw) = y.shape[-2:], problem.kernel_size
+    y, kernel_size = problem.blurred.to(device), problem.kernel_size
     speed = Speed(config.channels_last, config.bf16, config.compile)
-    image_net, kernel_net = networks(config, problem.kernel_size)
-    (image_net, generate), kernel_net = speed.network(image_net, device), kernel_net.to(device)
-    z_x = speed.input((torch.rand(1, config.input_channels, h + kh - 1, w + kw - 1) * config.input_scale).to(device))
-    z_k = (torch.rand(config.kernel_input) * config.input_scale).to(device)
+    image_net, kernel_net, z_x, z_k = start(problem, config, seed, device)
+    (image_net, generate), kernel_net, z_x = speed.network(image_net, device), kernel_net.to(device), speed.input(z_x)
     optimiser, scheduler = two_rate_adam(image_net, kernel_net, config.lr_image, config.lr_kernel, config.beta1_image,
                                          config.milestones, config.gamma)
-    switch = loss_switch(config)
     reg_noise = 0.0 if config.simpler else config.reg_noise
     progress = Progress(problem, seed, scorer, device, config.pretrain_iterations, config.iterations,
                         config.curve_every, config.progress)
     for step in progress.steps:  # negative steps: the pretraining
         z = z_x + reg_noise * normal_like(z_x) if reg_noise else z_x
         x, k = speed.run(generate, z, device), kernel_net(z_k)
-        y_hat = F.conv2d(x, k)  # 'valid' cross-correlation: H x W
-        loss = ssim_loss(y_hat, y) if switch is not None and step >= switch else F.mse_loss(y_hat, y)
-        if step < 0:  # pretraining: pull the image towards the no-blur solution x = y
-            loss = config.pretrain_alpha * loss + (1 - config.pretrain_alpha) * F.mse_loss(centre_of(x, (kh, kw)), y)
+        loss = blind_loss(config, step, x, k, y)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         if step >= 0:
             scheduler.step()
-        progress.after(step, loss, lambda: centre_of(x, (kh, kw)))
+        progress.after(step, loss, lambda: centre_of(x, kernel_size))
     with torch.no_grad():
         x, k = image_net(z_x), kernel_net(z_k)
     seconds = progress.seconds(x)
-    return Estimate(image=centre_of(x, (kh, kw)).cpu(), kernel=k[0, 0].cpu(), curve=progress.curve, seconds=seconds)
+    return Estimate(image=centre_of(x, kernel_size).cpu(), kernel=k[0, 0].cpu(), curve=progress.curve, seconds=seconds)
+
+
+def deblur_batch(problems: list[Problem], configs: list[Config], seeds: list[int],
+                 scorers: list[Scorer | None]) -> list[Estimate | Failed]:
+    """Runs of one shape (batch_key) made together, each as deblur() makes it alone (dipkit.batch): one forward and
+    one backward of the N networks per step, each run with its own weights, inputs, noise, Adam, schedule and loss;
+    a run whose loss or image turns non-finite fails alone (Failed), the others go on."""
+    config, n = configs[0], len(problems)  # what batch_key keeps equal is read from the first run
+    device = prepare(config.device, seeds[0], config.deterministic)
+    ys = [p.blurred.to(device) for p in problems]
+    kernel_size = problems[0].kernel_size
+    starts = [start(p, c, s, device) + (run_generator(device, s),) for p, c, s in zip(problems, configs, seeds)]
+    stack = stacker(config.batch_mode, device, config.bf16, config.compile, config.channels_last)
+    image_nets, kernel_nets = stack([s[0] for s in starts]), stack([s[1] for s in starts])
+    z_x, z_k, noise = torch.stack([s[2] for s in starts]), torch.stack([s[3] for s in starts]), [s[4] for s in starts]
+    adam = StackedAdam([(image_nets.parameters(), [c.lr_image for c in configs], [c.beta1_image for c in configs]),
+                        (kernel_nets.parameters(), [c.lr_kernel for c in configs], [0.9] * n)])
+    reg_noise = [0.0 if c.simpler else c.reg_noise for c in configs]
+    runs = BatchProgress([Progress(p, s, scorer, device, c.pretrain_iterations, c.iterations, c.curve_every, False)
+                          for p, c, s, scorer in zip(problems, configs, seeds, scorers)], config.progress)
+    for step in runs.steps:  # negative steps: the pretraining
+        active = runs.active
+        z = torch.stack([z_x[r] + reg_noise[r] * torch.randn(z_x.shape[1:], generator=noise[r], device=device)
+                         if reg_noise[r] else z_x[r] for r in active])
+        x, k = image_nets(z, active), kernel_nets(z_k[active], active)
+        losses = [blind_loss(configs[r], step, x[i], k[i], ys[r]) for i, r in enumerate(active)]
+        adam.zero_grad()
+        torch.stack(losses).sum().backward()
+        adam.step(active)
+        if step >= 0:  # MultiStepLR's learning rates for the next step
+            adam.set_lr(0, [learning_rate(c.lr_image, step + 1, c.milestones, c.gamma) for c in configs])
+            adam.set_lr(1, [learning_rate(c.lr_kernel, step + 1, c.milestones, c.gamma) for c in configs])
+        runs.after(step, losses, lambda i: centre_of(x[i], kernel_size))
+    with torch.no_grad():
+        x, k = image_nets(z_x), kernel_nets(z_k)
+    return runs.finish(x, lambda r, seconds: Estimate(image=centre_of(x[r], kernel_size).cpu(), kernel=k[r, 0, 0].cpu(),
+                                                       curve=runs.progress[r].curve, seconds=seconds,
+                                                       stats=dict(batch_size=n)))
+
+
+def batch_key(problem: Problem, config: Config) -> tuple:
+    """What runs of one batch share: the image and kernel sizes, the networks, the loop's length and the device."""
+    return (tuple(problem.blurred.shape), problem.kernel_size) + tuple(getattr(config, name) for name in (
+        "input_channels", "channels", "skip_channels", "scales", "non_local", "simpler", "kernel_input",
+        "kernel_hidden", "iterations", "pretrain_iterations", "curve_every", "channels_last", "bf16", "compile",
+        "deterministic", "device", "batch_mode", "progress"))
 
 
 def footprint(problem: Problem, config: Config) -> int:
@@ -223,7 +286,8 @@ def run(config: Config) -> dict[str, Any]:
     headline = (f"{len(problems)} problem(s) x {len(variants)} variant(s) x {len(config.seeds)} seed(s), "
                 f"{config.iterations} iterations ({config.setting} setting)")
     return run_study_script(config, script="selfdeblur", method="SelfDeblur", headline=headline, problems=problems,
-                            variants=variants, deblur=deblur, footprint=footprint)
+                            variants=variants, deblur=deblur, footprint=footprint, together=deblur_batch,
+                            batch_key=batch_key)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -47,19 +47,21 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, Callable, ClassVar, Literal, Optional
 
 import torch
 import torch.nn.functional as F
 
+from dipkit.batch import StackedAdam, learning_rate, run_generator, stacker
 from dipkit.blind import Problem, centre_of
 from dipkit.blur import blur_valid
 from dipkit.cli import RunError, parse_config, run_main
-from dipkit.device import Speed, normal_like
+from dipkit.device import Speed, seed_everything
+from dipkit.errors import Failed
 from dipkit.levin import Scorer
 from dipkit.metrics import ssim_loss
 from dipkit.networks import KernelGenerator, SkipNetwork
-from dipkit.loop import Estimate, Progress, prepare, two_rate_adam
+from dipkit.loop import BatchProgress, Estimate, Progress, prepare, two_rate_adam
 from dipkit.study import latent_footprint, run_study_script, study_problems
 from dipkit.tv import forward_differences
 
@@ -147,6 +149,8 @@ class Config:
     run_name: str = ""  # folder name of this run (default: a time stamp); never overwrites an existing one
     resume: bool = False  # go on with the study <run_name>: its finished runs are read back, the missing ones run
     workers: int = 1  # runs at a time, each in its own process (its share of the CPU cores, or one GPU shared)
+    batch: int = 1  # most runs of one shape (seeds, variants, same-size images) stepped together in one process
+    batch_mode: Literal["auto", "vmap", "loop"] = "auto"  # vmap: grouped kernels (GPUs); loop: runs in turn (CPUs)
     engine: Literal["local", "ray"] = "local"  # local: here or a process pool; ray: Ray tasks (local or a cluster)
     ray_address: str = ""  # with engine ray: an existing cluster's address (empty: a local Ray with `workers` CPUs)
     gpus_per_run: float = 0.0  # with engine ray: GPUs each run asks for (0.25: four runs share a GPU)
@@ -165,7 +169,7 @@ class Config:
         input_channels="[1, inf)", input_scale="(0, inf)", channels="[1, inf)", skip_channels="[0, inf)",
         scales="[1, inf)", kernel_input="[1, inf)", kernel_hidden="[1, inf)", seeds="[0, inf)", crop="[0, inf)",
         max_shift="[0, inf)", wide_shift="[0, inf)", curve_every="[0, inf)", known_kernel_tv="(0, inf)", known_kernel_weight="(0, inf)",
-        known_kernel_iterations="[1, inf)", workers="[1, inf)", gpus_per_run="[0, inf)",
+        known_kernel_iterations="[1, inf)", workers="[1, inf)", batch="[1, inf)", gpus_per_run="[0, inf)",
     )
 
 
@@ -250,23 +254,28 @@ def sparse_prior(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 
 
 def extreme_prior(mu: torch.Tensor, sigma: torch.Tensor, window: int, bias: float = 1e-6,
-                  original_variance: bool = False, original_numerics: bool = False) -> torch.Tensor:
+                  original_variance: bool = False, original_numerics: bool = False,
+                  normal: Callable[[torch.Size], torch.Tensor] | None = None) -> torch.Tensor:
     """The dark channel of a sample of x² and the bright channel of a sample of (1 − x)², each sampled from the
     Gaussian with the mean and standard deviation of squared_moments, each in the IRLS form D / (D^detached + bias).
     The samples are clamped at 0 (a square is never negative; its Gaussian approximation is); `original_numerics`:
     no clamp and √(Var + 1e-32), as the code; with its 1e-45 bias (1.4e-45 in float32) a sample near 0 gives a
-    gradient of up to 1/1.4e-45, beyond float32 (infinite), and samples below 0 flip the IRLS weight's sign."""
+    gradient of up to 1/1.4e-45, beyond float32 (infinite), and samples below 0 flip the IRLS weight's sign.
+    `normal(shape)` draws the samples' noise (default: the device's generator)."""
+    normal = normal or (lambda shape: torch.randn(shape, device=mu.device, dtype=mu.dtype))
     total = 0
     for bright in (False, True):
         mean, std = squared_moments(mu, sigma, bright, original_variance, stable=not original_numerics)
-        sample = mean + std * normal_like(mean)
+        sample = mean + std * normal(mean.shape)
         channel = extreme_channel(sample if original_numerics else sample.clamp(min=0), window)
         total = total + (channel / (channel.detach() + bias)).sum()
     return total / (4 * channel.shape[-2] * channel.shape[-1])
 
 
-def prior_term(config: Config, mu: torch.Tensor, sigma: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """−(−KL) of the code: −Σ log σ / (C H' W') + the image prior + kernel_l2 · ½‖k‖²."""
+def prior_term(config: Config, mu: torch.Tensor, sigma: torch.Tensor, kernel: torch.Tensor,
+               normal: Callable[[torch.Size], torch.Tensor] | None = None) -> torch.Tensor:
+    """−(−KL) of the code: −Σ log σ / (C H' W') + the image prior + kernel_l2 · ½‖k‖² (`normal`: the extreme
+    prior's noise)."""
     entropy = sigma.clamp(min=1e-45).log().mean()
     if config.prior == "sparse":
         image = sparse_prior(mu, sigma)
@@ -274,7 +283,7 @@ def prior_term(config: Config, mu: torch.Tensor, sigma: torch.Tensor, kernel: to
         bugs = config.original_bugs
         original = "nan_skip" in bugs
         image = extreme_prior(mu, sigma, config.extreme_window, ORIGINAL_BIAS if original else config.extreme_bias,
-                              "bright_variance" in bugs, original)
+                              "bright_variance" in bugs, original, normal)
     return -entropy + image + config.kernel_l2 * 0.5 * kernel.square().sum()
 
 
@@ -301,41 +310,55 @@ def networks(config: Config, kernel_size: tuple[int, int]) -> tuple[SkipNetwork,
     return image_net, KernelGenerator(kernel_size, config.kernel_input, config.kernel_hidden)
 
 
+def start(problem: Problem, config: Config, seed: int, device: torch.device):
+    """A run's networks (on the CPU) and inputs z_x, z_k, drawn from the generator seeded by `seed` in this order."""
+    seed_everything(seed, config.deterministic)
+    image_net, kernel_net = networks(config, problem.kernel_size)
+    (h, w), (kh, kw) = problem.blurred.shape[-2:], problem.kernel_size
+    z_x = (torch.rand(1, config.input_channels, h + kh - 1, w + kw - 1) * config.input_scale).to(device)
+    z_k = (torch.rand(config.kernel_input) * config.input_scale).to(device)
+    return image_net, kernel_net, z_x, z_k
+
+
+def vdip_loss(config: Config, step: int, out: torch.Tensor, k: torch.Tensor, y: torch.Tensor,
+              normal: Callable[[torch.Size], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The loss of step `step` (negative: the pretraining) from G_x's output [μ, σ] and the kernel k, and σ where
+    the step is a variational one (its sample's noise drawn by `normal(shape)`)."""
+    c, kernel_size = config.colour_channels, k.shape[-2:]
+    mu, sigma = out[:, :c], out[:, c:]
+    if step < 0:  # pretraining: [μ, σ] -> [y, 0] (the no-blur image, σ = 0), k -> flat
+        target = torch.cat([y, torch.zeros_like(y)], dim=1)
+        return F.mse_loss(centre_of(out, kernel_size), target) + F.mse_loss(k, torch.full_like(k, 1 / k[0, 0].numel())), None
+    if config.loss_switch is not None and config.loss_switch <= step:  # the mean alone, no prior and no sampling
+        return ssim_loss(blur_valid(mu, k), y), None
+    # the negative ELBO with one sample
+    bugs = config.original_bugs
+    sample = mu + sigma * normal(sigma.shape)
+    loss = data_term(blur_valid(sample, k) - y, c * out.shape[-2] * out.shape[-1], "first_order_twice" in bugs,
+                     "mixed_twice" in bugs)
+    if config.prior != "none":
+        loss = loss + prior_weight(config, step) * prior_term(config, mu, sigma, k, normal)
+    return loss, sigma.detach()
+
+
 def deblur(problem: Problem, config: Config, seed: int, scorer: Scorer | None = None) -> Estimate:
     """One VDIP run on one problem: pretraining, the ELBO steps, then 1 − SSIM on the mean."""
     device = prepare(config.device, seed, config.deterministic)
-    c = config.colour_channels
+    c, kernel_size = config.colour_channels, problem.kernel_size
     y = problem.blurred.to(device).expand(1, c, -1, -1)
-    (h, w), (kh, kw) = y.shape[-2:], problem.kernel_size
-    latent_pixels = c * (h + kh - 1) * (w + kw - 1)
     speed = Speed(config.channels_last, config.bf16, config.compile)
-    image_net, kernel_net = networks(config, problem.kernel_size)
-    (image_net, generate), kernel_net = speed.network(image_net, device), kernel_net.to(device)
-    z_x = speed.input((torch.rand(1, config.input_channels, h + kh - 1, w + kw - 1) * config.input_scale).to(device))
-    z_k = (torch.rand(config.kernel_input) * config.input_scale).to(device)
+    image_net, kernel_net, z_x, z_k = start(problem, config, seed, device)
+    (image_net, generate), kernel_net, z_x = speed.network(image_net, device), kernel_net.to(device), speed.input(z_x)
     optimiser, scheduler = two_rate_adam(image_net, kernel_net, config.lr_image, config.lr_kernel, config.beta1_image,
                                          config.milestones, config.gamma)
-    pretrain_target = torch.cat([y, torch.zeros_like(y)], dim=1)  # the no-blur image, σ = 0
-    flat = torch.full((1, 1, kh, kw), 1 / (kh * kw), device=device)
-    bugs = config.original_bugs
-    first_order_twice, mixed_twice, skip_nan = ("first_order_twice" in bugs, "mixed_twice" in bugs,
-                                                "nan_skip" in bugs)
+    skip_nan = "nan_skip" in config.original_bugs
     skipped, infinite, sigma_map = 0, 0, None
     progress = Progress(problem, seed, scorer, device, config.pretrain_iterations, config.iterations,
                         config.curve_every, config.progress)
     for step in progress.steps:  # negative steps: the pretraining
         out, k = speed.run(generate, z_x, device), kernel_net(z_k)
-        mu, sigma = out[:, :c], out[:, c:]
-        if step < 0:  # pretraining: [μ, σ] -> [y, 0], k -> flat
-            loss = F.mse_loss(centre_of(out, (kh, kw)), pretrain_target) + F.mse_loss(k, flat)
-        elif config.loss_switch is not None and config.loss_switch <= step:  # the mean alone, no prior and no sampling
-            loss = ssim_loss(blur_valid(mu, k), y)
-        else:  # the negative ELBO with one sample
-            sample = mu + sigma * normal_like(sigma)
-            loss = data_term(blur_valid(sample, k) - y, latent_pixels, first_order_twice, mixed_twice)
-            if config.prior != "none":
-                loss = loss + prior_weight(config, step) * prior_term(config, mu, sigma, k)
-            sigma_map = sigma.detach()
+        loss, sigma = vdip_loss(config, step, out, k, y, lambda shape: torch.randn(shape, device=device))
+        sigma_map = sigma_map if sigma is None else sigma
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         if skip_nan and step >= 0 and has_nan_gradient(optimiser):
@@ -347,16 +370,94 @@ def deblur(problem: Problem, config: Config, seed: int, scorer: Scorer | None = 
             optimiser.step()
         if step >= 0:
             scheduler.step()
-        progress.after(step, loss, lambda: centre_of(mu, (kh, kw)).mean(1, keepdim=True), allow_non_finite=skip_nan)
+        progress.after(step, loss, lambda: centre_of(out[:, :c], kernel_size).mean(1, keepdim=True),
+                       allow_non_finite=skip_nan)
     with torch.no_grad():
         out, k = image_net(z_x), kernel_net(z_k)
     seconds = progress.seconds(out)
+    return estimate_of(config, out, k, sigma_map, kernel_size, progress.curve, seconds,
+                       dict(skipped_steps=skipped, infinite_steps=infinite) if skip_nan else {})
+
+
+def estimate_of(config: Config, out: torch.Tensor, k: torch.Tensor, sigma_map: torch.Tensor | None,
+                kernel_size: tuple[int, int], curve: list[dict], seconds: float, stats: dict) -> Estimate:
+    """A run's result: the centre of μ (the channel mean), its kernel, and σ of the last variational step."""
+    c = config.colour_channels
     if sigma_map is None:  # no variational step was taken
         sigma_map = out[:, c:]
-    extra = dict(std=centre_of(sigma_map, (kh, kw)).mean(1, keepdim=True).cpu())
-    return Estimate(image=centre_of(out[:, :c], (kh, kw)).mean(1, keepdim=True).cpu(), kernel=k[0, 0].cpu(),
-                    curve=progress.curve, seconds=seconds, extra=extra,
-                    stats=dict(skipped_steps=skipped, infinite_steps=infinite) if skip_nan else {})
+    extra = dict(std=centre_of(sigma_map, kernel_size).mean(1, keepdim=True).cpu())
+    return Estimate(image=centre_of(out[:, :c], kernel_size).mean(1, keepdim=True).cpu(), kernel=k[0, 0].cpu(),
+                    curve=curve, seconds=seconds, extra=extra, stats=stats)
+
+
+def deblur_batch(problems: list[Problem], configs: list[Config], seeds: list[int],
+                 scorers: list[Scorer | None]) -> list[Estimate | Failed]:
+    """Runs of one shape (batch_key) made together, each as deblur() makes it alone (dipkit.batch, and
+    selfdeblur.py's deblur_batch): one forward and one backward of the N networks per step; a run's NaN-gradient
+    step is skipped for that run alone (nan_skip); a run whose loss or image turns non-finite fails alone."""
+    config, n = configs[0], len(problems)  # what batch_key keeps equal is read from the first run
+    device = prepare(config.device, seeds[0], config.deterministic)
+    c, kernel_size = config.colour_channels, problems[0].kernel_size
+    ys = [p.blurred.to(device).expand(1, c, -1, -1) for p in problems]
+    starts = [start(p, cf, s, device) + (run_generator(device, s),) for p, cf, s in zip(problems, configs, seeds)]
+    stack = stacker(config.batch_mode, device, config.bf16, config.compile, config.channels_last)
+    image_nets, kernel_nets = stack([s[0] for s in starts]), stack([s[1] for s in starts])
+    z_x, z_k, noise = torch.stack([s[2] for s in starts]), torch.stack([s[3] for s in starts]), [s[4] for s in starts]
+    adam = StackedAdam([(image_nets.parameters(), [cf.lr_image for cf in configs], [cf.beta1_image for cf in configs]),
+                        (kernel_nets.parameters(), [cf.lr_kernel for cf in configs], [0.9] * n)])
+    skip_nan = ["nan_skip" in cf.original_bugs for cf in configs]
+    skipped, infinite, sigma_maps = [0] * n, [0] * n, [None] * n
+    runs = BatchProgress([Progress(p, s, scorer, device, cf.pretrain_iterations, cf.iterations, cf.curve_every, False)
+                          for p, cf, s, scorer in zip(problems, configs, seeds, scorers)], config.progress)
+    for step in runs.steps:  # negative steps: the pretraining
+        active = runs.active
+        out, k = image_nets(z_x[active], active), kernel_nets(z_k[active], active)
+        losses = []
+        for i, r in enumerate(active):
+            loss, sigma = vdip_loss(configs[r], step, out[i], k[i], ys[r],
+                                    lambda shape, r=r: torch.randn(shape, generator=noise[r], device=device))
+            losses.append(loss)
+            sigma_maps[r] = sigma_maps[r] if sigma is None else sigma
+        adam.zero_grad()
+        torch.stack(losses).sum().backward()
+        take = active
+        if any(skip_nan):
+            nan, finite = gradient_checks(adam, active)
+            take = [r for r, bad in zip(active, nan) if not (skip_nan[r] and step >= 0 and bad)]
+            for r, bad, ok in zip(active, nan, finite):
+                skipped[r] += skip_nan[r] and step >= 0 and bad
+                infinite[r] += skip_nan[r] and r in take and not ok
+        adam.step(take)
+        if step >= 0:  # MultiStepLR's learning rates for the next step
+            adam.set_lr(0, [learning_rate(cf.lr_image, step + 1, cf.milestones, cf.gamma) for cf in configs])
+            adam.set_lr(1, [learning_rate(cf.lr_kernel, step + 1, cf.milestones, cf.gamma) for cf in configs])
+        runs.after(step, losses, lambda i: centre_of(out[i][:, :c], kernel_size).mean(1, keepdim=True), skip_nan)
+    with torch.no_grad():
+        out, k = image_nets(z_x), kernel_nets(z_k)
+    return runs.finish(out, lambda r, seconds: estimate_of(
+        configs[r], out[r], k[r], sigma_maps[r], kernel_size, runs.progress[r].curve, seconds,
+        dict(dict(skipped_steps=skipped[r], infinite_steps=infinite[r]) if skip_nan[r] else {}, batch_size=n)))
+
+
+def gradient_checks(adam: StackedAdam, runs: list[int]) -> tuple[list[bool], list[bool]]:
+    """For each of `runs`: whether its gradient holds a NaN (the code's checkNaN), and whether it is all finite."""
+    nan = torch.zeros(len(runs), dtype=torch.bool)
+    finite = torch.ones(len(runs), dtype=torch.bool)
+    for group in adam.groups:
+        for p in group["params"]:
+            if p.grad is not None:
+                g = p.grad[runs].flatten(1)
+                nan |= g.isnan().any(1).cpu()
+                finite &= g.isfinite().all(1).cpu()
+    return nan.tolist(), finite.tolist()
+
+
+def batch_key(problem: Problem, config: Config) -> tuple:
+    """What runs of one batch share: the image and kernel sizes, the networks, the loop's length and the device."""
+    return (tuple(problem.blurred.shape), problem.kernel_size) + tuple(getattr(config, name) for name in (
+        "colour_channels", "input_channels", "channels", "skip_channels", "scales", "non_local", "kernel_input",
+        "kernel_hidden", "iterations", "pretrain_iterations", "curve_every", "channels_last", "bf16", "compile",
+        "deterministic", "device", "batch_mode", "progress"))
 
 
 def footprint(problem: Problem, config: Config) -> int:
@@ -374,7 +475,8 @@ def run(config: Config) -> dict[str, Any]:
     headline = (f"{len(problems)} problem(s) x {len(variants)} variant(s) ({', '.join(variants)}) x "
                 f"{len(config.seeds)} seed(s), {config.pretrain_iterations} + {config.iterations} iterations")
     return run_study_script(config, script="vdip", method="VDIP", headline=headline, problems=problems,
-                            variants=variants, deblur=deblur, footprint=footprint)
+                            variants=variants, deblur=deblur, footprint=footprint, together=deblur_batch,
+                            batch_key=batch_key)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -94,9 +94,9 @@ class Speed:
         return z.contiguous(memory_format=self.memory_format) if z.dim() == 4 else z
 
     def run(self, forward: Any, z: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """forward(z) under the autocast, returned as a float32 tensor."""
+        """forward(z) under the autocast, returned in z's precision (float32; float64 where z is)."""
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return forward(self.input(z)).float()
+            return forward(self.input(z)).to(z.dtype)
 
 
 def normal_like(x: torch.Tensor) -> torch.Tensor:

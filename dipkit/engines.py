@@ -1,6 +1,8 @@
 """Where a study's runs run (its engines): here one after another (in_process), in a pool of spawned processes of
 this machine (pool_runner), or as Ray tasks on a local Ray or a cluster (ray_runner); make_runner picks one. Each
-takes the study's jobs and yields (job, estimate) as runs finish; the study writes what they give."""
+takes the study's units of work (a Job, one run; or a Batch, runs of one shape stepped together in one process) and
+yields (job, outcome) as runs finish: an Estimate, or Failed for a run that failed inside a batch while the others
+went on; the study writes what they give."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from tqdm import tqdm
 
 from .blind import Problem
 from .device import keep_freed_memory
-from .errors import RunError
+from .errors import Failed, RunError
 from .levin import Scorer
 from .loop import Estimate
 
@@ -44,14 +46,40 @@ class Job:
 
 
 
-Runner = Callable[[list[Job], Callable, dict[str, Scorer]], Iterator[tuple[Job, Estimate]]]
+@dataclass
+class Batch:
+    """Runs of one shape made together, in one process: `together(problems, configs, seeds, scorers)` returns one
+    Estimate or Failed per run (dipkit.batch). A module-level function, so that a worker process can import it."""
+
+    jobs: list[Job]
+    together: Callable
+
+    @property
+    def stem(self) -> str:
+        return f"{self.jobs[0].stem} and {len(self.jobs) - 1} more"
 
 
 
-def in_process(jobs: list[Job], deblur: Callable, scorers: dict[str, Scorer]) -> Iterator[tuple[Job, Estimate]]:
-    """Each job in turn, here."""
-    for job in jobs:
-        yield job, deblur(job.problem, job.config, job.seed, scorers[job.problem.name])
+Unit = Job | Batch
+Runner = Callable[[list[Unit], Callable, dict[str, Scorer]], Iterator[tuple[Job, Estimate | Failed]]]
+
+
+
+def run_unit(deblur: Callable, unit: Unit, scorers: dict[str, Scorer]) -> list[tuple[Job, Estimate | Failed]]:
+    """A Job by `deblur(problem, config, seed, scorer)` (its RunError raised), a Batch by its `together`."""
+    if isinstance(unit, Job):
+        return [(unit, deblur(unit.problem, unit.config, unit.seed, scorers[unit.problem.name]))]
+    jobs = unit.jobs
+    outcomes = unit.together([j.problem for j in jobs], [j.config for j in jobs], [j.seed for j in jobs],
+                             [scorers[j.problem.name] for j in jobs])
+    return list(zip(jobs, outcomes))
+
+
+
+def in_process(units: list[Unit], deblur: Callable, scorers: dict[str, Scorer]) -> Iterator[tuple[Job, Estimate]]:
+    """Each unit in turn, here."""
+    for unit in units:
+        yield from run_unit(deblur, unit, scorers)
 
 
 
@@ -73,10 +101,24 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
 
 
 
-def _run_job(deblur: Callable, job: Job, scorer: Scorer) -> Estimate:
-    """A job in a worker: no progress bar (the driver reports each finished run)."""
+def _quiet(job: Job) -> Job:
     config = dataclasses.replace(job.config, progress=False) if hasattr(job.config, "progress") else job.config
-    return deblur(job.problem, config, job.seed, scorer)
+    return dataclasses.replace(job, config=config)
+
+
+def _run_job(deblur: Callable, unit: Unit, scorers: dict[str, Scorer]) -> list[tuple[Job, Estimate | Failed]]:
+    """A unit in a worker: no progress bar (the driver reports each finished run); its outcomes under the jobs the
+    driver gave (not the worker's copies)."""
+    quiet = _quiet(unit) if isinstance(unit, Job) else dataclasses.replace(unit, jobs=[_quiet(j) for j in unit.jobs])
+    return [outcome for _, outcome in run_unit(deblur, quiet, scorers)]
+
+
+def _jobs(unit: Unit) -> list[Job]:
+    return [unit] if isinstance(unit, Job) else unit.jobs
+
+
+def _scorers(unit: Unit, scorers: dict[str, Scorer]) -> dict[str, Scorer]:
+    return {job.problem.name: scorers[job.problem.name] for job in _jobs(unit)}
 
 
 
@@ -88,9 +130,9 @@ class Refused:
     message: str
 
 
-def _ray_job(deblur: Callable, job: Job, scorer: Scorer) -> Estimate | Refused:
+def _ray_job(deblur: Callable, unit: Unit, scorers: dict[str, Scorer]) -> list[Estimate | Failed] | Refused:
     try:
-        return _run_job(deblur, job, scorer)
+        return _run_job(deblur, unit, scorers)
     except RunError as error:
         return Refused(str(error))
 
@@ -101,30 +143,30 @@ def pool_runner(workers: int, threads: int | None = None, retries: int = 1) -> R
     the failure is raised with the job named. A bad-input error (RunError) is not retried."""
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
 
-    def run(jobs: list[Job], deblur: Callable, scorers: dict[str, Scorer]) -> Iterator[tuple[Job, Estimate]]:
-        if not jobs:
+    def run(units: list[Unit], deblur: Callable, scorers: dict[str, Scorer]) -> Iterator[tuple[Job, Estimate]]:
+        if not units:
             return
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_threads,
                                  initargs=(threads,)) as pool:
-            tries = {job.stem: 0 for job in jobs}
-            pending = {pool.submit(_run_job, deblur, job, scorers[job.problem.name]): job for job in jobs}
+            tries = {unit.stem: 0 for unit in units}
+            pending = {pool.submit(_run_job, deblur, unit, _scorers(unit, scorers)): unit for unit in units}
             try:
                 while pending:
                     finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for future in finished:
-                        job = pending.pop(future)
+                        unit = pending.pop(future)
                         try:
-                            yield job, future.result()
+                            yield from zip(_jobs(unit), future.result())
                         except RunError:
                             raise
                         except Exception as error:  # a crashed worker or a failing run: try again, then report
-                            tries[job.stem] += 1
-                            if tries[job.stem] > retries:
-                                raise RunError(f"{job.stem} failed {tries[job.stem]} times in a worker: "
+                            tries[unit.stem] += 1
+                            if tries[unit.stem] > retries:
+                                raise RunError(f"{unit.stem} failed {tries[unit.stem]} times in a worker: "
                                                f"{error}") from error
-                            print(f"{job.stem}: the worker failed ({error}); running it again", flush=True)
-                            pending[pool.submit(_run_job, deblur, job, scorers[job.problem.name])] = job
+                            print(f"{unit.stem}: the worker failed ({error}); running it again", flush=True)
+                            pending[pool.submit(_run_job, deblur, unit, _scorers(unit, scorers))] = unit
             except BaseException:  # Ctrl-C, or an error: the pool must not go on with (or wait for) the rest
                 _stop_workers(pool)
                 raise
@@ -179,20 +221,20 @@ def ray_runner(workers: int = 1, address: str = "", gpus_per_run: float = 0.0, r
     ray, started = connect_ray(workers, address)
     task = ray.remote(num_cpus=1, num_gpus=gpus_per_run, max_retries=retries, retry_exceptions=True)(_ray_job)
 
-    def run(jobs: list[Job], deblur: Callable, scorers: dict[str, Scorer]) -> Iterator[tuple[Job, Estimate]]:
+    def run(units: list[Unit], deblur: Callable, scorers: dict[str, Scorer]) -> Iterator[tuple[Job, Estimate]]:
         try:
-            pending = {task.remote(deblur, job, scorers[job.problem.name]): job for job in jobs}
+            pending = {task.remote(deblur, unit, _scorers(unit, scorers)): unit for unit in units}
             while pending:
                 (ready,), _ = ray.wait(list(pending), num_returns=1)
-                job = pending.pop(ready)
+                unit = pending.pop(ready)
                 try:
                     done = ray.get(ready)
                 except Exception as error:
-                    raise RunError(f"{job.stem} failed on Ray after {retries + 1} tries: "
+                    raise RunError(f"{unit.stem} failed on Ray after {retries + 1} tries: "
                                    f"{str(error).splitlines()[-1] if str(error) else type(error).__name__}") from error
                 if isinstance(done, Refused):  # an input error: the same on every try, so never retried
                     raise RunError(done.message)
-                yield job, done
+                yield from zip(_jobs(unit), done)
         finally:
             if started:
                 ray.shutdown()

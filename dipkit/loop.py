@@ -1,6 +1,6 @@
 """The pieces of one blind-deblurring run's loop, shared by selfdeblur.py and vdip.py: the run's device and seeds
 (prepare), the two-rate Adam of G_x and G_k, the steps under a progress bar with the curve scored every few steps
-(Progress), what a run returns (Estimate), and its kernel as an 8-bit PNG."""
+(Progress; BatchProgress for the runs of a batch), what a run returns (Estimate), and its kernel as an 8-bit PNG."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from .blind import Problem
 from .device import choose_device, seed_everything, synchronize
-from .errors import RunError
+from .errors import Failed, RunError
 from .figures import save_png
 from .levin import Scorer
 
@@ -91,6 +91,47 @@ class Progress:
             raise RunError(f"{self.problem.name}: the image network's output became NaN; try smaller learning rates")
         synchronize(self.device)
         return time.perf_counter() - self.start - self.scoring_seconds
+
+
+
+class BatchProgress:
+    """The runs of a batch (dipkit.batch) under one progress bar: each run's Progress (its curve, its checks, its
+    time), the runs still going (`active`, in order), and the failures: a run whose check fails (a non-finite
+    loss or image) is taken out of the batch and comes back as Failed; the others go on."""
+
+    def __init__(self, progress: list[Progress], show: bool = True):
+        first = progress[0]
+        self.progress, self.failures = progress, {}
+        self.steps = tqdm(range(-(first.steps.total - first.iterations), first.iterations), disable=not show,
+                          leave=False, desc=f"{first.problem.name} batch of {len(progress)}")
+
+    @property
+    def active(self) -> list[int]:
+        return [r for r in range(len(self.progress)) if r not in self.failures]
+
+    def after(self, step: int, losses: list[torch.Tensor], estimate: Callable[[int], torch.Tensor],
+              allow_non_finite: list[bool] | None = None) -> None:
+        """Progress.after for each active run: losses[i] and estimate(i) are the i-th active run's."""
+        for i, r in enumerate(self.active):
+            try:
+                self.progress[r].after(step, losses[i], lambda i=i: estimate(i),
+                                       allow_non_finite=bool(allow_non_finite and allow_non_finite[r]))
+            except RunError as error:
+                self.failures[r] = str(error)
+        self.steps.set_postfix(runs=len(self.active))
+
+    def finish(self, images: torch.Tensor, estimate: Callable[[int, float], Estimate]) -> list[Estimate | Failed]:
+        """Each run's Estimate (estimate(r, its seconds)) once its final image (images[r]) is checked, or Failed."""
+        outcomes: list[Estimate | Failed] = []
+        for r, progress in enumerate(self.progress):
+            try:
+                if r in self.failures:
+                    raise RunError(self.failures[r])
+                outcomes.append(estimate(r, progress.seconds(images[r])))
+            except RunError as error:
+                outcomes.append(Failed(str(error)))
+        self.steps.close()
+        return outcomes
 
 
 

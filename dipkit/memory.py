@@ -67,3 +67,14 @@ def check_fits(need: int, device: torch.device, what: str, advice: str) -> None:
     if free is not None and need > free:
         raise RunError(f"{what} needs about {need / GIB:.1f} GiB of memory, and {device} has {free / GIB:.1f} GiB "
                        f"free; {advice}")
+
+
+def batch_that_fits(need: int, batch: int, device: torch.device, what: str) -> int:
+    """The most runs of `need` bytes each, at most `batch`, that the device's free memory holds (at least one: a
+    single run that does not fit is check_fits's to refuse); a smaller batch than asked is said in one line."""
+    free = available_bytes(device)
+    fits = batch if free is None else max(1, min(batch, free // max(need, 1)))
+    if fits < batch:
+        print(f"a batch of {batch} runs {what} needs about {batch * need / GIB:.1f} GiB and {device} has "
+              f"{free / GIB:.1f} GiB free: batches of {fits} instead")
+    return fits

@@ -20,20 +20,22 @@ VDIP's are compared on the same problems and seeds: each script runs with the sa
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Hashable, Protocol
 
 import torch
 
 from .blind import Problem, problems_of, with_chroma
 from .device import choose_device, keep_freed_memory
-from .engines import Job, Runner, concurrent_runs, in_process, make_runner
-from .errors import RunError
+from .batch import group_runs
+from .engines import Batch, Job, Runner, Unit, concurrent_runs, in_process, make_runner
+from .errors import Failed, RunError
 from .figures import save_png
 from .levin import KnownKernel, Scorer, check_scoring, known_kernel_baseline, quantise_8bit
 from .loop import Estimate, save_kernel_png
-from .memory import check_fits, training_footprint
+from .memory import batch_that_fits, check_fits, training_footprint
 from .report import describe, problem_figures, summary_lines, write_tables
 from .runs import read_kept, save_atomically, start_run, write_metrics
 
@@ -58,23 +60,47 @@ class Scoring:
 
 
 
+@dataclass(frozen=True)
+class Batching:
+    """Runs stepped together (dipkit.batch): at most `most` runs per batch, runs of one `key(problem, config)`
+    (their shapes: the image and kernel sizes, the networks, the loop's length) in a batch, made by
+    `together(problems, configs, seeds, scorers) -> [Estimate | Failed]`. most = 1: each run alone."""
+
+    most: int = 1
+    together: Callable | None = None
+    key: Callable[[Problem, Any], Hashable] | None = None
+
+    def units(self, jobs: list[Job]) -> list[Unit]:
+        """The jobs as units of work: batches of runs of one key, a run alone where its batch would hold one."""
+        if self.most <= 1 or self.together is None or self.key is None:
+            return list(jobs)
+        return [group[0] if len(group) == 1 else Batch(group, self.together)
+                for group in group_runs(jobs, lambda job: self.key(job.problem, job.config), self.most)]
+
+
+
 def run_script(*, record: Any, script: str, method: str, headline: str, device_name: str, problems: list[Problem],
                variants: dict[str, Any], seeds: tuple[int, ...], deblur: Callable[[Problem, Any, int, Scorer], Estimate],
                scoring: Scoring, resume: bool = False, runner: Runner | None = None,
-               footprint: Callable[[Problem, Any], int] | None = None, at_once: int = 1) -> dict[str, Any]:
-    """What selfdeblur.py's and vdip.py's run() do once their constants are checked: check that `at_once` runs
-    fit the device's memory (`footprint(problem, variant config)`: one run's bytes), say what runs where
-    ("<method> on <device>: <headline>"), open Results/<script>/<run> with `record` (the script's constants) as its
-    config.json (with `resume`, the folder of that name if it exists), run the study (by `runner`: make_runner);
-    returns its rows and the folder."""
+               footprint: Callable[[Problem, Any], int] | None = None, at_once: int = 1,
+               batching: Batching = Batching()) -> dict[str, Any]:
+    """What selfdeblur.py's and vdip.py's run() do once their constants are checked: check that `at_once` runs (or
+    batches of `batching.most` runs) fit the device's memory (`footprint(problem, variant config)`: one run's
+    bytes; a batch too large is made smaller, said in one line), say what runs where ("<method> on <device>:
+    <headline>"), open Results/<script>/<run> with `record` (the script's constants) as its config.json (with
+    `resume`, the folder of that name if it exists), run the study (by `runner`: make_runner); returns its rows and
+    the folder."""
     device = choose_device(device_name)
     study_jobs(problems, variants, seeds)
     if footprint is not None:
-        check_memory(problems, variants, footprint, device, at_once)
+        most = check_memory(problems, variants, footprint, device, at_once, batching.most)
+        batching = dataclasses.replace(batching, most=most)
     keep_freed_memory()
-    print(f"{method} on {device}: {headline}")
+    print(f"{method} on {device}: {headline}" + (f"; up to {batching.most} runs at a time in a batch"
+                                                  if batching.most > 1 else ""))
     folder = start_run(record, script, device, resume=resume)
-    result = run_study(problems, variants, seeds, deblur, folder, scoring, resume=resume, runner=runner or in_process)
+    result = run_study(problems, variants, seeds, deblur, folder, scoring, resume=resume, runner=runner or in_process,
+                       batching=batching)
     seconds = sum(r.get("seconds", 0.0) for r in result["rows"] if r.get("seed", "") != "")
     write_metrics(folder, script, result["summary"], result["rows"], seconds, str(device))
     print(f"wrote {folder}")
@@ -83,15 +109,17 @@ def run_script(*, record: Any, script: str, method: str, headline: str, device_n
 
 
 def check_memory(problems: list[Problem], variants: dict[str, Any], footprint: Callable[[Problem, Any], int],
-                 device: torch.device, at_once: int) -> None:
-    """A RunError, before anything is written, if `at_once` runs of the largest problem do not fit the device's
-    free memory (one run: `footprint` for each variant, plus the scoring's images)."""
+                 device: torch.device, at_once: int, batch: int = 1) -> int:
+    """The batch size that fits: a RunError, before anything is written, if `at_once` runs of the largest problem
+    do not fit the device's free memory (one run: `footprint` for each variant, plus the scoring's images); a
+    `batch` of which `at_once` do not fit is made smaller, with one line saying so."""
     largest = max(problems, key=lambda p: (p.blurred.shape[-2] + p.kernel_size[0]) * (p.blurred.shape[-1] +
                                                                                         p.kernel_size[1]))
     h, w = largest.blurred.shape[-2:]
     need = max(footprint(largest, config) for config in variants.values()) + 64 * h * w * 4  # + the scoring
     advice = "give a smaller image, or fewer workers" if at_once > 1 else "give a smaller image (or crop the photo)"
     check_fits(need * at_once, device, f"{at_once} run(s) on {largest.name} ({h}x{w})", advice)
+    return batch_that_fits(need * at_once, batch, device, f"on {largest.name} ({h}x{w})")
 
 
 
@@ -118,6 +146,7 @@ def run_study(
     log: Callable[[str], None] = print,
     resume: bool = False,
     runner: Runner = in_process,
+    batching: Batching = Batching(),
 ) -> dict[str, Any]:
     """Run every variant (name -> what `deblur` takes) with every seed on every problem; write the folder; return
     the rows. Scores follow `scoring` (wide-shift scores are named `psnr_gt_shift10`, ...).
@@ -125,7 +154,10 @@ def run_study(
     Every finished run is kept at once in runs/<problem>__<variant>__seed<seed>.pt (its row, curve, estimate,
     kernel and maps; written to a temporary file, then renamed, so a killed process never leaves half a file) and
     the tables are rewritten from all finished runs; with `resume`, the runs already in runs/ are read back, not
-    run again (one that is damaged, or was made on another input, is said and run again). `runner` runs the jobs (here, in a process pool, on Ray) and yields them as they finish."""
+    run again (one that is damaged, or was made on another input, is said and run again). `runner` runs the jobs
+    (here, in a process pool, on Ray), alone or in batches (`batching`), and yields them as they finish. A run that
+    fails inside a batch is said, and the others go on; the study then ends with a RunError naming the failed runs
+    (not kept: --resume runs them again)."""
     (folder / "estimates").mkdir(exist_ok=True)
     (folder / "runs").mkdir(exist_ok=True)
     baseline_rows, scorers, knowns, baseline_scores = [], {}, {}, {}
@@ -140,13 +172,18 @@ def run_study(
         if record is not None:
             done[job.stem] = record
             log(f"{job.label}: kept from the earlier run")
-    for job, estimate in runner([j for j in jobs if j.stem not in done], deblur, scorers):
+    failed: list[str] = []
+    for job, estimate in runner(batching.units([j for j in jobs if j.stem not in done]), deblur, scorers):
+        if isinstance(estimate, Failed):
+            failed.append(f"{job.stem}: {estimate.message}")
+            log(f"{job.label}: failed: {estimate.message}")
+            continue
         done[job.stem] = _keep(folder, job, estimate, scorers[job.problem.name])
         log(f"{job.label}: " + describe(done[job.stem]["scores"], estimate.seconds))
         write_tables(folder, *_rows_and_curves(jobs, done, baseline_rows), figures_too=False)
     for problem in problems:
         panels: dict[str, list] = {}
-        for job in (j for j in jobs if j.problem is problem):
+        for job in (j for j in jobs if j.problem is problem and j.stem in done):
             record = done[job.stem]
             panels.setdefault(job.variant, []).append((job.seed, record["image"], _estimate(record), record["scores"]))
         problem_figures(folder, problem, knowns[problem.name], baseline_scores[problem.name], panels,
@@ -155,6 +192,9 @@ def run_study(
     summary = write_tables(folder, rows, curves)
     for line in summary_lines(summary):
         log(line)
+    if failed:
+        raise RunError(f"{len(failed)} run(s) failed (the others are kept in {folder}; --resume runs these again): "
+                       + "; ".join(failed))
     return dict(rows=rows, summary=summary, curves=curves)
 
 
@@ -263,6 +303,8 @@ class StudyConstants(Protocol):
     device: str
     resume: bool
     workers: int
+    batch: int
+    batch_mode: str
     engine: str
     ray_address: str
     gpus_per_run: float
@@ -272,7 +314,8 @@ class StudyConstants(Protocol):
 SHARED_CONSTANTS = ("images", "kernel_sizes", "size", "noise_level", "data_seed", "levin_dir", "blurred", "kernel_size",
                     "only", "variants", "seeds", "channels_last", "bf16", "compile", "crop", "max_shift", "wide_shift",
                     "curve_every", "known_kernel", "known_kernel_weight", "known_kernel_iterations",
-                    "known_kernel_tv", "deterministic", "device", "run_name", "resume", "workers", "engine",
+                    "known_kernel_tv", "deterministic", "device", "run_name", "resume", "workers", "batch",
+                    "batch_mode", "engine",
                     "ray_address", "gpus_per_run", "progress")
 
 
@@ -305,16 +348,18 @@ def latent_footprint(problem: Problem, image_net: torch.nn.Module, input_channel
 def run_study_script(constants: StudyConstants, *, script: str, method: str, headline: str,
                      problems: list[Problem], variants: dict[str, Any],
                      deblur: Callable[[Problem, Any, int, Scorer], Estimate],
-                     footprint: Callable[[Problem, Any], int]) -> dict[str, Any]:
-    """A script's run() once its constants are checked: run_script with the engine, workers and resume the
-    constants ask for."""
+                     footprint: Callable[[Problem, Any], int], together: Callable | None = None,
+                     batch_key: Callable[[Problem, Any], Hashable] | None = None) -> dict[str, Any]:
+    """A script's run() once its constants are checked: run_script with the engine, workers, batches and resume
+    the constants ask for (`together`, `batch_key`: the script's batched loop and which runs it can batch)."""
     return run_script(record=constants, script=script, method=method, headline=headline, device_name=constants.device,
                       problems=problems, variants=variants, seeds=constants.seeds, deblur=deblur,
                       scoring=study_scoring(constants), resume=constants.resume,
                       runner=make_runner(constants.engine, constants.workers, constants.ray_address,
                                          constants.gpus_per_run),
                       footprint=footprint, at_once=concurrent_runs(constants.engine, constants.workers,
-                                                                   constants.ray_address))
+                                                                   constants.ray_address),
+                      batching=Batching(constants.batch, together, batch_key))
 
 
 if __name__ == "__main__":  # python -m dipkit.study RUN_A RUN_B --out FOLDER: the merge (dipkit.report)

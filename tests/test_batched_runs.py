@@ -1,0 +1,251 @@
+"""Batched runs (dipkit.batch) against the same runs alone: SelfDeblur, VDIP and DIP, step by step, with a run that
+fails inside a batch, and a batched study cut and resumed.
+
+On the CPU a batch's networks run in turn ("loop"): each run computes exactly what it computes alone, so the tests
+ask for equality to float32 rounding. The vectorised networks (vmap: grouped convolutions, for GPUs) sum in another
+order; Adam's first steps, which move a parameter by about its learning rate whatever the size of its gradient,
+amplify those last-bit differences within a few steps, so vmap is checked in float64, where the same 20 steps agree
+to 1e-9."""
+
+import csv
+import dataclasses
+import math
+
+import pytest
+import torch
+
+import selfdeblur
+import vdip
+from dipkit import blind
+from dipkit.batch import StackedNetworks
+from dipkit.cli import RunError, make_config
+from dipkit.errors import Failed
+
+MODES = [("loop", torch.float32, 1e-6), ("vmap", torch.float64, 1e-9)]
+
+
+@pytest.fixture
+def precision(request):
+    """Sets torch's default dtype for the test (float64 for the vectorised runs), and back."""
+    before = torch.get_default_dtype()
+    yield lambda dtype: torch.set_default_dtype(dtype)
+    torch.set_default_dtype(before)
+
+
+def checksum(image, full=False):
+    """A 'scorer' that reads each iteration's estimate: its sum, in double precision."""
+    return dict(checksum=float(image.double().sum()))
+
+
+def problem_in(dtype, size=64, kernel=9):
+    problem = blind.synthetic_problems(("camera",), (kernel,), size=size)[0]
+    return dataclasses.replace(problem, blurred=problem.blurred.to(dtype))
+
+
+def assert_same_run(alone, batched, rtol):
+    """Every step's loss and estimate (checksum) and the final image and kernel of two runs agree to rtol."""
+    assert len(alone.curve) == len(batched.curve) > 0
+    for a, b in zip(alone.curve, batched.curve):
+        assert a["iteration"] == b["iteration"]
+        for key in ("loss", "checksum"):
+            assert math.isclose(a[key], b[key], rel_tol=rtol, abs_tol=1e-12), (key, a, b)
+    torch.testing.assert_close(batched.image, alone.image, rtol=rtol, atol=rtol)
+    torch.testing.assert_close(batched.kernel, alone.kernel, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("mode,dtype,rtol", MODES)
+def test_selfdeblur_batch_of_three_seeds_equals_the_seeds_alone(mode, dtype, rtol, precision):
+    precision(dtype)
+    config = make_config(selfdeblur.Config, quick=True, progress=False, iterations=20, curve_every=1, device="cpu",
+                         batch_mode=mode)
+    problem = problem_in(dtype)
+    alone = [selfdeblur.deblur(problem, config, seed, checksum) for seed in (0, 1, 2)]
+    batched = selfdeblur.deblur_batch([problem] * 3, [config] * 3, [0, 1, 2], [checksum] * 3)
+    for a, b in zip(alone, batched):
+        assert_same_run(a, b, rtol)
+        assert b.stats["batch_size"] == 3
+
+
+def test_selfdeblur_variants_differing_in_numbers_share_a_batch_and_keep_their_own(precision):
+    """Learning rates, β1, schedule, loss switch, pretraining weight and perturbation differ per run."""
+    base = make_config(selfdeblur.Config, quick=True, progress=False, iterations=16, curve_every=1, device="cpu",
+                       pretrain_iterations=3)
+    configs = [base, dataclasses.replace(base, lr_image=3e-3, beta1_image=0.99, milestones=(5, 9), gamma=0.3),
+               dataclasses.replace(base, loss_switch=6, pretrain_alpha=0.5, reg_noise=0.01, lr_kernel=1e-3)]
+    assert len({selfdeblur.batch_key(problem_in(torch.float32), c) for c in configs}) == 1
+    problem = problem_in(torch.float32)
+    batched = selfdeblur.deblur_batch([problem] * 3, configs, [0, 0, 1], [checksum] * 3)
+    for config, seed, b in zip(configs, [0, 0, 1], batched):
+        assert_same_run(selfdeblur.deblur(problem, config, seed, checksum), b, 1e-6)
+
+
+@pytest.mark.parametrize("mode,dtype,rtol", MODES)
+def test_vdip_batch_equals_the_runs_alone_with_skipped_nan_steps_per_run(mode, dtype, rtol, precision):
+    """VDIP-Extreme as published (its NaN-gradient steps skipped, per run) beside the corrected VDIP-Sparse: 4
+    pretraining steps, 10 ELBO steps, 6 steps of 1 − SSIM."""
+    precision(dtype)
+    base = make_config(vdip.Config, quick=True, progress=False, iterations=16, pretrain_iterations=4, loss_switch=10,
+                       curve_every=1, device="cpu", batch_mode=mode)
+    configs = [dataclasses.replace(base, **vdip.VARIANTS[v]) for v in ("VDIP-Extreme-orig", "VDIP-Extreme-orig",
+                                                                       "VDIP-Sparse")]
+    problem = problem_in(dtype)
+    batched = vdip.deblur_batch([problem] * 3, configs, [0, 1, 0], [checksum] * 3)
+    for config, seed, b in zip(configs, [0, 1, 0], batched):
+        alone = vdip.deblur(problem, config, seed, checksum)
+        assert_same_run(alone, b, rtol)
+        torch.testing.assert_close(b.extra["std"], alone.extra["std"], rtol=rtol, atol=rtol)
+        assert {k: v for k, v in b.stats.items() if k != "batch_size"} == alone.stats
+
+
+@pytest.mark.parametrize("mode,dtype,rtol", MODES)
+def test_a_run_that_turns_nan_fails_alone_and_the_others_are_untouched(mode, dtype, rtol, precision):
+    precision(dtype)
+    config = make_config(selfdeblur.Config, quick=True, progress=False, iterations=12, curve_every=4, device="cpu",
+                         batch_mode=mode)
+    good = problem_in(dtype)
+    broken = good.blurred.clone()
+    broken[..., 10, 10] = float("nan")
+    bad = dataclasses.replace(good, name="broken", blurred=broken)
+    batched = selfdeblur.deblur_batch([good, bad, good], [config] * 3, [0, 1, 2], [checksum] * 3)
+    assert isinstance(batched[1], Failed) and "loss became nan" in batched[1].message
+    for seed, b in zip((0, 2), (batched[0], batched[2])):
+        assert_same_run(selfdeblur.deblur(good, config, seed, checksum), b, rtol)
+
+
+def rows_of(folder):
+    with (folder / "table.csv").open() as file:
+        return list(csv.DictReader(file))
+
+
+def scores(rows):
+    return [{k: v for k, v in r.items() if k not in ("seconds", "batch_size")} for r in rows]
+
+
+def tiny(tmp_path, **overrides):
+    settings = dict(quick=True, progress=False, results_dir=str(tmp_path), iterations=6, curve_every=3, channels=8,
+                    run_name="study", seeds=(0, 1, 2))
+    return make_config(selfdeblur.Config, **{**settings, **overrides})
+
+
+def test_a_batched_study_gives_the_table_of_runs_alone_and_resumes_after_a_cut(tmp_path, monkeypatch):
+    alone = selfdeblur.run(tiny(tmp_path / "alone"))
+    whole = selfdeblur.run(tiny(tmp_path / "whole", batch=2))
+    assert scores(rows_of(whole["folder"])) == scores(rows_of(alone["folder"]))
+    assert [r["batch_size"] for r in rows_of(whole["folder"]) if r["seed"]] == ["2", "2", ""]  # seed 2 ran alone
+    original, calls = selfdeblur.deblur, []
+
+    def stopped(problem, config, seed, scorer):  # the process is stopped once the first batch is kept
+        calls.append(seed)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(selfdeblur, "deblur", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        selfdeblur.run(tiny(tmp_path / "cut", batch=2))
+    folder = tmp_path / "cut" / "selfdeblur" / "study"
+    assert calls == [2] and sorted(p.name for p in (folder / "runs").glob("*.pt")) == [
+        "camera_k9__SelfDeblur__seed0.pt", "camera_k9__SelfDeblur__seed1.pt"]
+    monkeypatch.setattr(selfdeblur, "deblur", original)
+    resumed = selfdeblur.run(tiny(tmp_path / "cut", batch=2, resume=True))
+    assert scores(rows_of(resumed["folder"])) == scores(rows_of(whole["folder"]))
+
+
+def test_a_failed_run_of_a_batched_study_is_named_and_the_others_are_kept(tmp_path, monkeypatch):
+    original = selfdeblur.deblur_batch
+
+    def second_fails(problems, configs, seeds, scorers):
+        outcomes = original(problems, configs, seeds, scorers)
+        return [Failed("the loss became nan at iteration 3") if s == 1 else o for s, o in zip(seeds, outcomes)]
+
+    monkeypatch.setattr(selfdeblur, "deblur_batch", second_fails)
+    with pytest.raises(RunError, match=r"1 run\(s\) failed.*seed1: the loss became nan"):
+        selfdeblur.run(tiny(tmp_path, batch=3))
+    folder = tmp_path / "selfdeblur" / "study"
+    assert [r["seed"] for r in rows_of(folder) if r["seed"]] == ["0", "2"]
+    assert not (folder / "runs" / "camera_k9__SelfDeblur__seed1.pt").exists()
+
+
+def test_a_batch_too_large_for_the_memory_is_split_with_one_line(tmp_path, monkeypatch, capsys):
+    import dipkit.memory
+    import dipkit.study
+
+    one = selfdeblur.footprint(blind.synthetic_problems(("camera",), (9,), size=64)[0], tiny(tmp_path))
+    monkeypatch.setattr(dipkit.memory, "available_bytes", lambda device: int(2.5 * (one + 64 * 64 * 64 * 4)))
+    monkeypatch.setattr(dipkit.study, "check_fits", lambda *args: None)
+    result = selfdeblur.run(tiny(tmp_path, batch=3))
+    assert "batches of 2 instead" in capsys.readouterr().out
+    assert [r.get("batch_size", "") for r in result["rows"] if r["seed"] != ""] == [2, 2, ""]
+
+
+def test_batches_go_to_worker_processes_as_units(tmp_path):
+    from dipkit.engines import pool_runner
+    from dipkit.study import Batching, Scoring, run_study
+
+    problems = blind.synthetic_problems(("camera",), (9,), size=64)
+    variants = {"SelfDeblur": tiny(tmp_path)}
+    folder = tmp_path / "pool"
+    folder.mkdir()
+    result = run_study(problems, variants, (0, 1, 2), selfdeblur.deblur, folder, Scoring(8, 4), log=lambda line: None,
+                       runner=pool_runner(2, threads=1),
+                       batching=Batching(2, selfdeblur.deblur_batch, selfdeblur.batch_key))
+    assert [r.get("batch_size", "") for r in result["rows"] if r["seed"] != ""] == [2, 2, ""]
+
+
+def test_the_vectorised_networks_follow_the_speed_switches():
+    """bf16 runs the stacked networks in bfloat16 (both ways) and hands back the inputs' precision; channels-last
+    gives the runs in turn their reference result."""
+    torch.manual_seed(0)
+    net = selfdeblur.networks(make_config(selfdeblur.Config, quick=True), (9, 9))[0]
+    z = torch.rand(1, 1, 8, 64, 64)
+    for vectorise in (False, True):
+        plain = StackedNetworks([net], torch.device("cpu"), vectorise)(z)
+        bf16 = StackedNetworks([net], torch.device("cpu"), vectorise, bf16=True)(z)
+        assert bf16.dtype == torch.float32 and 0 < (bf16 - plain).abs().max() < 0.05
+    last = StackedNetworks([net], torch.device("cpu"), False, channels_last=True)(z)
+    torch.testing.assert_close(last, plain, rtol=1e-4, atol=1e-5)
+
+
+def small_skip_network(input_depth, channels):
+    from dipkit.networks import SkipNetwork
+
+    return SkipNetwork(input_depth, channels, (16,) * 3, (16,) * 3, (4,) * 3, (False,) * 3)
+
+
+@pytest.mark.parametrize("mode,dtype,rtol", MODES)
+def test_dip_batch_of_three_images_equals_each_alone_with_its_own_backtracking(mode, dtype, rtol, precision,
+                                                                                monkeypatch):
+    """Three images, 20 steps; any PSNR drop restores the checkpoint (at most twice), so the runs go back to their
+    checkpoints at their own times while the others go on; each run's curves, rule, restores and images are its
+    run's alone."""
+    import dip_denoise
+
+    precision(dtype)
+    monkeypatch.setattr(dip_denoise, "SkipNetwork", small_skip_network)
+    config = make_config(dip_denoise.Config, quick=True, progress=False, iterations=20, input_depth=8,
+                         checkpoint_every=5, stop_window=4, stop_patience=6, backtrack_drop=1e-6, max_restores=2,
+                         learning_rate=0.05, device="cpu", batch_mode=mode)
+    cleans = [dip_denoise.load_clean(name, config).to(dtype) for name in ("astronaut", "coffee", "chelsea")]
+    noisies = [dip_denoise.add_noise(c, config, i) for i, c in enumerate(cleans)]
+    batched = dip_denoise.denoise_batch(noisies, config, cleans)
+    restores = []
+    for noisy, clean, b in zip(noisies, cleans, batched):
+        a = dip_denoise.denoise(noisy, config, clean)
+        for key, curve in a.curves.items():
+            torch.testing.assert_close(torch.tensor(b.curves[key]), torch.tensor(curve), rtol=rtol, atol=rtol,
+                                       equal_nan=True)
+        for name in ("denoised", "es_wmv", "final_output", "final_average"):
+            torch.testing.assert_close(getattr(b, name), getattr(a, name), rtol=rtol, atol=rtol)
+        assert (b.stop_iteration, b.stop_fired, b.backtracks, b.iterations_run) == (
+            a.stop_iteration, a.stop_fired, a.backtracks, a.iterations_run)
+        restores.append(a.backtracks)
+    assert any(restores)  # the backtracking was exercised
+
+
+def test_dip_denoise_batched_run_writes_the_table_of_runs_alone(tmp_path, tiny_dip):
+    import dip_denoise
+
+    images = ("astronaut", "coffee", "chelsea")
+    alone = dip_denoise.run(tiny_dip(tmp_path / "alone", images=images))
+    batched = dip_denoise.run(tiny_dip(tmp_path / "batched", images=images, batch=2))
+    strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]  # noqa: E731
+    assert strip(batched["table"]) == strip(alone["table"])
+    assert [p.name for p in sorted((batched["folder"]).glob("*/row.json"))] == ["row.json"] * 3
