@@ -517,7 +517,7 @@ def denoise_batch(noisies: list[torch.Tensor], config: Config,
                     continue
             active.remove(r)
             synchronize(device)
-            seconds[r] = time.perf_counter() - start
+            seconds[r] = (time.perf_counter() - start) / n  # its share of the batch's time
     bar.close()
     return [Failed(failures[r]) if r in failures else
             _result(runs[r], trackers[r], backtracking[r], noisies[r], cleans[r], steps_run[r], seconds[r], device)

@@ -117,6 +117,19 @@ ENTRIES: dict[str, Entry] = {
     "bench/selfdeblur_packing": Entry(("bench/bench_selfdeblur.py", "--iterations", "3", "--switch_iterations", "5",
                                        "--pack", "2", "--pack_iterations", "20"),
                                       produces=("Results/bench/selfdeblur.json",)),
+    # batched runs: three quick seeds batched and one after another (same machine, one after the other), and the
+    # runs-per-hour benchmark at the quick size and at the papers' sizes (as far as a 2-core CPU goes)
+    "selfdeblur/quick_seeds_alone": Entry(("selfdeblur.py", "--quick", "--seeds", "0", "1", "2"),
+                                          TABLES + ("curve.csv",)),
+    "selfdeblur/quick_seeds_batch3": Entry(("selfdeblur.py", "--quick", "--seeds", "0", "1", "2", "--batch", "3"),
+                                           TABLES + ("curve.csv",)),
+    "bench/batch_quick": Entry(("bench/bench_batch.py", "--tiny", "--runs", "1", "2", "4", "--iterations", "20",
+                                "--modes", "loop", "vmap"), produces=("Results/bench/batch.json",)),
+    "bench/batch_selfdeblur_paper": Entry(("bench/bench_batch.py", "--method", "selfdeblur", "--runs", "1", "2", "4",
+                                           "--iterations", "2", "--modes", "loop", "vmap"),
+                                          produces=("Results/bench/batch.json",)),
+    "bench/batch_dip_512": Entry(("bench/bench_batch.py", "--method", "dip", "--runs", "1", "2", "--iterations", "1",
+                                  "--modes", "loop", "vmap"), produces=("Results/bench/batch.json",)),
 }
 
 

@@ -121,13 +121,18 @@ class BatchProgress:
         self.steps.set_postfix(runs=len(self.active))
 
     def finish(self, images: torch.Tensor, estimate: Callable[[int, float], Estimate]) -> list[Estimate | Failed]:
-        """Each run's Estimate (estimate(r, its seconds)) once its final image (images[r]) is checked, or Failed."""
+        """Each run's Estimate (estimate(r, its seconds)) once its final image (images[r]) is checked, or Failed.
+        A run's seconds, and those of its curve, are its share of the batch's time: the batch's wall-clock time
+        (less the run's own scoring) over the runs of the batch, so that a study's seconds add up to its time."""
         outcomes: list[Estimate | Failed] = []
+        share = 1 / len(self.progress)
         for r, progress in enumerate(self.progress):
+            for point in progress.curve:
+                point["seconds"] *= share
             try:
                 if r in self.failures:
                     raise RunError(self.failures[r])
-                outcomes.append(estimate(r, progress.seconds(images[r])))
+                outcomes.append(estimate(r, share * progress.seconds(images[r])))
             except RunError as error:
                 outcomes.append(Failed(str(error)))
         self.steps.close()
