@@ -126,9 +126,9 @@ ENTRIES: dict[str, Entry] = {
     "bench/batch_quick": Entry(("bench/bench_batch.py", "--tiny", "--runs", "1", "2", "4", "--iterations", "20",
                                 "--modes", "loop", "vmap"), produces=("Results/bench/batch.json",)),
     "bench/batch_selfdeblur_paper": Entry(("bench/bench_batch.py", "--method", "selfdeblur", "--runs", "1", "2", "4",
-                                           "--iterations", "2", "--modes", "loop", "vmap"),
+                                           "--iterations", "3", "--modes", "loop", "vmap"),
                                           produces=("Results/bench/batch.json",)),
-    "bench/batch_dip_512": Entry(("bench/bench_batch.py", "--method", "dip", "--runs", "1", "2", "--iterations", "1",
+    "bench/batch_dip_512": Entry(("bench/bench_batch.py", "--method", "dip", "--runs", "1", "2", "--iterations", "2",
                                   "--modes", "loop", "vmap"), produces=("Results/bench/batch.json",)),
 }
 

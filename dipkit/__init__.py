@@ -1,6 +1,6 @@
 """dipkit: the building blocks the deep-image-prior scripts share (one module per idea).
 
-errors       RunError, the error a user can fix (one line, exit code 2)
+errors       RunError, the error a user can fix (one line, exit code 2); Failed, a run that failed in a batch
 cli          constants dataclass <-> command line, presets, one-line errors with exit code 2, Ctrl-C as one line
 device       device choice (CUDA, MPS, CPU), seeding, deterministic kernels
 images       image loading (bundled name or path; grey, RGBA, 16-bit, EXIF-rotated)
@@ -27,8 +27,11 @@ blind        blind-deblurring problems: the synthetic benchmark, a folder in Lev
 levin        Levin's evaluation protocol: the shift search, PSNR and Wang's SSIM, error ratios and their cumulative
              curve, kernel error, the known-kernel baseline (python -m dipkit.levin DIR: the known-kernel rows)
 sparse       Levin's sparse deconvolution (deconvSps), the error ratio's denominator
-loop         the pieces of one blind-deblurring run's loop: device and seeds, two-rate Adam, Progress, Estimate
-engines      where a study's runs run: here, a process pool, Ray (local or a cluster)
+loop         the pieces of one blind-deblurring run's loop: device and seeds, two-rate Adam, Progress, Estimate,
+             BatchProgress (the runs of a batch)
+batch        runs of one shape stepped together: stacked networks (vmap or in turn), StackedAdam (each run's own
+             learning rates, β1, steps), each run's random stream, grouping runs into batches
+engines      where a study's units run (one run, or a batch): here, a process pool, Ray (local or a cluster)
 study        a study of problems x variants x seeds: its jobs, resume and kept runs, and what selfdeblur.py and
              vdip.py share (StudyConstants, study_problems, run_study_script)
 report       a study's tables, figures and printed lines, and merging runs made apart (python -m dipkit.study)

@@ -33,34 +33,54 @@ T = TypeVar("T")
 class StackedNetworks:
     """N networks of one architecture as one callable: call(inputs) with inputs (n, *one run's input shape) for the
     runs `runs` (default: all N) gives (n, *one run's output shape). `vectorise`: vmap (one grouped kernel per
-    layer) or the runs in turn (see the module's docstring). The stacked parameters are leaves (requires_grad);
-    `bf16` runs the networks in bfloat16 (autocast where the runs go in turn; under vmap, which autocast does not
-    reach, the weights and input cast to bfloat16, their float32 copies kept and updated), the output returned in
-    the inputs' precision."""
+    layer) or the runs in turn (see the module's docstring). `params` holds the stacked parameters, with their
+    gradients in `.grad` after a backward pass (what StackedAdam updates). `bf16` runs the networks in bfloat16
+    (autocast where the runs go in turn; under vmap, which autocast does not reach, the weights and the input cast
+    to bfloat16, their float32 copies kept and updated), the output returned in the inputs' precision."""
 
     def __init__(self, networks: Sequence[torch.nn.Module], device: torch.device, vectorise: bool,
                  bf16: bool = False, compile: bool = False, channels_last: bool = False):
         if len({type(n) for n in networks}) != 1:
             raise ValueError("a batch stacks networks of one architecture")
         params, buffers = stack_module_state(list(networks))
-        self.params = {k: v.detach().to(device).requires_grad_() for k, v in params.items()}
+        self.params = {k: v.detach().to(device) for k, v in params.items()}
         self.buffers = {k: v.to(device) for k, v in buffers.items()}
-        self.base = copy.deepcopy(networks[0]).to("meta")
         self.count, self.device, self.vectorise, self.bf16 = len(networks), device, vectorise, bf16
         # channels-last applies to the runs in turn (an input of one run is 4-D there)
         self.memory_format = torch.channels_last if channels_last and not vectorise else torch.contiguous_format
-        one = self._one
-        self._vectorised = vmap(one, in_dims=(0, 0, 0), randomness="error")
-        if compile:
-            self._vectorised, self._one = torch.compile(self._vectorised), torch.compile(one)
+        if vectorise:  # vmap takes the stacked tensors themselves: their gradients arrive stacked
+            for v in self.params.values():
+                v.requires_grad_()
+            self.base = copy.deepcopy(networks[0]).to("meta")
+            self._vectorised = vmap(self._one, in_dims=(0, 0, 0), randomness="error")
+            if compile:
+                self._vectorised = torch.compile(self._vectorised)
+        else:  # each run is its own module, whose parameters, buffers and gradients are its slices of the stacked
+            # tensors (shared memory): a run's forward is the plain module call of a run alone, and no run's
+            # backward touches the others' slices
+            self.modules = [self._alias(copy.deepcopy(net).to(device), r) for r, net in enumerate(networks)]
+            if compile:
+                self.modules = [torch.compile(module) for module in self.modules]
+
+    def _alias(self, module: torch.nn.Module, run: int) -> torch.nn.Module:
+        for name, stacked in self.params.items():
+            owner, _, attribute = name.rpartition(".")
+            if stacked.grad is None:
+                stacked.grad = torch.zeros_like(stacked)
+            parameter = torch.nn.Parameter(stacked[run].detach())  # a view: the stacked tensor's memory
+            parameter.grad = stacked.grad[run]
+            module.get_submodule(owner)._parameters[attribute] = parameter
+        for name, stacked in self.buffers.items():
+            owner, _, attribute = name.rpartition(".")
+            module.get_submodule(owner)._buffers[attribute] = stacked[run]
+        return module
 
     def _one(self, params: dict, buffers: dict, z: torch.Tensor) -> torch.Tensor:
-        if self.bf16 and self.vectorise:  # autocast does not reach vmap's grouped convolutions: cast by hand
+        if self.bf16:  # autocast does not reach vmap's grouped convolutions: cast by hand
             low = lambda values: {k: v.to(torch.bfloat16) if v.is_floating_point() else v  # noqa: E731
                                   for k, v in values.items()}  # (BatchNorm's running statistics: not used)
             return functional_call(self.base, (low(params), low(buffers)), (z.to(torch.bfloat16),))
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return functional_call(self.base, (params, buffers), (z,))
+        return functional_call(self.base, (params, buffers), (z,))
 
     def parameters(self) -> list[torch.Tensor]:
         return list(self.params.values())
@@ -76,10 +96,9 @@ class StackedNetworks:
                 out = self._vectorised({k: v[index] for k, v in self.params.items()},
                                        {k: v[index].clone() for k, v in self.buffers.items()}, inputs)
         else:
-            out = torch.stack([self._one({k: v[r] for k, v in self.params.items()},
-                                         {k: v[r] for k, v in self.buffers.items()},
-                                         z.contiguous(memory_format=self.memory_format) if z.dim() == 4 else z)
-                               for r, z in zip(runs, inputs)])
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                out = torch.stack([self.modules[r](z.contiguous(memory_format=self.memory_format) if z.dim() == 4
+                                                   else z) for r, z in zip(runs, inputs)])
         return out.to(inputs.dtype)
 
     def state_of(self, run: int) -> dict[str, torch.Tensor]:
@@ -113,9 +132,11 @@ class StackedAdam:
         self.groups[group]["lr"] = list(lr)
 
     def zero_grad(self) -> None:
+        """Gradients zeroed in place (the runs' own gradients may share their memory: StackedNetworks)."""
         for group in self.groups:
             for p in group["params"]:
-                p.grad = None
+                if p.grad is not None:
+                    p.grad.zero_()
 
     @torch.no_grad()
     def step(self, take: Iterable[int]) -> None:
@@ -139,7 +160,9 @@ class StackedAdam:
 
     def _update(self, p: torch.Tensor, index: torch.Tensor | None, beta1: float, step_size: float,
                 correction: float) -> None:
-        m, v = self.state.setdefault(p, (torch.zeros_like(p), torch.zeros_like(p)))
+        if p not in self.state:
+            self.state[p] = (torch.zeros_like(p), torch.zeros_like(p))
+        m, v = self.state[p]
         g = p.grad if index is None else p.grad[index]
         runs = (m, v, p) if index is None else (m[index], v[index], p[index])  # the runs' slices (copies)
         m_r, v_r, p_r = runs
