@@ -40,7 +40,6 @@ from typing import Any, ClassVar, Literal, Optional
 import torch
 import torch.nn.functional as F
 
-from dipkit.batch import StackedAdam, learning_rate, run_generator, stacker
 from dipkit.blind import Problem, centre_of
 from dipkit.cli import RunError, parse_config, run_main
 from dipkit.device import Speed, normal_like, seed_everything
@@ -48,7 +47,8 @@ from dipkit.errors import Failed
 from dipkit.levin import Scorer
 from dipkit.metrics import ssim_loss
 from dipkit.networks import KernelGenerator, SkipNetwork
-from dipkit.loop import BatchProgress, Estimate, Progress, prepare, two_rate_adam
+from dipkit.loop import (BatchProgress, Estimate, Progress, blind_batch, latent_inputs, next_learning_rates, prepare,
+                         two_rate_adam)
 from dipkit.study import latent_footprint, run_study_script, study_problems
 
 # Named variants for --variants: overrides of the constants below (edit or add your own)
@@ -181,10 +181,8 @@ def start(problem: Problem, config: Config, seed: int, device: torch.device):
     """A run's networks (on the CPU) and inputs z_x, z_k, drawn from the generator seeded by `seed` in this order."""
     seed_everything(seed, config.deterministic)
     image_net, kernel_net = networks(config, problem.kernel_size)
-    (h, w), (kh, kw) = problem.blurred.shape[-2:], problem.kernel_size
-    z_x = (torch.rand(1, config.input_channels, h + kh - 1, w + kw - 1) * config.input_scale).to(device)
-    z_k = (torch.rand(config.kernel_input) * config.input_scale).to(device)
-    return image_net, kernel_net, z_x, z_k
+    return (image_net, kernel_net) + latent_inputs(problem, config.input_channels, config.kernel_input,
+                                                   config.input_scale, device)
 
 
 def blind_loss(config: Config, step: int, x: torch.Tensor, k: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -234,12 +232,7 @@ def deblur_batch(problems: list[Problem], configs: list[Config], seeds: list[int
     device = prepare(config.device, seeds[0], config.deterministic)
     ys = [p.blurred.to(device) for p in problems]
     kernel_size = problems[0].kernel_size
-    starts = [start(p, c, s, device) + (run_generator(device, s),) for p, c, s in zip(problems, configs, seeds)]
-    stack = stacker(config.batch_mode, device, config.bf16, config.compile, config.channels_last)
-    image_nets, kernel_nets = stack([s[0] for s in starts]), stack([s[1] for s in starts])
-    z_x, z_k, noise = torch.stack([s[2] for s in starts]), torch.stack([s[3] for s in starts]), [s[4] for s in starts]
-    adam = StackedAdam([(image_nets.parameters(), [c.lr_image for c in configs], [c.beta1_image for c in configs]),
-                        (kernel_nets.parameters(), [c.lr_kernel for c in configs], [0.9] * n)])
+    image_nets, kernel_nets, z_x, z_k, noise, adam = blind_batch(problems, configs, seeds, start, device)
     reg_noise = [0.0 if c.simpler else c.reg_noise for c in configs]
     runs = BatchProgress([Progress(p, s, scorer, device, c.pretrain_iterations, c.iterations, c.curve_every, False)
                           for p, c, s, scorer in zip(problems, configs, seeds, scorers)], config.progress)
@@ -253,8 +246,7 @@ def deblur_batch(problems: list[Problem], configs: list[Config], seeds: list[int
         torch.stack(losses).sum().backward()
         adam.step(active)
         if step >= 0:  # MultiStepLR's learning rates for the next step
-            adam.set_lr(0, [learning_rate(c.lr_image, step + 1, c.milestones, c.gamma) for c in configs])
-            adam.set_lr(1, [learning_rate(c.lr_kernel, step + 1, c.milestones, c.gamma) for c in configs])
+            next_learning_rates(adam, configs, step)
         runs.after(step, losses, lambda i: centre_of(x[i], kernel_size))
     with torch.no_grad():
         x, k = image_nets(z_x), kernel_nets(z_k)

@@ -52,7 +52,7 @@ from typing import Any, Callable, ClassVar, Literal, Optional
 import torch
 import torch.nn.functional as F
 
-from dipkit.batch import StackedAdam, learning_rate, run_generator, stacker
+from dipkit.batch import StackedAdam
 from dipkit.blind import Problem, centre_of
 from dipkit.blur import blur_valid
 from dipkit.cli import RunError, parse_config, run_main
@@ -61,7 +61,8 @@ from dipkit.errors import Failed
 from dipkit.levin import Scorer
 from dipkit.metrics import ssim_loss
 from dipkit.networks import KernelGenerator, SkipNetwork
-from dipkit.loop import BatchProgress, Estimate, Progress, prepare, two_rate_adam
+from dipkit.loop import (BatchProgress, Estimate, Progress, blind_batch, latent_inputs, next_learning_rates, prepare,
+                         two_rate_adam)
 from dipkit.study import latent_footprint, run_study_script, study_problems
 from dipkit.tv import forward_differences
 
@@ -314,10 +315,8 @@ def start(problem: Problem, config: Config, seed: int, device: torch.device):
     """A run's networks (on the CPU) and inputs z_x, z_k, drawn from the generator seeded by `seed` in this order."""
     seed_everything(seed, config.deterministic)
     image_net, kernel_net = networks(config, problem.kernel_size)
-    (h, w), (kh, kw) = problem.blurred.shape[-2:], problem.kernel_size
-    z_x = (torch.rand(1, config.input_channels, h + kh - 1, w + kw - 1) * config.input_scale).to(device)
-    z_k = (torch.rand(config.kernel_input) * config.input_scale).to(device)
-    return image_net, kernel_net, z_x, z_k
+    return (image_net, kernel_net) + latent_inputs(problem, config.input_channels, config.kernel_input,
+                                                   config.input_scale, device)
 
 
 def vdip_loss(config: Config, step: int, out: torch.Tensor, k: torch.Tensor, y: torch.Tensor,
@@ -399,12 +398,7 @@ def deblur_batch(problems: list[Problem], configs: list[Config], seeds: list[int
     device = prepare(config.device, seeds[0], config.deterministic)
     c, kernel_size = config.colour_channels, problems[0].kernel_size
     ys = [p.blurred.to(device).expand(1, c, -1, -1) for p in problems]
-    starts = [start(p, cf, s, device) + (run_generator(device, s),) for p, cf, s in zip(problems, configs, seeds)]
-    stack = stacker(config.batch_mode, device, config.bf16, config.compile, config.channels_last)
-    image_nets, kernel_nets = stack([s[0] for s in starts]), stack([s[1] for s in starts])
-    z_x, z_k, noise = torch.stack([s[2] for s in starts]), torch.stack([s[3] for s in starts]), [s[4] for s in starts]
-    adam = StackedAdam([(image_nets.parameters(), [cf.lr_image for cf in configs], [cf.beta1_image for cf in configs]),
-                        (kernel_nets.parameters(), [cf.lr_kernel for cf in configs], [0.9] * n)])
+    image_nets, kernel_nets, z_x, z_k, noise, adam = blind_batch(problems, configs, seeds, start, device)
     skip_nan = ["nan_skip" in cf.original_bugs for cf in configs]
     skipped, infinite, sigma_maps = [0] * n, [0] * n, [None] * n
     runs = BatchProgress([Progress(p, s, scorer, device, cf.pretrain_iterations, cf.iterations, cf.curve_every, False)
@@ -429,8 +423,7 @@ def deblur_batch(problems: list[Problem], configs: list[Config], seeds: list[int
                 infinite[r] += skip_nan[r] and r in take and not ok
         adam.step(take)
         if step >= 0:  # MultiStepLR's learning rates for the next step
-            adam.set_lr(0, [learning_rate(cf.lr_image, step + 1, cf.milestones, cf.gamma) for cf in configs])
-            adam.set_lr(1, [learning_rate(cf.lr_kernel, step + 1, cf.milestones, cf.gamma) for cf in configs])
+            next_learning_rates(adam, configs, step)
         runs.after(step, losses, lambda i: centre_of(out[i][:, :c], kernel_size).mean(1, keepdim=True), skip_nan)
     with torch.no_grad():
         out, k = image_nets(z_x), kernel_nets(z_k)

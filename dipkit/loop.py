@@ -8,11 +8,12 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from tqdm import tqdm
 
+from .batch import StackedAdam, StackedNetworks, learning_rate, run_generator, stacker
 from .blind import Problem
 from .device import choose_device, seed_everything, synchronize
 from .errors import Failed, RunError
@@ -50,6 +51,52 @@ def two_rate_adam(image_net: torch.nn.Module, kernel_net: torch.nn.Module, lr_im
         dict(params=kernel_net.parameters(), lr=lr_kernel),
     ])
     return optimiser, torch.optim.lr_scheduler.MultiStepLR(optimiser, list(milestones), gamma)
+
+
+
+def latent_inputs(problem: Problem, input_channels: int, kernel_input: int, input_scale: float,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """z_x ~ input_scale·U[0, 1) on the latent grid (the blurred size plus the kernel's, less one), then z_k ~
+    input_scale·U[0, 1) of kernel_input values, drawn in this order from the global generator."""
+    (h, w), (kh, kw) = problem.blurred.shape[-2:], problem.kernel_size
+    z_x = (torch.rand(1, input_channels, h + kh - 1, w + kw - 1) * input_scale).to(device)
+    return z_x, (torch.rand(kernel_input) * input_scale).to(device)
+
+
+
+class BlindBatch(NamedTuple):
+    """The runs of a batch of G_x and G_k (dipkit.batch): their stacked networks, inputs (run first), random
+    streams and StackedAdam."""
+
+    image_nets: StackedNetworks
+    kernel_nets: StackedNetworks
+    z_x: torch.Tensor
+    z_k: torch.Tensor
+    noise: list[torch.Generator]
+    adam: StackedAdam
+
+
+
+def blind_batch(problems: list[Problem], configs: list, seeds: list[int], start: Callable,
+                device: torch.device) -> BlindBatch:
+    """Each run started as it starts alone (`start(problem, config, seed, device)` -> G_x, G_k, z_x, z_k), then its
+    random stream; the networks stacked as the first config's batch_mode and speed switches ask; one StackedAdam
+    with each run's lr_image (β1 beta1_image) and lr_kernel (β1 0.9), as two_rate_adam gives a run alone."""
+    starts = [start(p, c, s, device) + (run_generator(device, s),) for p, c, s in zip(problems, configs, seeds)]
+    first = configs[0]
+    stack = stacker(first.batch_mode, device, first.bf16, first.compile, first.channels_last)
+    image_nets, kernel_nets = stack([s[0] for s in starts]), stack([s[1] for s in starts])
+    adam = StackedAdam([(image_nets.parameters(), [c.lr_image for c in configs], [c.beta1_image for c in configs]),
+                        (kernel_nets.parameters(), [c.lr_kernel for c in configs], [0.9] * len(configs))])
+    return BlindBatch(image_nets, kernel_nets, torch.stack([s[2] for s in starts]), torch.stack([s[3] for s in starts]),
+                      [s[4] for s in starts], adam)
+
+
+
+def next_learning_rates(adam: StackedAdam, configs: list, step: int) -> None:
+    """After main step `step`: each run's two learning rates for the next step (two_rate_adam's MultiStepLR)."""
+    adam.set_lr(0, [learning_rate(c.lr_image, step + 1, c.milestones, c.gamma) for c in configs])
+    adam.set_lr(1, [learning_rate(c.lr_kernel, step + 1, c.milestones, c.gamma) for c in configs])
 
 
 

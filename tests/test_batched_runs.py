@@ -249,3 +249,16 @@ def test_dip_denoise_batched_run_writes_the_table_of_runs_alone(tmp_path, tiny_d
     strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]  # noqa: E731
     assert strip(batched["table"]) == strip(alone["table"])
     assert [p.name for p in sorted((batched["folder"]).glob("*/row.json"))] == ["row.json"] * 3
+
+
+LEVIN = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "levin"
+
+
+@pytest.mark.skipif(not (LEVIN / "gt").is_dir(), reason="Levin's benchmark is not at ../shared/data/levin")
+def test_levins_images_batch_by_kernel_size(tmp_path):
+    """Levin's images of one kernel (one size) share a batch; kernels 7 and 8 (both 21x21) too; others apart."""
+    config = tiny(tmp_path, levin_dir=str(LEVIN), only=("im1_kernel1", "im2_kernel1", "im1_kernel7", "im1_kernel8",
+                                                           "im1_kernel2"), seeds=(0,), iterations=2, batch=8)
+    rows = [r for r in selfdeblur.run(config)["rows"] if r["seed"] != ""]
+    assert {r["problem"]: r.get("batch_size", 1) for r in rows} == dict(
+        im1_kernel1=2, im2_kernel1=2, im1_kernel7=2, im1_kernel8=2, im1_kernel2=1)
