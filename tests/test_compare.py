@@ -131,3 +131,12 @@ def test_the_command_line_refuses_with_one_line_and_exit_code_2(tmp_path):
     done = subprocess.run([sys.executable, "-m", "dipkit.compare", str(tmp_path / "empty")], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "not a run" in done.stderr
+
+
+def test_a_batched_run_compares_like_its_runs_alone(tmp_path):
+    """The same seeds alone and batched: the same final and best values; labelled by the batch constant."""
+    alone = blind("selfdeblur", tmp_path, "alone", seeds=(0, 1))
+    batched = blind("selfdeblur", tmp_path, "batched", seeds=(0, 1), batch=2)
+    rows = compare.compare([str(alone), str(batched)], out=tmp_path / "cmp", log=lambda line: None)
+    assert [r["label"] for r in rows] == ["batch=1", "batch=2"]
+    assert rows[0]["final"] == pytest.approx(rows[1]["final"]) and rows[0]["best"] == pytest.approx(rows[1]["best"])
