@@ -128,6 +128,9 @@ ENTRIES: dict[str, Entry] = {
     "bench/batch_selfdeblur_paper": Entry(("bench/bench_batch.py", "--method", "selfdeblur", "--runs", "1", "2", "4",
                                            "--iterations", "3", "--modes", "loop", "vmap"),
                                           produces=("Results/bench/batch.json",)),
+    "bench/batch_selfdeblur_packed": Entry(("bench/bench_batch.py", "--method", "selfdeblur", "--runs", "2",
+                                            "--iterations", "3", "--modes", "loop", "--pack", "2",
+                                            "--pack_iterations", "10"), produces=("Results/bench/batch.json",)),
     "bench/batch_dip_512": Entry(("bench/bench_batch.py", "--method", "dip", "--runs", "1", "2", "--iterations", "2",
                                   "--modes", "loop", "vmap"), produces=("Results/bench/batch.json",)),
 }
