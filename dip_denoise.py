@@ -582,20 +582,22 @@ def _marks(result: DenoiseResult) -> list[tuple[float, str]]:
     return marks
 
 
-def read_inputs(sources: list[Source], config: Config, device: torch.device) -> int:
+def read_inputs(sources: list[Source], config: Config, device: torch.device) -> tuple[int, dict[str, tuple]]:
     """Read every image once before anything is written, and check that its run fits the device's memory, so that
-    bad input stops the run with no folder; returns the batch size that fits (config.batch, or fewer, said)."""
-    footprints, largest = {}, 0
+    bad input stops the run with no folder; returns the batch size that fits (config.batch, or fewer, said) and
+    each image's shape (images of one shape can share a batch)."""
+    footprints, largest, shapes = {}, 0, {}
     for source in sources:
         clean = load_clean(source.given, config)
-        c, h, w = clean.shape[1:]
+        c, h, w = shapes.setdefault(source.name, tuple(clean.shape))[1:]
         if c not in footprints:
             footprints[c] = training_footprint(SkipNetwork(config.input_depth, c), config.input_depth)
         need = footprints[c](h, w) + (2 * config.stop_window + 12) * c * h * w * 4  # + the ES-WMV window, images
         advice = "give a smaller --size (e.g. 512)" if not config.size or config.size > 512 else "use a larger device"
         check_fits(need, device, f"denoising {source.name} ({h}x{w})", advice)
         largest = max(largest, need)
-    return batch_that_fits(largest, config.batch, device, "of the largest image") if config.batch > 1 else 1
+    batch = batch_that_fits(largest, config.batch, device, "of the largest image") if config.batch > 1 else 1
+    return batch, shapes
 
 
 def images_of(index: int, source: Source, config: Config) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -672,7 +674,7 @@ def run(config: Config) -> dict[str, Any]:
     seed + 1 + index."""
     sources = check_config(config)
     device = choose_device(config.device)
-    batch = read_inputs(sources, config, device)
+    batch, shapes = read_inputs(sources, config, device)
     seed_everything(config.seed, config.deterministic)
     print(f"DIP denoising on {device}: {len(sources)} image(s), {config.iterations} iterations"
           + (f", up to {batch} images of one size at a time in a batch" if batch > 1 else ""))
@@ -685,7 +687,7 @@ def run(config: Config) -> dict[str, Any]:
             entries[source.name] = entry
         else:
             todo.append((index, source))
-    for unit in group_runs(todo, lambda item: tuple(load_clean(item[1].given, config).shape), batch):
+    for unit in group_runs(todo, lambda item: shapes[item[1].name], batch):
         for (_, source), done in zip(unit, denoise_images(unit, config, folder)):
             if isinstance(done, Failed):
                 print(f"{source.name:>12}: failed: {done.message}")

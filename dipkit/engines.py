@@ -76,7 +76,8 @@ def run_unit(deblur: Callable, unit: Unit, scorers: dict[str, Scorer]) -> list[t
 
 
 
-def in_process(units: list[Unit], deblur: Callable, scorers: dict[str, Scorer]) -> Iterator[tuple[Job, Estimate]]:
+def in_process(units: list[Unit], deblur: Callable,
+               scorers: dict[str, Scorer]) -> Iterator[tuple[Job, Estimate | Failed]]:
     """Each unit in turn, here."""
     for unit in units:
         yield from run_unit(deblur, unit, scorers)
@@ -143,7 +144,8 @@ def pool_runner(workers: int, threads: int | None = None, retries: int = 1) -> R
     the failure is raised with the job named. A bad-input error (RunError) is not retried."""
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
 
-    def run(units: list[Unit], deblur: Callable, scorers: dict[str, Scorer]) -> Iterator[tuple[Job, Estimate]]:
+    def run(units: list[Unit], deblur: Callable,
+            scorers: dict[str, Scorer]) -> Iterator[tuple[Job, Estimate | Failed]]:
         if not units:
             return
         context = multiprocessing.get_context("spawn")
@@ -221,7 +223,8 @@ def ray_runner(workers: int = 1, address: str = "", gpus_per_run: float = 0.0, r
     ray, started = connect_ray(workers, address)
     task = ray.remote(num_cpus=1, num_gpus=gpus_per_run, max_retries=retries, retry_exceptions=True)(_ray_job)
 
-    def run(units: list[Unit], deblur: Callable, scorers: dict[str, Scorer]) -> Iterator[tuple[Job, Estimate]]:
+    def run(units: list[Unit], deblur: Callable,
+            scorers: dict[str, Scorer]) -> Iterator[tuple[Job, Estimate | Failed]]:
         try:
             pending = {task.remote(deblur, unit, _scorers(unit, scorers)): unit for unit in units}
             while pending:

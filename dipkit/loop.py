@@ -159,13 +159,17 @@ class BatchProgress:
     def after(self, step: int, losses: list[torch.Tensor], estimate: Callable[[int], torch.Tensor],
               allow_non_finite: list[bool] | None = None) -> None:
         """Progress.after for each active run: losses[i] and estimate(i) are the i-th active run's."""
+        points = sum(len(p.curve) for p in self.progress)
         for i, r in enumerate(self.active):
             try:
                 self.progress[r].after(step, losses[i], lambda i=i: estimate(i),
                                        allow_non_finite=bool(allow_non_finite and allow_non_finite[r]))
             except RunError as error:
                 self.failures[r] = str(error)
-        self.steps.set_postfix(runs=len(self.active))
+        if sum(len(p.curve) for p in self.progress) > points:  # a scored step: the runs' mean on the bar
+            last = [self.progress[r].curve[-1] for r in self.active if self.progress[r].curve]
+            self.steps.set_postfix(runs=len(self.active), **{key: f"{sum(p[key] for p in last) / len(last):.3g}"
+                                                             for key in ("loss", "psnr_gt") if last and key in last[0]})
 
     def finish(self, images: torch.Tensor, estimate: Callable[[int, float], Estimate]) -> list[Estimate | Failed]:
         """Each run's Estimate (estimate(r, its seconds)) once its final image (images[r]) is checked, or Failed.

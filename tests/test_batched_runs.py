@@ -53,11 +53,14 @@ def assert_same_run(alone, batched, rtol):
     torch.testing.assert_close(batched.kernel, alone.kernel, rtol=rtol, atol=rtol)
 
 
+def quick_selfdeblur(**overrides):
+    return make_config(selfdeblur.Config, **{**dict(quick=True, progress=False, device="cpu"), **overrides})
+
+
 @pytest.mark.parametrize("mode,dtype,rtol", MODES)
 def test_selfdeblur_batch_of_three_seeds_equals_the_seeds_alone(mode, dtype, rtol, precision):
     precision(dtype)
-    config = make_config(selfdeblur.Config, quick=True, progress=False, iterations=20, curve_every=1, device="cpu",
-                         batch_mode=mode)
+    config = quick_selfdeblur(iterations=20, curve_every=1, batch_mode=mode)
     problem = problem_in(dtype)
     alone = [selfdeblur.deblur(problem, config, seed, checksum) for seed in (0, 1, 2)]
     batched = selfdeblur.deblur_batch([problem] * 3, [config] * 3, [0, 1, 2], [checksum] * 3)
@@ -68,8 +71,7 @@ def test_selfdeblur_batch_of_three_seeds_equals_the_seeds_alone(mode, dtype, rto
 
 def test_selfdeblur_variants_differing_in_numbers_share_a_batch_and_keep_their_own(precision):
     """Learning rates, β1, schedule, loss switch, pretraining weight and perturbation differ per run."""
-    base = make_config(selfdeblur.Config, quick=True, progress=False, iterations=16, curve_every=1, device="cpu",
-                       pretrain_iterations=3)
+    base = quick_selfdeblur(iterations=16, curve_every=1, pretrain_iterations=3)
     configs = [base, dataclasses.replace(base, lr_image=3e-3, beta1_image=0.99, milestones=(5, 9), gamma=0.3),
                dataclasses.replace(base, loss_switch=6, pretrain_alpha=0.5, reg_noise=0.01, lr_kernel=1e-3)]
     assert len({selfdeblur.batch_key(problem_in(torch.float32), c) for c in configs}) == 1
@@ -100,8 +102,7 @@ def test_vdip_batch_equals_the_runs_alone_with_skipped_nan_steps_per_run(mode, d
 @pytest.mark.parametrize("mode,dtype,rtol", MODES)
 def test_a_run_that_turns_nan_fails_alone_and_the_others_are_untouched(mode, dtype, rtol, precision):
     precision(dtype)
-    config = make_config(selfdeblur.Config, quick=True, progress=False, iterations=12, curve_every=4, device="cpu",
-                         batch_mode=mode)
+    config = quick_selfdeblur(iterations=12, curve_every=4, batch_mode=mode)
     good = problem_in(dtype)
     broken = good.blurred.clone()
     broken[..., 10, 10] = float("nan")
