@@ -123,6 +123,9 @@ ENTRIES: dict[str, Entry] = {
                                           TABLES + ("curve.csv",)),
     "selfdeblur/quick_seeds_batch3": Entry(("selfdeblur.py", "--quick", "--seeds", "0", "1", "2", "--batch", "3"),
                                            TABLES + ("curve.csv",)),
+    # SelfDeblur's Levin table at the paper's setting, batched (a GPU's command: about 83 hours of one CPU core)
+    "selfdeblur/levin_paper_batched": Entry(("selfdeblur.py", "--levin_dir", LEVIN, "--batch", "8", "--workers", "4"),
+                                            TABLES + ("curve.csv", "error_ratio.csv")),
     "bench/batch_quick": Entry(("bench/bench_batch.py", "--tiny", "--runs", "1", "2", "4", "--iterations", "20",
                                 "--modes", "loop", "vmap"), produces=("Results/bench/batch.json",)),
     "bench/batch_selfdeblur_paper": Entry(("bench/bench_batch.py", "--method", "selfdeblur", "--runs", "1", "2", "4",
