@@ -6,6 +6,7 @@ and the device) under docs/results/<entry>/, which is what the docs link to.
     python bench/docs_results.py adp_1d/paper ADP/astronaut # run these entries
     python bench/docs_results.py --all                      # every entry (hours on a 2-core CPU)
     python bench/docs_results.py ADP/photos --original ~/src/Analytical-Deep-Priors   # needs that checkout
+    python bench/docs_results.py selfdeblur/levin_paper_batched --levin DIR --resume  # a cut study goes on
 
 A script's run happens in a scratch results folder (Results/docs_results/) and its own config.json is kept; for
 a command that writes no run folder (a benchmark, a merge, dipkit.levin) this writes a config.json with the same
@@ -148,25 +149,28 @@ def resolve(text: str, levin: str, original: str) -> str:
     return text.replace("SCRATCH", str(SCRATCH)).replace(LEVIN, levin).replace(ORIGINAL, original)
 
 
-def command_of(name: str, entry: Entry, levin: str, original: str) -> list[str]:
+def command_of(name: str, entry: Entry, levin: str, original: str, resume: bool = False) -> list[str]:
     words = [resolve(word, levin, original) for word in entry.command]
     if entry.script_run:
         slug = name.replace("/", "-")
-        words += ["--results_dir", str(SCRATCH), "--run_name", slug, "--no-progress"]
+        words += ["--results_dir", str(SCRATCH), "--run_name", slug, "--no-progress"] + (["--resume"] if resume else [])
     first = words[0] if words[0] == "-m" else str(ROOT / words[0])
     return [sys.executable, first, *words[1:]]
 
 
-def run_entry(name: str, entry: Entry, levin: str, original: str, force: bool) -> None:
+def run_entry(name: str, entry: Entry, levin: str, original: str, force: bool, resume: bool = False) -> None:
+    """Run the entry's command and keep its small files in docs/results/<name>/. With `resume`, a script's run
+    that was cut (its scratch folder exists) goes on where it stopped (the script's --resume) instead of anew."""
     target = DOCS_RESULTS / name
     if target.exists() and not force:
         print(f"{name}: kept ({target} exists; --force runs it again)")
         return
-    command = command_of(name, entry, levin, original)
-    env = dict(os.environ, **({"OMP_NUM_THREADS": str(entry.threads)} if entry.threads else {}))
     script_name = Path(entry.command[0]).stem
     run_folder = SCRATCH / script_name / name.replace("/", "-")
-    if entry.script_run and run_folder.exists():
+    resume = resume and entry.script_run and run_folder.exists()
+    command = command_of(name, entry, levin, original, resume)
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(entry.threads)} if entry.threads else {}))
+    if entry.script_run and run_folder.exists() and not resume:
         shutil.rmtree(run_folder)  # a fresh run of this entry, under the entry's own name
     print(f"{name}: {' '.join(command[1:])}" + (f" (OMP_NUM_THREADS={entry.threads})" if entry.threads else ""),
           flush=True)
@@ -202,7 +206,7 @@ def run_entry(name: str, entry: Entry, levin: str, original: str, force: bool) -
     if target.exists():
         shutil.rmtree(target)
     partial.rename(target)
-    print(f"{name}: kept in {target.relative_to(ROOT)} ({seconds:.0f} s)", flush=True)
+    print(f"{name}: kept in {os.path.relpath(target, ROOT)} ({seconds:.0f} s)", flush=True)
 
 
 def main() -> None:
@@ -212,6 +216,7 @@ def main() -> None:
                         "when given)")
     parser.add_argument("--list", action="store_true", help="print the entries and their commands")
     parser.add_argument("--force", action="store_true", help="run entries whose folder exists again")
+    parser.add_argument("--resume", action="store_true", help="a script's run that was cut goes on where it stopped")
     parser.add_argument("--levin", default="", help="Levin's folder (SelfDeblur's layout)")
     parser.add_argument("--original", default="", help="a checkout of MohammadSadeghSalehi/Analytical-Deep-Priors")
     args = parser.parse_args()
@@ -234,7 +239,7 @@ def main() -> None:
         if missing:
             raise RunError(f"{name} merges the runs of {', '.join(missing)}: run those first")
         run_entry(name, ENTRIES[name], str(Path(args.levin).expanduser()) if args.levin else "",
-                  str(Path(args.original).expanduser()) if args.original else "", args.force)
+                  str(Path(args.original).expanduser()) if args.original else "", args.force, args.resume)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,34 @@
+"""bench/docs_results.py: an entry's run kept under docs/results/, and a cut run resumed rather than redone."""
+
+import importlib.util
+import json
+import sys
+
+from conftest import ROOT
+
+
+def load_docs_results():
+    spec = importlib.util.spec_from_file_location("docs_results", ROOT / "bench" / "docs_results.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["docs_results"] = module  # (its dataclasses look their module up)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_an_entry_is_kept_and_a_cut_run_resumes(tmp_path, monkeypatch, capfd):
+    docs_results = load_docs_results()
+    monkeypatch.setattr(docs_results, "DOCS_RESULTS", tmp_path / "docs")
+    monkeypatch.setattr(docs_results, "SCRATCH", tmp_path / "scratch")
+    entry = docs_results.Entry(("selfdeblur.py", "--quick", "--iterations", "4", "--channels", "8", "--curve_every",
+                                "2", "--seeds", "0", "1"))
+    docs_results.run_entry("selfdeblur/tiny", entry, "", "", force=False)
+    kept = tmp_path / "docs" / "selfdeblur" / "tiny"
+    assert {"table.csv", "summary.csv", "metrics.json", "config.json"} <= {p.name for p in kept.iterdir()}
+    assert json.loads((kept / "config.json").read_text())["config"]["seeds"] == [0, 1]
+    run = tmp_path / "scratch" / "selfdeblur" / "selfdeblur-tiny"
+    (run / "runs" / "camera_k9__SelfDeblur__seed1.pt").unlink()  # as if the study had been cut after seed 0
+    capfd.readouterr()
+    docs_results.run_entry("selfdeblur/tiny", entry, "", "", force=True, resume=True)
+    out = capfd.readouterr().out
+    assert "--resume" in out and "seed 0: kept from the earlier run" in " ".join(out.split())
+    assert (run / "runs" / "camera_k9__SelfDeblur__seed1.pt").exists()
