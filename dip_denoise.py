@@ -54,7 +54,7 @@ from tqdm import tqdm
 
 from dipkit import figures
 from dipkit.figures import save_png
-from dipkit.batch import StackedAdam, StackedNetworks, group_runs, run_generator, stacker
+from dipkit.batch import StackedAdam, StackedNetworks, forward_backward, group_runs, run_generator, stacker
 from dipkit.cli import RunError, parse_config, run_main
 from dipkit.errors import Failed
 from dipkit.device import Speed, choose_device, normal_like, seed_everything, synchronize
@@ -480,16 +480,17 @@ def denoise_batch(noisies: list[torch.Tensor], config: Config,
     stop_early = [config.stop_early or clean is None for clean in cleans]
     active, failures, steps_run, seconds = list(range(n)), {}, [0] * n, [0.0] * n
     bar = tqdm(total=config.iterations, disable=not config.progress, leave=False, desc=f"DIP batch of {n}")
+
+    def forward(chosen: list[int]) -> tuple[torch.Tensor]:  # each run's z0 with its fresh perturbation
+        noise_of = [torch.randn(z0.shape[1:], generator=noise[r], device=device) for r in chosen]
+        return (stacked(torch.stack([z0[r] + config.reg_noise_std * n for r, n in zip(chosen, noise_of)]), chosen),)
+
     synchronize(device)
     start = time.perf_counter()
-    while active:
-        # the DIP step of every active run: its own perturbation of its input, its loss, its Adam step
-        z = torch.stack([z0[r] + config.reg_noise_std * torch.randn(z0.shape[1:], generator=noise[r], device=device)
-                         for r in active])
-        out = stacked(z, active)
-        loss = torch.stack([F.mse_loss(out[i], noisies[r]) for i, r in enumerate(active)])
+    while active:  # the DIP step of every active run: its perturbed input, its loss, its Adam step
         adam.zero_grad()
-        loss.sum().backward()
+        (out,), _ = forward_backward(active, stacked.vectorise, forward,
+                                     lambda i, r, outputs: F.mse_loss(outputs[0][i], noisies[r]))
         adam.step(active)
         with torch.no_grad():
             for i, r in enumerate(active):

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from dipkit.blind import Problem, centre_of
 from dipkit.cli import RunError, parse_config, run_main
 from dipkit.device import Speed, normal_like, seed_everything
+from dipkit.batch import forward_backward
 from dipkit.errors import Failed
 from dipkit.levin import Scorer
 from dipkit.metrics import ssim_loss
@@ -236,14 +237,17 @@ def deblur_batch(problems: list[Problem], configs: list[Config], seeds: list[int
     reg_noise = [0.0 if c.simpler else c.reg_noise for c in configs]
     runs = BatchProgress([Progress(p, s, scorer, device, c.pretrain_iterations, c.iterations, c.curve_every, False)
                           for p, c, s, scorer in zip(problems, configs, seeds, scorers)], config.progress)
+
+    def forward(chosen: list[int]) -> tuple[torch.Tensor, torch.Tensor]:  # each z_x with its fresh perturbation
+        z = torch.stack([z_x[r] + reg_noise[r] * torch.randn(z_x.shape[1:], generator=noise[r], device=device)
+                         if reg_noise[r] else z_x[r] for r in chosen])
+        return image_nets(z, chosen), kernel_nets(z_k[chosen], chosen)
+
     for step in runs.steps:  # negative steps: the pretraining
         active = runs.active
-        z = torch.stack([z_x[r] + reg_noise[r] * torch.randn(z_x.shape[1:], generator=noise[r], device=device)
-                         if reg_noise[r] else z_x[r] for r in active])
-        x, k = image_nets(z, active), kernel_nets(z_k[active], active)
-        losses = [blind_loss(configs[r], step, x[i], k[i], ys[r]) for i, r in enumerate(active)]
         adam.zero_grad()
-        torch.stack(losses).sum().backward()
+        (x, k), losses = forward_backward(active, image_nets.vectorise, forward, lambda i, r, out: blind_loss(
+            configs[r], step, out[0][i], out[1][i], ys[r]))
         adam.step(active)
         if step >= 0:  # MultiStepLR's learning rates for the next step
             next_learning_rates(adam, configs, step)

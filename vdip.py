@@ -52,7 +52,7 @@ from typing import Any, Callable, ClassVar, Literal, Optional
 import torch
 import torch.nn.functional as F
 
-from dipkit.batch import StackedAdam
+from dipkit.batch import StackedAdam, forward_backward
 from dipkit.blind import Problem, centre_of
 from dipkit.blur import blur_valid
 from dipkit.cli import RunError, parse_config, run_main
@@ -403,17 +403,18 @@ def deblur_batch(problems: list[Problem], configs: list[Config], seeds: list[int
     skipped, infinite, sigma_maps = [0] * n, [0] * n, [None] * n
     runs = BatchProgress([Progress(p, s, scorer, device, cf.pretrain_iterations, cf.iterations, cf.curve_every, False)
                           for p, cf, s, scorer in zip(problems, configs, seeds, scorers)], config.progress)
+    def loss_of(step: int, i: int, r: int, outputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        loss, sigma = vdip_loss(configs[r], step, outputs[0][i], outputs[1][i], ys[r],
+                                lambda shape: torch.randn(shape, generator=noise[r], device=device))
+        sigma_maps[r] = sigma_maps[r] if sigma is None else sigma
+        return loss
+
     for step in runs.steps:  # negative steps: the pretraining
         active = runs.active
-        out, k = image_nets(z_x[active], active), kernel_nets(z_k[active], active)
-        losses = []
-        for i, r in enumerate(active):
-            loss, sigma = vdip_loss(configs[r], step, out[i], k[i], ys[r],
-                                    lambda shape, r=r: torch.randn(shape, generator=noise[r], device=device))
-            losses.append(loss)
-            sigma_maps[r] = sigma_maps[r] if sigma is None else sigma
         adam.zero_grad()
-        torch.stack(losses).sum().backward()
+        (out, k), losses = forward_backward(active, image_nets.vectorise, lambda rs: (image_nets(z_x[rs], rs),
+                                                                                      kernel_nets(z_k[rs], rs)),
+                                            lambda i, r, outputs: loss_of(step, i, r, outputs))
         take = active
         if any(skip_nan):
             nan, finite = gradient_checks(adam, active)

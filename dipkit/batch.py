@@ -195,6 +195,30 @@ class StackedAdam:
         self.steps[run] = state["step"]
 
 
+def forward_backward(runs: Sequence[int], vectorise: bool, forward: Callable[[list[int]], tuple[torch.Tensor, ...]],
+                     loss: Callable[[int, int, tuple[torch.Tensor, ...]], torch.Tensor]
+                     ) -> tuple[tuple[torch.Tensor, ...], list[torch.Tensor]]:
+    """One step's forward and backward passes for the runs `runs`: forward(runs) gives the networks' outputs, run
+    first, and loss(i, r, outputs) run r's loss from row i. Vectorised: one forward of all the runs, then the
+    backward of the sum of their losses. In turn: each run's forward and backward before the next run's, so that
+    only one run's activations are held at a time (on a CPU, holding every run's activations until one backward
+    pass makes large images far slower). Either way run r's parameters get the gradient of its loss alone. Returns
+    the outputs and the losses, detached."""
+    if vectorise:
+        outputs = forward(list(runs))
+        losses = [loss(i, r, outputs) for i, r in enumerate(runs)]
+        torch.stack(losses).sum().backward()
+        return tuple(o.detach() for o in outputs), [value.detach() for value in losses]
+    rows, losses = [], []
+    for r in runs:
+        outputs = forward([r])
+        value = loss(0, r, outputs)
+        value.backward()
+        rows.append(tuple(o.detach() for o in outputs))
+        losses.append(value.detach())
+    return tuple(torch.cat(parts) for parts in zip(*rows)), losses
+
+
 def learning_rate(base: float, step: int, milestones: Sequence[int], gamma: float) -> float:
     """MultiStepLR's learning rate at (0-based) step `step`: base × gamma^(milestones passed, m ≤ step)."""
     return base * gamma ** sum(1 for m in milestones if m <= step)
