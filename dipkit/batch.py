@@ -8,9 +8,10 @@ stack_module_state), and the network is called functionally (functional_call) on
                       grouped convolution (groups = N) and every BatchNorm one call whose statistics are taken per
                       run and channel, so a run's BatchNorm sees its own activations only. One kernel per layer
                       for N runs: what makes a batch cheap where a single run leaves most of a GPU idle.
-  looped (CPUs)       the runs' slices one after another in the step: on a CPU the convolutions of one run already
-                      use every core, and oneDNN's grouped convolutions are slower than N plain ones (measured in
-                      docs/selfdeblur.md#batched-runs), so a batch there costs what its runs cost in turn.
+  looped (CPUs)       each run's own module (its parameters views of the stacked ones), one run's forward and
+                      backward passes after another (forward_backward): on a CPU the convolutions of one run
+                      already use every core, and oneDNN's grouped convolutions are slower than N plain ones
+                      (measured in docs/selfdeblur.md#speed), so a batch there costs what its runs cost in turn.
 
 Either way the gradient of Σ_r loss_r with respect to run r's slice is the gradient of loss_r alone (the runs share
 no parameter), and the update is StackedAdam: Adam's element-wise step with run r's own learning rate, β1 and step
@@ -164,8 +165,7 @@ class StackedAdam:
             self.state[p] = (torch.zeros_like(p), torch.zeros_like(p))
         m, v = self.state[p]
         g = p.grad if index is None else p.grad[index]
-        runs = (m, v, p) if index is None else (m[index], v[index], p[index])  # the runs' slices (copies)
-        m_r, v_r, p_r = runs
+        m_r, v_r, p_r = (m, v, p) if index is None else (m[index], v[index], p[index])  # the runs' slices (copies)
         m_r.lerp_(g, 1 - beta1)
         v_r.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
         denom = (v_r.sqrt() / correction).add_(self.eps)
