@@ -226,9 +226,10 @@ def deblur(problem: Problem, config: Config, seed: int, scorer: Scorer | None = 
 
 def deblur_batch(problems: list[Problem], configs: list[Config], seeds: list[int],
                  scorers: list[Scorer | None]) -> list[Estimate | Failed]:
-    """Runs of one shape (batch_key) made together, each as deblur() makes it alone (dipkit.batch): one forward and
-    one backward of the N networks per step, each run with its own weights, inputs, noise, Adam, schedule and loss;
-    a run whose loss or image turns non-finite fails alone (Failed), the others go on."""
+    """Runs of one shape (batch_key) made together, each as deblur() makes it alone (dipkit.batch): the N networks'
+    forward and backward passes together each step (forward_backward: one of each under vmap, run after run in
+    turn), each run with its own weights, inputs, noise, Adam, schedule and loss; a run whose loss or image turns
+    non-finite fails alone (Failed), the others go on."""
     config, n = configs[0], len(problems)  # what batch_key keeps equal is read from the first run
     device = prepare(config.device, seeds[0], config.deterministic)
     ys = [p.blurred.to(device) for p in problems]

@@ -392,8 +392,9 @@ def estimate_of(config: Config, out: torch.Tensor, k: torch.Tensor, sigma_map: t
 def deblur_batch(problems: list[Problem], configs: list[Config], seeds: list[int],
                  scorers: list[Scorer | None]) -> list[Estimate | Failed]:
     """Runs of one shape (batch_key) made together, each as deblur() makes it alone (dipkit.batch, and
-    selfdeblur.py's deblur_batch): one forward and one backward of the N networks per step; a run's NaN-gradient
-    step is skipped for that run alone (nan_skip); a run whose loss or image turns non-finite fails alone."""
+    selfdeblur.py's deblur_batch): the N networks' forward and backward passes together each step
+    (forward_backward); a run's NaN-gradient step is skipped for that run alone (nan_skip); a run whose loss or
+    image turns non-finite fails alone."""
     config, n = configs[0], len(problems)  # what batch_key keeps equal is read from the first run
     device = prepare(config.device, seeds[0], config.deterministic)
     c, kernel_size = config.colour_channels, problems[0].kernel_size
@@ -403,6 +404,7 @@ def deblur_batch(problems: list[Problem], configs: list[Config], seeds: list[int
     skipped, infinite, sigma_maps = [0] * n, [0] * n, [None] * n
     runs = BatchProgress([Progress(p, s, scorer, device, cf.pretrain_iterations, cf.iterations, cf.curve_every, False)
                           for p, cf, s, scorer in zip(problems, configs, seeds, scorers)], config.progress)
+
     def loss_of(step: int, i: int, r: int, outputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         loss, sigma = vdip_loss(configs[r], step, outputs[0][i], outputs[1][i], ys[r],
                                 lambda shape: torch.randn(shape, generator=noise[r], device=device))
