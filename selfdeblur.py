@@ -50,7 +50,7 @@ from dipkit.metrics import ssim_loss
 from dipkit.networks import KernelGenerator, SkipNetwork
 from dipkit.loop import (BatchProgress, Estimate, Progress, blind_batch, latent_inputs, next_learning_rates, prepare,
                          two_rate_adam)
-from dipkit.study import latent_footprint, run_study_script, study_problems
+from dipkit.study import latent_footprint, run_study_script, shape_key, study_problems
 
 # Named variants for --variants: overrides of the constants below (edit or add your own)
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -262,10 +262,7 @@ def deblur_batch(problems: list[Problem], configs: list[Config], seeds: list[int
 
 def batch_key(problem: Problem, config: Config) -> tuple:
     """What runs of one batch share: the image and kernel sizes, the networks, the loop's length and the device."""
-    return (tuple(problem.blurred.shape), problem.kernel_size) + tuple(getattr(config, name) for name in (
-        "input_channels", "channels", "skip_channels", "scales", "non_local", "simpler", "kernel_input",
-        "kernel_hidden", "iterations", "pretrain_iterations", "curve_every", "channels_last", "bf16", "compile",
-        "deterministic", "device", "batch_mode", "progress"))
+    return shape_key(problem, config, "simpler")
 
 
 def footprint(problem: Problem, config: Config) -> int:

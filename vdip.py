@@ -63,7 +63,7 @@ from dipkit.metrics import ssim_loss
 from dipkit.networks import KernelGenerator, SkipNetwork
 from dipkit.loop import (BatchProgress, Estimate, Progress, blind_batch, latent_inputs, next_learning_rates, prepare,
                          two_rate_adam)
-from dipkit.study import latent_footprint, run_study_script, study_problems
+from dipkit.study import latent_footprint, run_study_script, shape_key, study_problems
 from dipkit.tv import forward_differences
 
 # Named variants for --variants: overrides of the constants below (edit or add your own)
@@ -450,10 +450,7 @@ def gradient_checks(adam: StackedAdam, runs: list[int]) -> tuple[list[bool], lis
 
 def batch_key(problem: Problem, config: Config) -> tuple:
     """What runs of one batch share: the image and kernel sizes, the networks, the loop's length and the device."""
-    return (tuple(problem.blurred.shape), problem.kernel_size) + tuple(getattr(config, name) for name in (
-        "colour_channels", "input_channels", "channels", "skip_channels", "scales", "non_local", "kernel_input",
-        "kernel_hidden", "iterations", "pretrain_iterations", "curve_every", "channels_last", "bf16", "compile",
-        "deterministic", "device", "batch_mode", "progress"))
+    return shape_key(problem, config, "colour_channels")
 
 
 def footprint(problem: Problem, config: Config) -> int:

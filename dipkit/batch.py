@@ -159,11 +159,15 @@ class StackedAdam:
                     if p.grad is not None:
                         self._update(p, index, beta1, step_size, correction)
 
-    def _update(self, p: torch.Tensor, index: torch.Tensor | None, beta1: float, step_size: float,
-                correction: float) -> None:
+    def _moments(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """p's first and second moments, zero until its first step."""
         if p not in self.state:
             self.state[p] = (torch.zeros_like(p), torch.zeros_like(p))
-        m, v = self.state[p]
+        return self.state[p]
+
+    def _update(self, p: torch.Tensor, index: torch.Tensor | None, beta1: float, step_size: float,
+                correction: float) -> None:
+        m, v = self._moments(p)
         g = p.grad if index is None else p.grad[index]
         m_r, v_r, p_r = (m, v, p) if index is None else (m[index], v[index], p[index])  # the runs' slices (copies)
         m_r.lerp_(g, 1 - beta1)
@@ -190,7 +194,7 @@ class StackedAdam:
                     if p in self.state:
                         self.state[p][0][run].zero_(), self.state[p][1][run].zero_()
                     continue
-                m, v = self.state.setdefault(p, (torch.zeros_like(p), torch.zeros_like(p)))
+                m, v = self._moments(p)
                 m[run].copy_(moments[0]), v[run].copy_(moments[1])
         self.steps[run] = state["step"]
 

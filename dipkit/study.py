@@ -319,6 +319,19 @@ SHARED_CONSTANTS = ("images", "kernel_sizes", "size", "noise_level", "data_seed"
                     "ray_address", "gpus_per_run", "progress")
 
 
+# the constants every run of one batch (dipkit.batch) shares: they shape its networks, its loop and its device
+BATCH_SHAPE = ("input_channels", "channels", "skip_channels", "scales", "non_local", "kernel_input", "kernel_hidden",
+               "iterations", "pretrain_iterations", "curve_every", "channels_last", "bf16", "compile", "deterministic",
+               "device", "batch_mode", "progress")
+
+
+def shape_key(problem: Problem, constants: Any, *own: str) -> tuple:
+    """What the runs of one batch share: the image and kernel sizes, the constants of BATCH_SHAPE and the script's
+    `own` ones; runs that differ only in other constants (seeds, learning rates, losses) can share a batch."""
+    return (tuple(problem.blurred.shape), problem.kernel_size) + tuple(getattr(constants, name)
+                                                                      for name in BATCH_SHAPE + own)
+
+
 def study_scoring(constants: StudyConstants) -> Scoring:
     """Levin's protocol as the constants set it: crop, shift searches, the known-kernel deconvolution."""
     return Scoring(constants.crop, constants.max_shift, constants.wide_shift,
