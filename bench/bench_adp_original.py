@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ADP  # noqa: E402
-from dipkit.adp_original import ORIGINAL_BUGS  # noqa: E402
+from dipkit.adp_original import ORIGINAL_BUGS, paper_columns  # noqa: E402
 from dipkit.cli import parse_config, run_main  # noqa: E402
 from dipkit.device import choose_device, keep_freed_memory, seed_everything  # noqa: E402
 from dipkit.metrics import psnr  # noqa: E402
@@ -60,7 +60,7 @@ def main() -> None:
         for label, bugs in variants(own.rows):
             tic = time.perf_counter()
             varied = dataclasses.replace(config, original_bugs=bugs)
-            result = ADP.paper_columns(y, b0, varied, config.seed + index)
+            result = paper_columns(y, b0, ADP.original_settings(varied), config.seed + index)
             row = dict(image=Path(name).stem, variant=label, bugs_kept=list(bugs),
                        paper_tv_psnr=psnr(result.tv_column, x_true), paper_tv_ssim=ADP.ssim(result.tv_column, x_true),
                        paper_adp_psnr=psnr(result.adp_column, x_true),

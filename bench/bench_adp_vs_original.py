@@ -7,7 +7,7 @@ loader.py, FoE.py) runs in a temporary copy of a checkout you give, with the few
 runs see the same y: the bench builds it once with ADP.py's own data code (image, size, blur, noise, seed, as
 `python ADP.py --original_code` does), hands it to the original's script in place of its image loader, and
 checks that the original ran on exactly that y and that its b0 is ADP.py's. The re-statement is
-`ADP.paper_columns` (dipkit/adp_original.py), run on the same y as `ADP.py --original_code` runs it. Both compute
+`paper_columns` (dipkit/adp_original.py), run on the same y as `ADP.py --original_code` runs it. Both compute
 in float32 on the CPU. PSNR/SSIM are this project's (dipkit.metrics), for both columns of both runs.
 
     python bench/bench_adp_vs_original.py PATH_TO_CHECKOUT            # astronaut, the paper's setting (minutes)
@@ -46,6 +46,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ADP  # noqa: E402
+from dipkit.adp_original import paper_columns  # noqa: E402
 from dipkit.cli import RunError, parse_config, run_main  # noqa: E402
 from dipkit.device import keep_freed_memory, seed_everything  # noqa: E402
 from dipkit.runs import run_record, write_json  # noqa: E402
@@ -226,7 +227,7 @@ def run_the_original(checkout: Path, patches: list[Patch], x_true: torch.Tensor,
 def run_the_restatement(y: torch.Tensor, b0: torch.Tensor, config: ADP.Config, seed: int) -> dict[str, Any]:
     """dipkit/adp_original.py on the same y, as `ADP.py --original_code` runs it."""
     tic = time.perf_counter()
-    result = ADP.paper_columns(y, b0, config, seed)
+    result = paper_columns(y, b0, ADP.original_settings(config), seed)
     return dict(tv_column=result.tv_column, adp_column=result.adp_column, b=result.b,
                 seconds=time.perf_counter() - tic, upper_iterations=len(result.log),
                 accepted=sum(row["accepted"] for row in result.log),

@@ -32,7 +32,8 @@ from common import write_bench  # noqa: E402  (bench/)
 from dipkit import blind  # noqa: E402
 from dipkit.cli import make_config  # noqa: E402
 from dipkit.device import choose_device, keep_freed_memory  # noqa: E402
-from dipkit.engines import Job, pool_runner  # noqa: E402
+from dipkit.blind_loop import BlindRun  # noqa: E402
+from dipkit.engine import Unit, pool_runner  # noqa: E402
 from dipkit.metrics import psnr  # noqa: E402
 
 FULL = dict(selfdeblur=5000, dip=3000)  # iterations of a whole run, for runs per hour
@@ -42,10 +43,7 @@ def selfdeblur_step(config, problem, runs: int, iterations: int, batched: bool) 
     """Seconds per step of `runs` SelfDeblur runs (batched, or one alone when runs = 1 and not batched), and the
     estimates."""
     config = dataclasses.replace(config, iterations=iterations)
-    if not batched:
-        estimate = selfdeblur.deblur(problem, config, 0)
-        return estimate.seconds / iterations, [estimate]
-    estimates = selfdeblur.deblur_batch([problem] * runs, [config] * runs, list(range(runs)), [None] * runs)
+    estimates = selfdeblur.deblur([BlindRun(problem, config, seed) for seed in range(runs if batched else 1)])
     return sum(e.seconds for e in estimates) / iterations, estimates  # the shares add up to the batch's time
 
 
@@ -53,11 +51,8 @@ def dip_step(config, images, runs: int, iterations: int, batched: bool) -> tuple
     """Seconds per step of `runs` DIP runs on the images (cycled), batched or one alone."""
     config = dataclasses.replace(config, iterations=iterations)
     clean = [images[i % len(images)] for i in range(runs)]
-    noisy = [dip_denoise.add_noise(c, config, i) for i, c in enumerate(clean)]
-    if not batched:
-        result = dip_denoise.denoise(noisy[0], config, clean[0])
-        return result.seconds / iterations, [result]
-    results = dip_denoise.denoise_batch(noisy, config, clean)
+    images = [dip_denoise.DIPRun(dip_denoise.add_noise(c, config, i), config, c) for i, c in enumerate(clean)]
+    results = dip_denoise.denoise(images if batched else images[:1])
     return sum(r.seconds for r in results) / iterations, results
 
 
@@ -68,9 +63,10 @@ def timed(step, runs: int, iterations: int, batched: bool) -> tuple[float, list]
 
 def packed(config, problem, runs: int, iterations: int) -> dict[str, float]:
     """`runs` SelfDeblur runs in `runs` spawned processes sharing the device: wall time and the runs' own time."""
-    jobs = [Job(problem, "packed", dataclasses.replace(config, iterations=iterations), seed) for seed in range(runs)]
+    units = [[Unit(f"seed{seed}", BlindRun(problem, dataclasses.replace(config, iterations=iterations), seed))]
+             for seed in range(runs)]
     start = time.perf_counter()
-    seconds = [estimate.seconds for _, estimate in pool_runner(runs)(jobs, selfdeblur.deblur, {problem.name: None})]
+    seconds = [estimate.seconds for _, estimate in pool_runner(runs)(units, selfdeblur.deblur)]
     return dict(wall_seconds=time.perf_counter() - start, run_seconds=max(seconds))
 
 

@@ -38,7 +38,7 @@ def main() -> None:
         for name, options in variants.items():
             config = make_config(dip_denoise.Config, size=size, iterations=iterations, checkpoint_every=iterations,
                                  device=str(device), progress=False, **options)
-            result = dip_denoise.denoise(dip_denoise.add_noise(clean, config, 1), config, clean)
+            (result,) = dip_denoise.denoise([dip_denoise.DIPRun(dip_denoise.add_noise(clean, config, 1), config, clean)])
             per_iteration = result.seconds / result.iterations_run
             rows.append(dict(size=size, variant=name, iterations=result.iterations_run, seconds_per_iteration=per_iteration,
                              psnr_average=result.metrics["final_average"]["psnr"]))

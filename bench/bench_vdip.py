@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import selfdeblur  # noqa: E402
 import vdip  # noqa: E402
-from common import blind_arguments, seconds_per_iteration, switches_and_packing  # noqa: E402  (bench/)
+from common import blind_arguments, one_run, seconds_per_iteration, switches_and_packing  # noqa: E402  (bench/)
 from dipkit import blind  # noqa: E402
 from dipkit.cli import make_config  # noqa: E402
 from dipkit.device import synchronize  # noqa: E402
@@ -56,7 +56,7 @@ def main() -> None:
                             ("pretraining", dict(pretrain_iterations=args.iterations, iterations=1))):
         config = dataclasses.replace(base, **overrides)
         if name == "pretraining":  # the pretraining steps alone: time all, minus one main step
-            total = vdip.deblur(problem, config, seed=0).seconds
+            total = one_run(vdip.deblur, problem, config).seconds
             stages[name] = max(total - stages["sparse_elbo"], 0.0) / args.iterations
         else:
             stages[name] = seconds_per_iteration(vdip.deblur, problem, config, args.iterations)

@@ -35,10 +35,17 @@ def blind_arguments(description: str) -> tuple[argparse.Namespace, Any]:
     return args, choose_device(args.device)
 
 
+def one_run(deblur, problem, config, seed: int = 0):
+    """A blind run alone (a batch of one of the script's loop), its Estimate."""
+    from dipkit.blind_loop import BlindRun, only_run
+
+    return only_run(deblur([BlindRun(problem, config, seed)]))
+
+
 def seconds_per_iteration(deblur, problem, config, iterations: int) -> float:
-    """Seconds per iteration of deblur(problem, config, seed), after a 2-iteration warm-up (allocations, cuDNN)."""
-    deblur(problem, dataclasses.replace(config, iterations=2), seed=0)
-    return deblur(problem, dataclasses.replace(config, iterations=iterations), seed=0).seconds / iterations
+    """Seconds per iteration of a run alone, after a 2-iteration warm-up (allocations, cuDNN)."""
+    one_run(deblur, problem, dataclasses.replace(config, iterations=2))
+    return one_run(deblur, problem, dataclasses.replace(config, iterations=iterations)).seconds / iterations
 
 
 def write_bench(name: str, device: Any, **content: Any) -> Path:
@@ -74,7 +81,7 @@ def switch_rows(deblur, problem, config, iterations: int, device: Any) -> list[d
     for name, switches in speed_switches(device).items():
         variant = dataclasses.replace(config, **switches)
         seconds = seconds_per_iteration(deblur, problem, variant, iterations)
-        estimate = deblur(problem, dataclasses.replace(variant, iterations=iterations), seed=0)
+        estimate = one_run(deblur, problem, dataclasses.replace(variant, iterations=iterations))
         rows.append(dict(variant=name, seconds_per_iteration=seconds, psnr_gt=psnr(estimate.image, problem.truth)))
         rows[-1]["speedup"] = rows[0]["seconds_per_iteration"] / seconds
         rows[-1]["psnr_change"] = rows[-1]["psnr_gt"] - rows[0]["psnr_gt"]
@@ -88,14 +95,15 @@ def packing_row(deblur, problem, config, runs: int, iterations: int, device: Any
     machine's GPU, or its cores), against one run alone in a pool of one (with all the cores): the wall-clock time
     of the whole pack over that of the one run (the GPU target: at most 3 for 8 runs), and the same ratio of the
     runs' own optimisation times (process start and imports left out)."""
-    from dipkit.engines import Job, pool_runner
+    from dipkit.blind_loop import BlindRun
+    from dipkit.engine import Unit, pool_runner
 
     timings = {}
     for count in (1, runs):
-        jobs = [Job(problem, "packed", dataclasses.replace(config, iterations=iterations), seed)
-                for seed in range(count)]
+        units = [[Unit(f"seed{seed}", BlindRun(problem, dataclasses.replace(config, iterations=iterations), seed))]
+                 for seed in range(count)]
         start = time.perf_counter()
-        seconds = [estimate.seconds for _, estimate in pool_runner(count)(jobs, deblur, {problem.name: None})]
+        seconds = [estimate.seconds for _, estimate in pool_runner(count)(units, deblur)]
         timings[count] = (time.perf_counter() - start, max(seconds))
     (alone_wall, alone_run), (pack_wall, pack_run) = timings[1], timings[runs]
     row = dict(runs=runs, iterations=iterations, alone_wall_seconds=alone_wall, packed_wall_seconds=pack_wall,

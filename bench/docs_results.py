@@ -82,7 +82,7 @@ ENTRIES: dict[str, Entry] = {
     "selfdeblur/cpu_study": Entry(("selfdeblur.py", *BLIND_STUDY, "--variants", "SelfDeblur")),
     "vdip/cpu_study": Entry(("vdip.py", *BLIND_STUDY, *VDIP_SCHEDULE, "--variants", "VDIP-Sparse", "VDIP-Extreme",
                              "VDIP-Sparse-orig", "VDIP-Extreme-orig")),
-    "vdip/cpu_comparison": Entry(("-m", "dipkit.study", "SCRATCH/selfdeblur/selfdeblur-cpu_study",
+    "vdip/cpu_comparison": Entry(("-m", "dipkit.compare", "SCRATCH/selfdeblur/selfdeblur-cpu_study",
                                   "SCRATCH/vdip/vdip-cpu_study", "--out", "SCRATCH/vdip/cpu_comparison"),
                                  produces=("SCRATCH/vdip/cpu_comparison/table.csv",
                                            "SCRATCH/vdip/cpu_comparison/summary.csv"),
@@ -137,6 +137,8 @@ ENTRIES: dict[str, Entry] = {
                                             "--pack_iterations", "10"), produces=("Results/bench/batch.json",)),
     "bench/batch_dip_512": Entry(("bench/bench_batch.py", "--method", "dip", "--runs", "1", "2", "--iterations", "2",
                                   "--modes", "loop", "vmap"), produces=("Results/bench/batch.json",)),
+    # a batch's optimiser step: StackedAdam (foreach) against each run's torch.optim.Adam
+    "bench/stacked_adam": Entry(("bench/bench_stacked_adam.py",), produces=("Results/bench/stacked_adam.json",)),
 }
 
 

@@ -275,3 +275,13 @@ def run_original(
             break
     return OriginalResult(tv_column, tv_lipschitz, tv_iterations, x, b, log, dict(problem.counts), stop_reason)
 
+
+def paper_columns(y: torch.Tensor, b0: torch.Tensor, settings: OriginalSettings, seed: int,
+                  observe: Callable | None = None) -> OriginalResult:
+    """The paper code's TV column and (unless settings.upper_iterations = 0) its ADP column, computed in float32 as
+    that code ran, returned in y's dtype."""
+    theta0 = b0.expand(y.shape[1], -1, -1).float()
+    result = run_original(y.float(), theta0, settings, seed, observe)
+    result.tv_column, result.adp_column, result.b = (t.to(y.dtype) for t in (result.tv_column, result.adp_column,
+                                                                            result.b))
+    return result

@@ -1,43 +1,72 @@
-"""Many runs of one shape stepped together: N networks of one architecture, each with its own weights, optimiser
-state, learning rates, random stream and stop, taken through one forward and one backward pass per iteration.
+"""Runs of one shape stepped together: N networks of one architecture, each with its own weights, optimiser state,
+learning rates, random stream and stop, taken through their forward and backward passes at each iteration. A run
+alone is a batch of one: the network scripts have one loop, and these are its pieces.
 
 The mechanism. The N networks' parameters (and BatchNorm buffers) are stacked, run first (torch.func's
-stack_module_state), and the network is called functionally (functional_call) on each run's slice:
+stack_module_state), and either
 
-  vectorised (GPUs)   torch.func.vmap over the run dimension: every convolution of the N networks becomes one
-                      grouped convolution (groups = N) and every BatchNorm one call whose statistics are taken per
-                      run and channel, so a run's BatchNorm sees its own activations only. One kernel per layer
-                      for N runs: what makes a batch cheap where a single run leaves most of a GPU idle.
-  looped (CPUs)       each run's own module (its parameters views of the stacked ones), one run's forward and
-                      backward passes after another (forward_backward): on a CPU the convolutions of one run
-                      already use every core, and oneDNN's grouped convolutions are slower than N plain ones
-                      (measured in docs/selfdeblur.md#speed), so a batch there costs what its runs cost in turn.
+  looped (batch_mode loop, the default)  each run's own module (its parameters views of the stacked ones), one
+                      run's forward and backward passes after another (forward_backward): a run computes exactly
+                      what it computes alone, and only one run's activations are held at a time. On a CPU the
+                      convolutions of one run already use every core, and oneDNN's grouped convolutions are slower
+                      than N plain ones (docs/selfdeblur.md#speed), so a batch there costs what its runs cost in turn;
+  vectorised (batch_mode vmap)  torch.func.vmap over the run dimension: every convolution of the N networks becomes
+                      one grouped convolution and every BatchNorm one call with per-run statistics; one kernel per
+                      layer for N runs, what should make a batch cheap where one run leaves most of a GPU idle (not
+                      yet measured on a GPU: `auto` picks the looped networks everywhere until it is).
 
 Either way the gradient of Σ_r loss_r with respect to run r's slice is the gradient of loss_r alone (the runs share
 no parameter), and the update is StackedAdam: Adam's element-wise step with run r's own learning rate, β1 and step
-count, taken only for the runs asked (a run that has stopped or failed is left as it is). Random numbers come from
-one generator per run, started where a run alone would have its stream (run_generator), so a run in a batch draws
-the numbers it would draw alone.
+count, for the runs asked only. Random numbers come from one generator per run, started where a run alone would
+have its stream (run_generator). The speed switches (channels-last, bfloat16, torch.compile) apply to the networks
+they are asked for, alone or batched alike. NetworkConstants are the constants of all this that the network
+scripts share; Clock gives each run its share of the batch's time.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Hashable, Iterable, Sequence, TypeVar
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Iterator, Literal, Sequence
 
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-T = TypeVar("T")
+from .device import synchronize
+from .engine import EngineConstants
+
+
+@dataclass
+class NetworkConstants(EngineConstants):
+    """What the network scripts (selfdeblur.py, vdip.py, dip_denoise.py) share beyond the engine: batches and the
+    speed switches, which mean the same for a run alone and in a batch."""
+
+    batch: int = 1  # most runs of one shape (seeds, variants, same-size images) stepped together in one process
+    batch_mode: Literal["auto", "loop", "vmap"] = "auto"  # loop: the runs in turn; vmap: grouped kernels (GPUs; not yet measured); auto: loop
+    channels_last: bool = False  # channels-last memory format for the image network's input
+    bf16: bool = False  # bfloat16 for the image network's forward and backward (fast on GPUs)
+    compile: bool = False  # torch.compile the image network (pays a compilation first)
+
+    LIMITS: ClassVar[dict[str, str]] = dict(batch="[1, inf)")
+
+
+def vectorised(batch_mode: str) -> bool:
+    """Whether a batch's networks are vectorised (vmap). `auto` chooses what a measurement supports: the looped
+    networks, which cost what their runs cost alone on the 2-core CPUs measured (docs/results/bench/batch_*); vmap
+    has not been measured on a GPU yet."""
+    return batch_mode == "vmap"
 
 
 class StackedNetworks:
     """N networks of one architecture as one callable: call(inputs) with inputs (n, *one run's input shape) for the
-    runs `runs` (default: all N) gives (n, *one run's output shape). `vectorise`: vmap (one grouped kernel per
-    layer) or the runs in turn (see the module's docstring). `params` holds the stacked parameters, with their
-    gradients in `.grad` after a backward pass (what StackedAdam updates). `bf16` runs the networks in bfloat16
-    (autocast where the runs go in turn; under vmap, which autocast does not reach, the weights and the input cast
-    to bfloat16, their float32 copies kept and updated), the output returned in the inputs' precision."""
+    runs `runs` (default: all N) gives (n, *one run's output shape). `vectorise`: vmap or the runs in turn (see the
+    module's docstring). `params` holds the stacked parameters, with their gradients in `.grad` after a backward
+    pass (what StackedAdam updates). The speed switches: `bf16` runs the networks in bfloat16 (autocast where the
+    runs go in turn; under vmap, which autocast does not reach, the weights and the input cast to bfloat16, their
+    float32 copies kept and updated), the output returned in the inputs' precision; `channels_last` the input's
+    memory format (the runs in turn); `compile` torch.compile."""
 
     def __init__(self, networks: Sequence[torch.nn.Module], device: torch.device, vectorise: bool,
                  bf16: bool = False, compile: bool = False, channels_last: bool = False):
@@ -47,8 +76,8 @@ class StackedNetworks:
         self.params = {k: v.detach().to(device) for k, v in params.items()}
         self.buffers = {k: v.to(device) for k, v in buffers.items()}
         self.count, self.device, self.vectorise, self.bf16 = len(networks), device, vectorise, bf16
-        # channels-last applies to the runs in turn (an input of one run is 4-D there)
         self.memory_format = torch.channels_last if channels_last and not vectorise else torch.contiguous_format
+        self._index: dict[tuple[int, ...], torch.Tensor] = {}
         if vectorise:  # vmap takes the stacked tensors themselves: their gradients arrive stacked
             for v in self.params.values():
                 v.requires_grad_()
@@ -86,14 +115,21 @@ class StackedNetworks:
     def parameters(self) -> list[torch.Tensor]:
         return list(self.params.values())
 
+    def index(self, runs: Sequence[int]) -> torch.Tensor:
+        """The runs as an index on the device, made once per set of runs (the set changes only when a run stops)."""
+        key = tuple(runs)
+        if key not in self._index:
+            self._index[key] = torch.tensor(key, device=self.device)
+        return self._index[key]
+
     def __call__(self, inputs: torch.Tensor, runs: Sequence[int] | None = None) -> torch.Tensor:
-        everyone = runs is None or list(runs) == list(range(self.count))
+        everyone = runs is None or len(runs) == self.count
         runs = range(self.count) if runs is None else runs
         if self.vectorise:
             if everyone:
                 out = self._vectorised(self.params, self.buffers, inputs)
             else:  # the stopped runs are left out: their slices gathered (the gradient scattered back)
-                index = torch.as_tensor(list(runs), device=self.device)
+                index = self.index(runs)
                 out = self._vectorised({k: v[index] for k, v in self.params.items()},
                                        {k: v[index].clone() for k, v in self.buffers.items()}, inputs)
         else:
@@ -112,6 +148,14 @@ class StackedNetworks:
                 v[run].copy_(state[k])
 
 
+def stack(networks: Sequence[torch.nn.Module], device: torch.device, constants: Any,
+          switches: bool = True) -> StackedNetworks:
+    """A batch's networks stacked as `constants.batch_mode` asks, with the speed switches (`switches`: the image
+    networks; a kernel network runs as it would without them)."""
+    on = dict(bf16=constants.bf16, compile=constants.compile, channels_last=constants.channels_last) if switches else {}
+    return StackedNetworks(networks, device, vectorised(constants.batch_mode), **on)
+
+
 class StackedAdam:
     """Adam (Kingma & Ba; torch.optim.Adam's arithmetic, no weight decay) on stacked parameters, run first:
 
@@ -119,7 +163,10 @@ class StackedAdam:
         θ ← θ − lr_r / (1 − β1_r^t_r) · m / (√v / √(1 − β2^t_r) + ε)
 
     per run r, for the runs of step(take) only: a run not taken keeps its θ, m, v and t (a skipped step, or a run
-    that has stopped). `groups`: (parameters, lr per run, β1 per run); set_lr changes a group's learning rates."""
+    that has stopped). `groups`: (parameters, lr per run, β1 per run); set_lr changes a group's learning rates.
+    The update is torch.optim.Adam's foreach one: a few kernels for all the tensors of a group, on the stacked
+    tensors where every run takes the same step, on the runs' slices (views) where they differ; the learning rates
+    and step counts are numbers of the host, so a step never waits for the device."""
 
     def __init__(self, groups: Sequence[tuple[list[torch.Tensor], Sequence[float], Sequence[float]]],
                  beta2: float = 0.999, eps: float = 1e-8):
@@ -133,49 +180,48 @@ class StackedAdam:
         self.groups[group]["lr"] = list(lr)
 
     def zero_grad(self) -> None:
-        """Gradients zeroed in place (the runs' own gradients may share their memory: StackedNetworks)."""
-        for group in self.groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.grad.zero_()
+        """Gradients zeroed in place (the runs' own gradients share their memory: StackedNetworks)."""
+        grads = [p.grad for group in self.groups for p in group["params"] if p.grad is not None]
+        if grads:
+            torch._foreach_zero_(grads)
 
     @torch.no_grad()
-    def step(self, take: Iterable[int]) -> None:
-        take = sorted(set(take))
+    def step(self, take: Sequence[int] | None = None) -> None:
+        take = range(self.count) if take is None else sorted(set(take))
         for r in take:
             self.steps[r] += 1
         for group in self.groups:
-            # the runs that share their scalars (all of them, for the seeds of one variant) are updated by
-            # torch.optim.Adam's own operations on their slices at once, so a run steps exactly as it would alone
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            moments = [self._moments(p) for p in params]
+            # runs that share their scalars (all of them, for the seeds of one variant) are updated together
             scalars: dict[tuple[float, float, float], list[int]] = {}
             for r in take:
                 step, beta1 = self.steps[r], group["beta1"][r]
                 step_size = group["lr"][r] / (1 - beta1**step)
                 scalars.setdefault((beta1, step_size, (1 - self.beta2**step) ** 0.5), []).append(r)
             for (beta1, step_size, correction), runs in scalars.items():
-                everyone = len(runs) == self.count
-                index = None if everyone else torch.as_tensor(runs, device=group["params"][0].device)
-                for p in group["params"]:
-                    if p.grad is not None:
-                        self._update(p, index, beta1, step_size, correction)
+                slices = _slices(runs)
+                views = lambda tensors: [t[s] for t in tensors for s in slices]  # noqa: E731
+                self._update(views(params), views([p.grad for p in params]), views([m for m, _ in moments]),
+                             views([v for _, v in moments]), beta1, step_size, correction)
+
+    def _update(self, p: list[torch.Tensor], g: list[torch.Tensor], m: list[torch.Tensor], v: list[torch.Tensor],
+                beta1: float, step_size: float, correction: float) -> None:
+        torch._foreach_lerp_(m, g, 1 - beta1)
+        torch._foreach_mul_(v, self.beta2)
+        torch._foreach_addcmul_(v, g, g, 1 - self.beta2)
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_div_(denom, correction)
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_addcdiv_(p, m, denom, -step_size)
 
     def _moments(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """p's first and second moments, zero until its first step."""
         if p not in self.state:
             self.state[p] = (torch.zeros_like(p), torch.zeros_like(p))
         return self.state[p]
-
-    def _update(self, p: torch.Tensor, index: torch.Tensor | None, beta1: float, step_size: float,
-                correction: float) -> None:
-        m, v = self._moments(p)
-        g = p.grad if index is None else p.grad[index]
-        m_r, v_r, p_r = (m, v, p) if index is None else (m[index], v[index], p[index])  # the runs' slices (copies)
-        m_r.lerp_(g, 1 - beta1)
-        v_r.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
-        denom = (v_r.sqrt() / correction).add_(self.eps)
-        p_r.addcdiv_(m_r, denom, value=-step_size)
-        if index is not None:
-            m[index], v[index], p[index] = m_r, v_r, p_r
 
     def state_of(self, run: int) -> dict[str, Any]:
         """Run `run`'s moments and step count (copies): a checkpoint of its optimiser."""
@@ -199,15 +245,24 @@ class StackedAdam:
         self.steps[run] = state["step"]
 
 
+def _slices(runs: list[int]) -> list[slice]:
+    """Sorted runs as slices of consecutive runs (all N runs: one slice, the stacked tensor's whole view)."""
+    slices, first = [], 0
+    for i in range(1, len(runs) + 1):
+        if i == len(runs) or runs[i] != runs[i - 1] + 1:
+            slices.append(slice(runs[first], runs[i - 1] + 1))
+            first = i
+    return slices
+
+
 def forward_backward(runs: Sequence[int], vectorise: bool, forward: Callable[[list[int]], tuple[torch.Tensor, ...]],
                      loss: Callable[[int, int, tuple[torch.Tensor, ...]], torch.Tensor]
                      ) -> tuple[tuple[torch.Tensor, ...], list[torch.Tensor]]:
     """One step's forward and backward passes for the runs `runs`: forward(runs) gives the networks' outputs, run
     first, and loss(i, r, outputs) run r's loss from row i. Vectorised: one forward of all the runs, then the
     backward of the sum of their losses. In turn: each run's forward and backward before the next run's, so that
-    only one run's activations are held at a time (on a CPU, holding every run's activations until one backward
-    pass makes large images far slower). Either way run r's parameters get the gradient of its loss alone. Returns
-    the outputs and the losses, detached."""
+    only one run's activations are held at a time. Either way run r's parameters get the gradient of its loss
+    alone. Returns the outputs and the losses, detached."""
     if vectorise:
         outputs = forward(list(runs))
         losses = [loss(i, r, outputs) for i, r in enumerate(runs)]
@@ -229,9 +284,9 @@ def learning_rate(base: float, step: int, milestones: Sequence[int], gamma: floa
 
 
 def run_generator(device: torch.device, seed: int) -> torch.Generator:
-    """The random stream a run alone draws its per-step noise from, as its own generator: on the CPU the global
+    """The random stream a run draws its per-step noise from, as its own generator: on the CPU the global
     generator's state as it is now (after the run has built its networks and inputs from it), elsewhere the
-    device's generator seeded by `seed` (what torch.manual_seed(seed) gave the device)."""
+    device's generator seeded by `seed` (what torch.manual_seed(seed) gives the device)."""
     if device.type == "cpu":
         generator = torch.Generator()
         generator.set_state(torch.get_rng_state())
@@ -239,17 +294,41 @@ def run_generator(device: torch.device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def stacker(mode: str, device: torch.device, bf16: bool = False, compile: bool = False,
-            channels_last: bool = False) -> Callable[[Sequence[torch.nn.Module]], StackedNetworks]:
-    """What stacks a batch's networks: mode "vmap", "loop" or "auto" (vmap on GPUs, the runs in turn on a CPU),
-    with the speed switches."""
-    vectorise = device.type != "cpu" if mode == "auto" else mode == "vmap"
-    return lambda networks: StackedNetworks(networks, device, vectorise, bf16, compile, channels_last)
+class Clock:
+    """Each run's time in a batch: the wall-clock time since the start, less the scoring (`with clock.scoring():`),
+    shared at every moment among the runs still going, so that the runs' seconds add up to the batch's time (a run
+    alone: its wall-clock time less its scoring). `stop(r)` freezes run r's time."""
 
+    def __init__(self, runs: int, device: torch.device):
+        self.device, self.going, self.share, self.stopped = device, runs, 0.0, {}
+        synchronize(device)
+        self.last = time.perf_counter()
 
-def group_runs(items: Sequence[T], key: Callable[[T], Hashable], most: int) -> list[list[T]]:
-    """The items in batches of at most `most`: items of one key together, in their order of first appearance."""
-    groups: dict[Hashable, list[T]] = {}
-    for item in items:
-        groups.setdefault(key(item), []).append(item)
-    return [group[i : i + most] for group in groups.values() for i in range(0, len(group), most)]
+    def _advance(self) -> None:
+        now = time.perf_counter()
+        if self.going:
+            self.share += (now - self.last) / self.going
+        self.last = now
+
+    @contextmanager
+    def scoring(self) -> Iterator[None]:
+        self._advance()
+        try:
+            yield
+        finally:
+            self.last = time.perf_counter()  # the scoring's time is no run's
+
+    def stop(self, run: int) -> float:
+        if run not in self.stopped:
+            synchronize(self.device)
+            self._advance()
+            self.stopped[run] = self.share
+            self.going -= 1
+        return self.stopped[run]
+
+    def seconds(self, run: int) -> float:
+        """Run r's time so far (frozen once it stopped)."""
+        if run in self.stopped:
+            return self.stopped[run]
+        self._advance()
+        return self.share

@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .errors import RunError
-from .images import load_image, resolve_image
+from .images import load_image, resolve_image, source_name
 from .sources import item_names
-from .blur import blur_valid
+from .blur import blur_valid, centre_of
 from .kernels import motion_kernel
 
 # SelfDeblur's estimated-kernel size per Levin kernel (selfdeblur_levin.py): the GT size minus 2, except kernel 4
@@ -41,7 +40,7 @@ class Problem:
     true_kernel: torch.Tensor | None = None  # (K_h, K_w), sums to one
     kernel_orientation_known: bool = True  # False for Levin's PNG kernels (some are stored flipped)
     colour: torch.Tensor | None = None  # a colour photo, (1, 3, H, W): its chroma goes back onto the estimate
-    source: str = ""  # the file the problem comes from (the blurred photo, Levin's blurred PNG, the sharp image)
+    source: str = ""  # its file: a bundled image's name, a photo's path, a Levin PNG's name within levin_dir
 
     @property
     def digest(self) -> str:
@@ -57,19 +56,6 @@ def check_kernel_size(name: str, image_size: tuple[int, int], kernel_size: tuple
     if h + kernel_size[0] - 1 < 64 or w + kernel_size[1] - 1 < 64:
         raise RunError(f"{name}: the image plus the kernel size must be at least 64 pixels (five scales), "
                        f"not {h}x{w} with a {kernel_size[0]}x{kernel_size[1]} kernel")
-
-
-def centre_of(latent: torch.Tensor, kernel_size: tuple[int, int]) -> torch.Tensor:
-    """The H x W centre of a latent image of (H + K_h − 1) x (W + K_w − 1): where y sees it."""
-    (kh, kw), (h, w) = kernel_size, latent.shape[-2:]
-    top, left = (kh - 1) // 2, (kw - 1) // 2
-    return latent[..., top : top + h - kh + 1, left : left + w - kw + 1]
-
-
-def pad_to_latent(image: torch.Tensor, kernel_size: tuple[int, int]) -> torch.Tensor:
-    """An H x W image replicate-padded to the latent's (H + K_h − 1) x (W + K_w − 1), centred as `centre_of`."""
-    kh, kw = kernel_size
-    return F.pad(image, ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2), mode="replicate")
 
 
 def levin_problems(folder: str, kernel_size: int = 0) -> list[Problem]:
@@ -100,9 +86,10 @@ def levin_problems(folder: str, kernel_size: int = 0) -> list[Problem]:
         size = kernel_size or LEVIN_KERNEL_SIZES.get(j, 0)
         size = (size, size) if size else tuple(kernel.shape)
         name = f"im{i}_kernel{j}"
+        check_kernel_size(f"{name} (gt/kernel{j}.png)", blurred.shape[-2:], tuple(kernel.shape))
         check_kernel_size(name, blurred.shape[-2:], size)
         problems.append(Problem(name, blurred, size, truth, kernel / kernel.sum(), kernel_orientation_known=False,
-                                source=str(path)))
+                                source=path.name))
     return problems
 
 
@@ -125,7 +112,7 @@ def synthetic_problems(images: tuple[str, ...], kernel_sizes: tuple[int, ...], s
             noise = torch.randn((1, 1, size, size), generator=generator)
             blurred = ((blur_valid(latent, kernel) + noise_level * noise).clamp(0, 1) * 255).round() / 255
             truth = centre_of(latent, (k, k)).clone()
-            problems.append(Problem(f"{name}_k{k}", blurred, (k, k), truth, kernel, source=str(path)))
+            problems.append(Problem(f"{name}_k{k}", blurred, (k, k), truth, kernel, source=source_name(path)))
     return problems
 
 
@@ -140,7 +127,7 @@ def photo_problem(path: str, kernel_size: int, name: str = "") -> Problem:
     check_kernel_size(Path(path).name, blurred.shape[-2:], (kernel_size, kernel_size))
     is_grey = bool((colour[:, 0] == colour[:, 1]).all() and (colour[:, 1] == colour[:, 2]).all())
     return Problem(name or Path(path).stem, blurred, (kernel_size, kernel_size), colour=None if is_grey else colour,
-                   source=str(resolve_image(path)))
+                   source=source_name(resolve_image(path)))
 
 
 def problems_of(*, levin_dir: str = "", blurred: tuple[str, ...] = (), kernel_size: int | None = None,

@@ -162,3 +162,16 @@ def circular_blur_adjoint(r: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor
     """(· ⊛ b)ᵀ r: the circular correlation with b, the conjugate transfer function."""
     shape = r.shape[-2:]
     return fourier_multiply(r, kernel_spectrum(kernel, shape).conj(), shape)
+
+
+def centre_of(latent: torch.Tensor, kernel_size: tuple[int, int]) -> torch.Tensor:
+    """The H x W centre of a latent image of (H + K_h − 1) x (W + K_w − 1): where y sees it."""
+    (kh, kw), (h, w) = kernel_size, latent.shape[-2:]
+    top, left = (kh - 1) // 2, (kw - 1) // 2
+    return latent[..., top : top + h - kh + 1, left : left + w - kw + 1]
+
+
+def pad_to_latent(image: torch.Tensor, kernel_size: tuple[int, int]) -> torch.Tensor:
+    """An H x W image replicate-padded to the latent's (H + K_h − 1) x (W + K_w − 1), centred as `centre_of`."""
+    kh, kw = kernel_size
+    return F.pad(image, ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2), mode="replicate")

@@ -5,7 +5,8 @@ Every field of a script's constants dataclass becomes an option of the same name
 the comment at the end of the field's line is its help text. A class attribute `QUICK` (a dict) holds the preset that
 `--quick` applies before any explicit option, so `--quick --upper_iterations 5` runs the quick preset with five
 upper iterations. A class attribute `LIMITS` maps every numeric constant to the interval it must lie in, written
-as in mathematics ("[0, 1)", "(0, inf)", "[1, inf)"); a tuple's every entry must lie in it. Bad input raises
+as in mathematics ("[0, 1)", "(0, inf)", "[1, inf)"); a tuple's every entry must lie in it. A Config made from
+shared constants (dipkit.engine.RunConstants, ...) takes their QUICK and LIMITS too. Bad input raises
 `RunError`, which `run_main` reports as one line with exit code 2. A tuple constant lists distinct values (a seed or
 an image given twice is refused, never run or counted twice); `run_name` must be one plain folder name and `device`
 one this collection runs on, both checked here, before anything is read or written.
@@ -16,34 +17,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import inspect
 import io
 import math
 import re
 import sys
-import textwrap
-import tokenize
-import types
+import typing
 from pathlib import Path
-from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable
 
 
 from .errors import RunError  # noqa: F401  (the scripts import it from here)
-
-
-def field_comments(cls: type) -> dict[str, str]:
-    """Map each dataclass field to the `# comment` that ends the line where it is defined."""
-    source = textwrap.dedent(inspect.getsource(cls))
-    first_name: dict[int, str] = {}
-    comment: dict[int, str] = {}
-    for token in tokenize.generate_tokens(io.StringIO(source).readline):
-        row = token.start[0]
-        if token.type == tokenize.NAME and row not in first_name:
-            first_name[row] = token.string
-        elif token.type == tokenize.COMMENT:
-            comment[row] = token.string.lstrip("#").strip()
-    fields = {f.name for f in dataclasses.fields(cls)}
-    return {first_name[row]: text for row, text in comment.items() if first_name.get(row) in fields}
 
 
 _INTERVAL = re.compile(r"^([\[(])\s*(-?inf|[-+0-9.e]+)\s*,\s*(-?inf|[-+0-9.e]+)\s*([\])])$")
@@ -63,28 +46,34 @@ def in_interval(value: float, interval: str) -> bool:
     return above and below
 
 
-def numeric_fields(cls: type) -> list[str]:
-    """The constants that are numbers, optional numbers or tuples of numbers (booleans are not): those LIMITS must
-    cover."""
-    def numeric(hint: Any) -> bool:
-        if get_origin(hint) is tuple:
-            return numeric(get_args(hint)[0])
-        if get_origin(hint) in (Union, types.UnionType):  # Optional[int], int | None
-            return any(numeric(h) for h in get_args(hint) if h is not type(None))
-        return hint in (int, float)
-
-    hints = get_type_hints(cls)
-    return [f.name for f in dataclasses.fields(cls) if numeric(hints[f.name])]
+def class_dicts(cls: type, name: str) -> dict[str, Any]:
+    """The class attribute `name` (a dict: LIMITS, QUICK) of `cls` and of every class it is made from, merged, the
+    class's own entries last (so they win)."""
+    merged: dict[str, Any] = {}
+    for base in reversed(cls.__mro__):
+        merged.update(vars(base).get(name, {}))
+    return merged
 
 
 def check_limits(config: Any) -> None:
-    """A RunError naming the first constant outside its interval in the class's LIMITS (None, where a constant is
-    optional, means "not set" and is not checked)."""
-    for name, interval in getattr(type(config), "LIMITS", {}).items():
+    """A RunError naming the first constant outside its interval in the LIMITS of the class and of those it is
+    made from (None, where a constant is optional, means "not set" and is not checked)."""
+    for name, interval in class_dicts(type(config), "LIMITS").items():
         value = getattr(config, name)
         for entry in value if isinstance(value, tuple) else () if value is None else (value,):
             if not in_interval(entry, interval):
                 raise RunError(f"{name} must be in {interval}, not {entry}")
+
+
+def check_choices(config: Any) -> None:
+    """A RunError naming the first constant typed Literal[...] (a choice) whose value is not one of its choices (the
+    command line refuses them too; this also covers configs made in Python)."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        hint = hints.get(f.name)
+        if typing.get_origin(hint) is typing.Literal and getattr(config, f.name) not in typing.get_args(hint):
+            choices = ", ".join(str(choice) for choice in typing.get_args(hint))
+            raise RunError(f"{f.name} must be one of {choices}, not {getattr(config, f.name)!r}")
 
 
 def check_distinct(config: Any) -> None:
@@ -98,26 +87,31 @@ def check_distinct(config: Any) -> None:
 
 
 def check_common(config: Any) -> None:
-    """The constants every script shares: `run_name` one plain folder name, `device` one the scripts run on."""
+    """The constants every script shares: `run_name` one plain folder name (and given, to resume), `device` one the
+    scripts run on."""
     from .device import check_device_name  # torch is imported only once a config is built
     from .runs import check_run_name
 
     if hasattr(config, "run_name"):
         check_run_name(config.run_name)
+        if getattr(config, "resume", False) and not config.run_name:
+            raise RunError("resume needs the run_name of the run to go on with")
     if hasattr(config, "device"):
         check_device_name(config.device)
 
 
 def make_config(cls: type, **overrides: Any):
-    """The defaults, then the class's QUICK preset if `quick=True`, then the explicit overrides; every constant
-    is checked against the class's LIMITS, tuples for repeated values, run_name and device (check_common)."""
-    values = dict(getattr(cls, "QUICK", {})) if overrides.get("quick", False) else {}
+    """The defaults, then the QUICK presets of the class (and of those it is made from) if `quick=True`, then the
+    explicit overrides; every constant is checked against the LIMITS, tuples for repeated values, run_name and
+    device (check_common)."""
+    values = class_dicts(cls, "QUICK") if overrides.get("quick", False) else {}
     values.update(overrides)
     unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
         raise RunError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     config = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
     check_limits(config)
+    check_choices(config)
     check_distinct(config)
     check_common(config)
     return config

@@ -1,4 +1,5 @@
-"""Compare any runs of the six scripts: their curves overlaid and a table of final and best values.
+"""Compare any runs of the six scripts, and merge runs made apart: curves overlaid, a table of final and best values,
+and one merged table of every run's rows.
 
     python -m dipkit.compare Results/selfdeblur/seed0 Results/selfdeblur/seed1 Results/vdip/quick
     python -m dipkit.compare Results/ADP                         # every run of a script
@@ -11,11 +12,15 @@ that differ in their config.json (`lr_image=0.005, seed=1`), the script where sc
 where nothing else does. The table gives, per label and method, the metric's final and best values, as mean ± std
 over the run's items and seeds, and how many there are. `psnr` is each script's PSNR against the truth
 (selfdeblur/vdip: psnr_gt; dip_denoise: psnr_clean; ADP: psnr), so runs of different scripts on the same image
-compare side by side; any other curve column the runs share can be named with --metric. generative_prior writes
-no curves: its runs enter the table only (final values of table.csv).
+compare side by side; any other curve column the runs share can be named with --metric. A run without curves
+(generative_prior, a blind study made with --curve_every 0) enters the table with its final values.
 
-Writes compare.png, compare.csv (the curve points, with their run, label and method) and compare.md (the table)
-to --out (default Results/compare/<time stamp>/), and prints the table.
+Writes to --out (default Results/compare/<time stamp>/): compare.png, compare.csv (the curve points, with their run,
+label and method), compare.md (the table), and the merged table.csv: every run's rows with its run. Where every
+run is a blind study (selfdeblur.py, vdip.py), the merge is that of the studies (dipkit.report): table.csv,
+summary.csv, scatter.png, curve.csv, curve.png and <problem>_curve.png over all of them, a variant's runs pooled
+where they were made with the same constants and hold different runs (problem, seed), kept apart as
+"<variant> (<run>)" otherwise (said): nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -34,22 +39,26 @@ from typing import Any, Callable
 from .errors import RunError
 from .runs import RESUMABLE, read_config, read_csv, same_keys, write_csv
 
-# what may differ between runs without changing what they compute: never a label
+# what may differ between runs without changing what they compute: never a label, and no reason to keep apart
 NOT_A_LABEL = (RESUMABLE - {"seeds", "variants", "quick"}) | {"run_name", "results_dir", "progress", "no_figures"}
+NOT_A_CONSTANT = RESUMABLE | {"run_name", "results_dir"}
 HIGHER_IS_BETTER = ("psnr", "ssim", "isnr", "ncc")  # metrics whose best is the maximum (others: the minimum)
 X_AXES = ("iteration", "seconds")
+BLIND = ("selfdeblur", "vdip")  # the blind studies, whose runs merge into one study
 
 
 @dataclass
 class Run:
-    """One run folder read back: its points (curve rows: method, item, seed, iteration, seconds and metrics) and,
-    for a script without curves, its final values (table rows: method, item, seed and metrics)."""
+    """One run folder read back: its points (curve rows: method, item, seed, iteration, seconds and metrics) or,
+    without curves, its final values (method, item, seed and metrics), and its table.csv and curve.csv rows."""
 
     folder: Path
     script: str
     constants: dict[str, Any]
     points: list[dict[str, Any]] = field(default_factory=list)
     finals: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    curve_rows: list[dict[str, Any]] = field(default_factory=list)
     label: str = ""
 
     @property
@@ -64,85 +73,76 @@ def _finite(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if not isinstance(v, float) or math.isfinite(v)}
 
 
-def _blind(folder: Path, constants: dict) -> tuple[list[dict], list[dict]]:
+def _numbers(row: dict[str, Any], *not_metrics: str) -> dict[str, float]:
+    return {k: v for k, v in row.items() if isinstance(v, float) and k not in not_metrics}
+
+
+def _blind(run: Run) -> None:
     """selfdeblur.py and vdip.py: curve.csv (problem, variant, seed, iteration, psnr_gt, psnr_nb, ...); runs made
-    before the curves kept their time get it from the run's seconds, spread evenly over its iterations."""
-    if not (folder / "curve.csv").is_file():
-        return [], []
-    seconds = {(r["problem"], r["variant"], r.get("seed")): r["seconds"] for r in read_csv(folder / "table.csv")
-               if "seconds" in r} if (folder / "table.csv").is_file() else {}
-    points = []
-    for row in read_csv(folder / "curve.csv"):
+    before the curves kept their time get it from the run's seconds, spread evenly over its iterations; a run
+    without curves (curve_every 0) gives its final scores from table.csv."""
+    seconds = {(r["problem"], r["variant"], r.get("seed")): r["seconds"] for r in run.rows if "seconds" in r}
+    for row in run.curve_rows:
+        row = dict(row)
         key = (row.pop("problem"), row.pop("variant"), row.get("seed"))
         point = dict(method=key[1], item=key[0], seed=int(row.pop("seed", 0)), **row)
         if "seconds" not in point and key in seconds:
-            point["seconds"] = seconds[key] * point["iteration"] / max(constants.get("iterations", 1), 1)
+            point["seconds"] = seconds[key] * point["iteration"] / max(run.constants.get("iterations", 1), 1)
         if "psnr_gt" in point:
             point["psnr"] = point["psnr_gt"]
-        points.append(point)
-    return points, []
+        run.points.append(point)
+    if not run.points:
+        run.finals = [dict(method=r["variant"], item=r["problem"], seed=r["seed"], **_numbers(r, "seconds"),
+                           **({"psnr": r["psnr_gt"]} if "psnr_gt" in r else {}))
+                      for r in run.rows if isinstance(r.get("seed"), int)]
 
 
-def _dip(folder: Path, constants: dict) -> tuple[list[dict], list[dict]]:
-    """dip_denoise.py: <image>/curve.csv (iteration, psnr_noisy, psnr_clean, ...), its time from <image>/row.json
-    (the run's seconds per iteration)."""
-    points = []
-    for item in sorted(p.parent for p in folder.glob("*/curve.csv")):
-        per_iteration = None
-        if (item / "row.json").is_file():
-            row = json.loads((item / "row.json").read_text()).get("row", {})
-            per_iteration = row.get("seconds_per_iteration")
+def _dip(run: Run) -> None:
+    """dip_denoise.py: <image>/curve.csv (iteration, psnr_noisy, psnr_clean, ...), its time from table.csv (the
+    image's seconds per iteration)."""
+    per_iteration = {r["image"]: r.get("seconds_per_iteration") for r in run.rows if "image" in r}
+    for item in sorted(p.parent for p in run.folder.glob("*/curve.csv")):
         for row in read_csv(item / "curve.csv"):
-            point = dict(method="DIP", item=item.name, seed=int(constants.get("seed", 0)), **_finite(row))
-            if per_iteration is not None:
-                point["seconds"] = per_iteration * (point["iteration"] + 1)
+            point = dict(method="DIP", item=item.name, seed=int(run.constants.get("seed", 0)), **_finite(row))
+            if per_iteration.get(item.name) is not None:
+                point["seconds"] = per_iteration[item.name] * (point["iteration"] + 1)
             if "psnr_clean" in point:
                 point["psnr"] = point["psnr_clean"]
-            points.append(point)
-    return points, []
+            run.points.append(point)
 
 
-def _adp(folder: Path, constants: dict) -> tuple[list[dict], list[dict]]:
+def _adp(run: Run) -> None:
     """ADP.py: curve.csv, MAID's log (one row per line-search attempt; an upper iteration's point is its last
     attempt), per image (`image`; one image in runs that did not write it)."""
-    if not (folder / "curve.csv").is_file():
-        return [], []
-    images = constants.get("images") or ["image"]
+    images = run.constants.get("images") or ["image"]
     last: dict[tuple, dict] = {}
-    for row in read_csv(folder / "curve.csv"):
-        item = row.pop("image", images[0] if len(images) == 1 else "image")
-        method = "paper's ADP" if constants.get("original_code") else "ADP-β-MAID"
-        last[(item, row["iteration"])] = dict(method=method, item=Path(str(item)).stem, seed=int(constants.get(
-            "seed", 0)), **{k: v for k, v in row.items() if isinstance(v, float)})
-    return list(last.values()), []
+    method = "paper's ADP" if run.constants.get("original_code") else "ADP-β-MAID"
+    for row in run.curve_rows:
+        item = row.get("image", images[0] if len(images) == 1 else "image")
+        last[(item, row["iteration"])] = dict(method=method, item=Path(str(item)).stem,
+                                              seed=int(run.constants.get("seed", 0)), **_numbers(row))
+    run.points = list(last.values())
 
 
-def _adp_1d(folder: Path, constants: dict) -> tuple[list[dict], list[dict]]:
+def _adp_1d(run: Run) -> None:
     """adp_1d.py: curve.csv (solver, seconds, lower_iterations, linear_work, loss); a point's iteration is its
     upper iteration, counted per solver."""
-    if not (folder / "curve.csv").is_file():
-        return [], []
     count: dict[str, int] = defaultdict(int)
-    points = []
-    for row in read_csv(folder / "curve.csv"):
+    for row in run.curve_rows:
+        row = dict(row)
         solver = row.pop("solver")
-        points.append(dict(method=solver, item=constants.get("signal", "signal"), seed=int(constants.get("seed", 0)),
-                           iteration=float(count[solver]), **row))
+        run.points.append(dict(method=solver, item=run.constants.get("signal", "signal"),
+                               seed=int(run.constants.get("seed", 0)), iteration=float(count[solver]), **row))
         count[solver] += 1
-    return points, []
 
 
-def _generative(folder: Path, constants: dict) -> tuple[list[dict], list[dict]]:
+def _generative(run: Run) -> None:
     """generative_prior.py: no curves; table.csv's final values (image, method, psnr, ssim, kernel_ncc)."""
-    if not (folder / "table.csv").is_file():
-        return [], []
-    finals = [dict(method=r["method"], item=str(r.get("image", "")), seed=int(constants.get("seed", 0)),
-                   **{k: v for k, v in r.items() if isinstance(v, float) and k not in ("image",)})
-              for r in read_csv(folder / "table.csv")]
-    return [], finals
+    run.finals = [dict(method=r["method"], item=str(r.get("image", "")), seed=int(run.constants.get("seed", 0)),
+                       **_numbers(r, "image", "digit", "label")) for r in run.rows]
 
 
-READERS: dict[str, Callable[[Path, dict], tuple[list[dict], list[dict]]]] = {
+READERS: dict[str, Callable[[Run], None]] = {
     "selfdeblur": _blind, "vdip": _blind, "dip_denoise": _dip, "ADP": _adp, "adp_1d": _adp_1d,
     "generative_prior": _generative}
 
@@ -170,20 +170,26 @@ def find_runs(arguments: list[str]) -> list[Path]:
 
 
 def read_run(folder: Path) -> Run:
+    """A run folder read back; a RunError naming the file where one is damaged."""
     try:
         metrics = json.loads((folder / "metrics.json").read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise RunError(f"{folder / 'metrics.json'} cannot be read ({error}); is it a finished run?") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RunError(f"{folder / 'metrics.json'} is damaged ({error})") from None
     script = metrics.get("script") if isinstance(metrics, dict) else None
     script = script if script in READERS else folder.parent.name
     if script not in READERS:
         raise RunError(f"{folder}: which script made it is not known (metrics.json names {script!r}; known: "
                        f"{', '.join(READERS)})")
-    constants = read_config(folder / "config.json").get("config", {})
-    points, finals = READERS[script](folder, constants)
-    if not points and not finals:
-        raise RunError(f"{folder} holds no curve or table to compare (an unfinished run?)")
-    return Run(folder, script, constants, points, finals)
+    run = Run(folder, script, read_config(folder / "config.json")["config"])
+    run.rows = read_csv(folder / "table.csv") if (folder / "table.csv").is_file() else []
+    run.curve_rows = read_csv(folder / "curve.csv") if (folder / "curve.csv").is_file() else []
+    try:
+        READERS[script](run)
+    except (KeyError, TypeError, ValueError) as error:
+        raise RunError(f"{folder} holds files this script does not write ({type(error).__name__}: {error})") from None
+    if not run.points and not run.finals:
+        raise RunError(f"{folder} holds no curve and no table to compare")
+    return run
 
 
 def _shown(value: Any) -> str:
@@ -275,28 +281,124 @@ def markdown(rows: list[dict], metric: str) -> str:
                           f"{cell(r['best'], r['best_std'], r['runs'])} | {r['runs']} |\n" for r in rows)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Merging: every run's rows in one table; blind studies merged into one study
+
+
+def run_names(runs: list[Run]) -> list[str]:
+    """Each run's name in a merged table: its folder's name, with its parent's where two share one."""
+    names = [r.folder.name for r in runs]
+    return [n if names.count(n) == 1 else f"{r.folder.parent.name}/{n}" for r, n in zip(runs, names)]
+
+
+def merged_rows(runs: list[Run]) -> list[dict]:
+    """Every run's table.csv rows, each with its run, label and script."""
+    return same_keys([dict(run=name, label=run.label, script=run.script, **{k: v for k, v in row.items()
+                                                                           if k not in ("run", "label", "script")})
+                      for run, name in zip(runs, run_names(runs)) for row in run.rows])
+
+
+def merge_studies(runs: list[Run], log: Callable[[str], None]) -> tuple[list[dict], list[dict]]:
+    """The rows and curves of blind studies as one study's: every row keeps its run (the `run` column); a
+    variant's runs are pooled where they were made with the same constants (seeds, devices, engines and batches
+    may differ) and hold different runs (problem, seed); otherwise they are kept apart as "<variant> (<run>)",
+    which is said in one line, so that nothing is counted twice. The baseline rows of a problem are kept once
+    where they agree. Runs on different problems are said: each variant's summary averages over its own runs'
+    problems."""
+    names = run_names(runs)
+    constants = [{k: v for k, v in r.constants.items() if k not in NOT_A_CONSTANT} for r in runs]
+    problems = [sorted({row["problem"] for row in r.rows}) for r in runs]
+    if len({tuple(p) for p in problems}) > 1:
+        log("these runs hold different problems (" + "; ".join(f"{n}: {', '.join(p)}" for n, p in
+            zip(names, problems)) + "): each variant's summary averages over its own runs' problems")
+    renamed = _keep_apart(runs, names, constants, log)
+    owner: dict[tuple, str] = {}  # (problem, variant, seed) -> the run that holds it
+    for run, name in zip(runs, names):
+        for variant in dict.fromkeys(r["variant"] for r in run.rows if r.get("seed", "") != ""):
+            pooled = renamed.get((name, variant), variant)
+            keys = {(r["problem"], pooled, r["seed"]) for r in run.rows if r["variant"] == variant
+                    and r.get("seed", "") != ""}
+            twice = sorted(owner[key] for key in keys if key in owner)
+            if twice:
+                log(f"{pooled}: {name} holds runs (problem, seed) that {twice[0]} holds too; kept apart as "
+                    f"'{pooled} ({name})'")
+                pooled = renamed[(name, variant)] = f"{pooled} ({name})"
+            owner.update({(problem, pooled, seed): name for problem, _, seed in keys})
+    rows, curves, seen = [], [], {}
+    for run, name in zip(runs, names):
+        for row in run.rows:
+            row = dict(row, run=name, variant=renamed.get((name, row["variant"]), row["variant"]))
+            key = (row["problem"], row["variant"], row.get("seed", ""))
+            if key in seen:  # a baseline row of a problem already there
+                if _same_scores(seen[key], row):
+                    continue
+                row["variant"] = f"{row['variant']} ({name})"
+            seen[key] = row
+            rows.append(row)
+        for curve in run.curve_rows:
+            curves.append(dict(curve, run=name, variant=renamed.get((name, curve["variant"]), curve["variant"])))
+    return rows, curves
+
+
+def _keep_apart(runs: list[Run], names: list[str], constants: list[dict],
+                log: Callable[[str], None]) -> dict[tuple[str, str], str]:
+    """(run, variant) -> the name its rows take: the variant's own name where every run of it was made with the
+    same constants (pooled), else "<variant> (<runs>)" per group of runs with the same constants."""
+    renamed = {}
+    variants = dict.fromkeys(r["variant"] for run in runs for r in run.rows if r.get("seed", "") != "")
+    for variant in variants:
+        groups: list[tuple[dict, list[str]]] = []
+        for run, name, kept in zip(runs, names, constants):
+            if any(r["variant"] == variant for r in run.rows):
+                group = next((g for g in groups if g[0] == kept), None)
+                if group is None:
+                    groups.append((kept, [name]))
+                else:
+                    group[1].append(name)
+        if len(groups) < 2:
+            continue
+        (a, a_names), (b, b_names) = groups[:2]
+        differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        shown = ", ".join(f"{k} {a.get(k)} vs {b.get(k)}" for k in differ[:3]) + (", ..." if len(differ) > 3 else "")
+        log(f"{variant}: {'+'.join(a_names)} and {'+'.join(b_names)} were made with other constants ({shown}); "
+            "kept apart")
+        for _, group_names in groups:
+            renamed.update({(name, variant): f"{variant} ({'+'.join(group_names)})" for name in group_names})
+    return renamed
+
+
+def _same_scores(a: dict, b: dict) -> bool:
+    return {k: v for k, v in a.items() if k != "run"} == {k: v for k, v in b.items() if k != "run"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The command
+
+
 def compare(arguments: list[str], metric: str = "psnr", x: str = "iteration", out: Path | None = None,
             log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Read the runs, write compare.png/.csv/.md into `out` (a fresh time-stamped folder under Results/compare/
-    by default), print the table; returns its rows."""
+    """Read the runs, write compare.png/.csv/.md and the merged tables into `out` (a fresh time-stamped folder
+    under Results/compare/ by default), print the table; returns its rows. Everything is read and checked before
+    `out` is made: bad input writes nothing."""
     if x not in X_AXES:
         raise RunError(f"--x must be one of {', '.join(X_AXES)}")
     runs = [read_run(folder) for folder in find_runs(arguments)]
     label_runs(runs)
     metric = choose_metric(runs, metric)
-    rows = table(runs, metric)
-    curves = lines(runs, metric, x)
+    rows, curves = table(runs, metric), lines(runs, metric, x)
+    study = merge_studies(runs, log) if all(r.script in BLIND for r in runs) else None
     if out is None:
         out = Path("Results") / "compare" / time.strftime("%Y%m%d-%H%M%S")
         while out.exists():
             out = out.with_name(out.name + "-")
-    if (out / "compare.md").exists():
+    if (out / "compare.md").exists() or (out / "table.csv").exists():
         raise RunError(f"{out} already holds a comparison; choose another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise RunError(f"cannot make {out}: {error.strerror or error}") from None
     from . import figures  # matplotlib only where a figure is drawn
+    from .report import summary_lines, write_tables
 
     if curves:
         figures.curves(out / "compare.png", [dict(lines=curves, xlabel="iteration" if x == "iteration" else
@@ -304,13 +406,18 @@ def compare(arguments: list[str], metric: str = "psnr", x: str = "iteration", ou
                        n_cols=1, panel_size=(8.0, 5.0))
     else:
         log("no run holds curves of this metric: the table only")
-    points = [dict(run=str(r.folder), label=r.label, script=r.script, **p) for r in runs
+    points = [{**p, "run": str(r.folder), "label": r.label, "script": r.script} for r in runs
               for p in (r.points or r.finals) if metric in p]
     write_csv(out / "compare.csv", same_keys(points))
+    if study is not None:  # blind studies: one study's table.csv, summary.csv, scatter and curves
+        for line in summary_lines(write_tables(out, *study)):
+            log(line)
+    else:
+        write_csv(out / "table.csv", merged_rows(runs))
     text = markdown(rows, metric)
     (out / "compare.md").write_text(text)
     log(text.rstrip())
-    log(f"wrote {out}/compare.png, compare.csv and compare.md" if curves else f"wrote {out}/compare.csv and compare.md")
+    log(f"wrote {out}")
     return rows
 
 
@@ -320,8 +427,8 @@ def main() -> None:
     parser.add_argument("--metric", default="psnr", help="a curve column the runs share (default psnr: PSNR "
                         "against the truth)")
     parser.add_argument("--x", default="iteration", choices=X_AXES, help="the curves' x axis")
-    parser.add_argument("--out", type=Path, default=None, help="folder for compare.png/.csv/.md (default "
-                        "Results/compare/<time stamp>/)")
+    parser.add_argument("--out", type=Path, default=None, help="folder for compare.png/.csv/.md and the merged "
+                        "tables (default Results/compare/<time stamp>/)")
     arguments = parser.parse_args()
     compare(arguments.runs, arguments.metric, arguments.x, arguments.out)
 

@@ -1,4 +1,4 @@
-"""Device choice, seeding and deterministic kernels."""
+"""Device choice, seeding, deterministic kernels, and the wait for queued kernels that timings need."""
 
 from __future__ import annotations
 
@@ -76,30 +76,13 @@ def keep_freed_memory() -> None:
     libc.mallopt(m_trim_threshold, 512 * 1024 * 1024)
 
 
-class Speed:
-    """The network scripts' speed switches, in one place: `channels_last` (the memory format of the network and
-    its input), `bf16` (bfloat16 autocast of the network's forward, and so its backward; the output is float32),
-    `compile` (torch.compile, which pays a compilation first). All off: the reference float32 run."""
-
-    def __init__(self, channels_last: bool = False, bf16: bool = False, compile: bool = False):
-        self.channels_last, self.bf16, self.compile = channels_last, bf16, compile
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-
-    def network(self, net: torch.nn.Module, device: torch.device) -> tuple[torch.nn.Module, Any]:
-        """The network on `device` in the memory format, and the callable that runs it (compiled or not)."""
-        net = net.to(device, memory_format=self.memory_format)
-        return net, torch.compile(net) if self.compile else net
-
-    def input(self, z: torch.Tensor) -> torch.Tensor:
-        return z.contiguous(memory_format=self.memory_format) if z.dim() == 4 else z
-
-    def run(self, forward: Any, z: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """forward(z) under the autocast, returned in z's precision (float32; float64 where z is)."""
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return forward(self.input(z)).to(z.dtype)
-
-
-def normal_like(x: torch.Tensor) -> torch.Tensor:
-    """Standard normal noise of x's shape, drawn in its logical (contiguous) order whatever x's memory format, so
-    that a channels-last run draws the same numbers as the reference (randn_like would follow x's strides)."""
-    return torch.randn(x.shape, device=x.device, dtype=x.dtype)
+def to_cpu(value: Any) -> Any:
+    """Every tensor in `value` (nested dicts, lists, tuples) moved to the CPU: what a run keeps, or sends back from a
+    worker."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_cpu(v) for v in value)
+    return value

@@ -28,6 +28,12 @@ def save_png(path: Path, image: torch.Tensor) -> None:
     Image.fromarray((to_display(image) * 255).round().astype("uint8")).save(path)
 
 
+def save_kernel_png(path: Path, kernel: torch.Tensor) -> None:
+    """A kernel as an 8-bit PNG scaled to a maximum of 255, as SelfDeblur (and Levin's gt/kernel*.png) store them."""
+    k = kernel.detach().float()
+    save_png(path, (k / k.max())[None, None])
+
+
 def _no_ticks(ax) -> None:
     ax.set_xticks([])
     ax.set_yticks([])

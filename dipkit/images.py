@@ -39,6 +39,13 @@ def resolve_image(name_or_path: str) -> Path:
     )
 
 
+def source_name(path: Path | str) -> str:
+    """How a run records an input file, so that its records mean the same on any machine: a bundled image by its
+    name, any other file by its full path."""
+    path = Path(path).resolve()
+    return path.stem if path.parent == IMAGES_DIR and path.suffix == ".png" else str(path)
+
+
 def read_image(path: Path) -> np.ndarray:
     """The image at `path` as float64 in [0, 1], shape (H, W) for grey or (H, W, 3) for colour."""
     try:

@@ -28,12 +28,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .blind import Problem, centre_of, levin_problems, pad_to_latent
-from .blur import blur_valid, valid_blur_by_fft
+from .blind import Problem, levin_problems
+from .blur import blur_valid, pad_to_latent
 from .errors import RunError
 from .metrics import ssim
 from .sparse import deconv_sps
-from .tv import fista_tv_deconvolution
+from .tv import tv_deconvolution
 
 
 def _shifted(image: torch.Tensor, offset: float, length: int, dim: int) -> torch.Tensor:
@@ -154,18 +154,6 @@ def kernel_error(estimate: torch.Tensor, truth: torch.Tensor, orientation_known:
     return math.sqrt(max(squared, 0.0)) / k.pow(2).sum().sqrt().item()
 
 
-def tv_deconvolution(blurred: torch.Tensor, kernel: torch.Tensor, weight: float = 1e-3,
-                     smoothing: float = 1e-2, iterations: int = 300) -> torch.Tensor:
-    """A TV known-kernel deconvolution: argmin_x ½‖k ⋆ x − y‖² + weight·TV_ε(x) over the larger latent image, by
-    FISTA from the replicate-padded y; returns its centre crop, the size of y."""
-    y, w = blurred.detach().double(), kernel.detach().double().view(1, 1, *kernel.shape[-2:])
-    x0 = pad_to_latent(y, w.shape[-2:])
-    forward, adjoint = valid_blur_by_fft(w, x0.shape[-2:])
-    x = fista_tv_deconvolution(y, forward, adjoint, w.abs().sum().item() ** 2, weight, iterations, x0, smoothing,
-                               tolerance=1e-7)  # ‖x ↦ k ⋆ x‖ ≤ ‖k‖₁
-    return centre_of(x, w.shape[-2:]).float()
-
-
 @dataclass(frozen=True)
 class KnownKernel:
     """How the known-kernel row, the error ratio's denominator, is made: Levin's sparse deconvolution ("sparse":
@@ -181,7 +169,7 @@ class KnownKernel:
         if self.method == "sparse":
             return deconv_sps(blurred, kernel, self.sparse_weight, self.sparse_iterations).float()
         if self.method == "tv":
-            return tv_deconvolution(blurred, kernel, self.tv_weight)
+            return tv_deconvolution(blurred, kernel, self.tv_weight, "valid", tolerance=1e-7).float()
         raise RunError(f"unknown known-kernel deconvolution '{self.method}' (use sparse or tv)")
 
     @property
@@ -309,40 +297,57 @@ def known_kernel_table(folder: str, crop: int = 15, shifts: tuple[float, ...] = 
     return rows
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
+    """python -m dipkit.levin DIR: the known-kernel rows of a Levin-layout folder; every option is checked before
+    anything is computed (one line, exit code 2), and --csv never overwrites a file."""
     import argparse
     import statistics
 
-    from .cli import run_main
     from .runs import write_csv
 
     parser = argparse.ArgumentParser(description="The known-kernel reference row of a Levin-layout folder: each "
                                      "kernel orientation's PSNR-GT under shift searches of ±5 and ±10 pixels.")
     parser.add_argument("levin_dir", help="a folder in Levin's layout (im<i>_kernel<j>_img.png, gt/)")
-    parser.add_argument("--csv", default="", help="also write the rows to this CSV file")
+    parser.add_argument("--csv", default="", help="also write the rows to this new CSV file")
     parser.add_argument("--method", choices=("sparse", "tv"), default="sparse",
                         help="Levin's sparse deconvolution (deconvSps, the default) or a TV deconvolution")
-    parser.add_argument("--weight", type=float, default=None, help="the prior's weight (default: 3e-3 for sparse, "
-                        "1e-3 for tv; Levin's own scripts call deconvSps with 0.0068)")
-    parser.add_argument("--iterations", type=int, default=200, help="sparse: CG steps per solve (Levin's: 70)")
-    parser.add_argument("--shifts", type=float, nargs="+", default=[5, 10], help="shift searches (pixels)")
-    arguments = parser.parse_args()
+    parser.add_argument("--weight", type=float, default=None, help="the prior's weight, > 0 (default: 3e-3 for "
+                        "sparse, 1e-3 for tv; Levin's own scripts call deconvSps with 0.0068)")
+    parser.add_argument("--iterations", type=int, default=200, help="sparse: CG steps per solve, ≥ 1 (Levin's: 70)")
+    parser.add_argument("--shifts", type=float, nargs="+", default=[5, 10], help="shift searches (pixels, ≥ 0)")
+    arguments = parser.parse_args(argv)
+    if arguments.weight is not None and not arguments.weight > 0:
+        raise RunError(f"--weight must be positive, not {arguments.weight}")
+    if arguments.iterations < 1:
+        raise RunError(f"--iterations must be at least 1, not {arguments.iterations}")
+    if not all(shift >= 0 for shift in arguments.shifts):
+        raise RunError(f"--shifts must be at least 0, not {min(arguments.shifts)}")
+    csv = Path(arguments.csv).expanduser() if arguments.csv else None
+    if csv is not None and (csv.exists() or csv.is_symlink()):
+        raise RunError(f"--csv {csv} exists; give a new file")
+    if csv is not None and not csv.parent.is_dir():
+        raise RunError(f"--csv {csv}: its folder {csv.parent} does not exist")
     method = KnownKernel(arguments.method, sparse_iterations=arguments.iterations,
                          **({} if arguments.weight is None else
                             {"sparse_weight" if arguments.method == "sparse" else "tv_weight": arguments.weight}))
-
-    def report() -> None:
-        rows = known_kernel_table(arguments.levin_dir, shifts=tuple(arguments.shifts), deconvolve=method)
-        first = arguments.shifts[0]
-        for row in rows:
-            print(f"{row['problem']:>12}: as stored {row[f'psnr_as_stored_shift{first:g}']:.2f} dB, rotated "
-                  f"{row[f'psnr_rotated_shift{first:g}']:.2f} dB (±{first:g} px); kept {row['kept']}")
+    for problem in levin_problems(arguments.levin_dir):  # read and checked before anything is computed
         for shift in arguments.shifts:
-            kept = [row[f"psnr_{row['kept']}_shift{shift:g}"] for row in rows]
-            ssim_kept = [row[f"ssim_{row['kept']}_shift{shift:g}"] for row in rows]
-            print(f"{method.label}, kept orientation, ±{shift:g} px: mean PSNR-GT {statistics.fmean(kept):.2f} dB, "
-                  f"SSIM {statistics.fmean(ssim_kept):.4f} over {len(rows)} images")
-        if arguments.csv:
-            write_csv(Path(arguments.csv), rows)
+            check_scoring(problem.blurred.shape[-2:], 15, shift, problem.name)
+    rows = known_kernel_table(arguments.levin_dir, shifts=tuple(arguments.shifts), deconvolve=method)
+    first = arguments.shifts[0]
+    for row in rows:
+        print(f"{row['problem']:>12}: as stored {row[f'psnr_as_stored_shift{first:g}']:.2f} dB, rotated "
+              f"{row[f'psnr_rotated_shift{first:g}']:.2f} dB (±{first:g} px); kept {row['kept']}")
+    for shift in arguments.shifts:
+        kept = [row[f"psnr_{row['kept']}_shift{shift:g}"] for row in rows]
+        ssim_kept = [row[f"ssim_{row['kept']}_shift{shift:g}"] for row in rows]
+        print(f"{method.label}, kept orientation, ±{shift:g} px: mean PSNR-GT {statistics.fmean(kept):.2f} dB, "
+              f"SSIM {statistics.fmean(ssim_kept):.4f} over {len(rows)} images")
+    if csv is not None:
+        write_csv(csv, rows)
 
-    run_main(report)
+
+if __name__ == "__main__":
+    from .cli import run_main
+
+    run_main(main)

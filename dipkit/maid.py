@@ -1,6 +1,8 @@
 """MAID, the method of adaptive inexact descent (Salehi, Mukherjee, Roberts, Ehrhardt, SIMODS 2025, Algorithms 3.1
-and 3.2), generic in the bilevel problem: ADP.py and adp_1d.py both call `maid` with a `MAIDSettings` they build
-from their constants and a problem that follows `BilevelProblem`.
+and 3.2), and the implicit differentiation with a fixed step and a fixed accuracy it is measured against
+(`fixed_step_ift`, the ADP paper's "high-accuracy IFT"), both generic in the bilevel problem: ADP.py and adp_1d.py
+call `maid` with the `MAIDSettings` their constants hold (`MAIDSettings.of`) and a problem that follows
+`BilevelProblem`.
 
 Two accuracy schedules:
 - "adaptive" (the paper's Algorithm 3.1 with certified bounds): after an accepted step ε, δ grow by ν̄ and the next
@@ -16,6 +18,7 @@ Two accuracy schedules:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import time
@@ -31,7 +34,7 @@ from .errors import RunError
 
 @dataclass(frozen=True)
 class MAIDSettings:
-    """What MAID takes; ADP.py and adp_1d.py build it from their constants."""
+    """What MAID takes; ADP.py and adp_1d.py hold it among their constants, under the same names (`of`)."""
 
     upper_iterations: int  # the budget of upper iterations
     alpha0: float  # initial step
@@ -45,6 +48,13 @@ class MAIDSettings:
     backtracking: int = 3  # line-search trials ("adaptive": one more after each failure at the same point)
     eps_threshold: float = 1e-6  # "adaptive": stop once ε falls below this
     schedule: Literal["adaptive", "original"] = "adaptive"  # the accuracy schedule (see the module's docstring)
+
+    @classmethod
+    def of(cls, constants: Any, **overrides: Any) -> MAIDSettings:
+        """The settings a script's constants hold under these names (upper_iterations, alpha0, ...), then
+        `overrides` (an ablation's)."""
+        held = {f.name: getattr(constants, f.name) for f in dataclasses.fields(cls) if hasattr(constants, f.name)}
+        return cls(**{**held, **overrides})
 
 
 class BilevelProblem(Protocol):
@@ -161,3 +171,43 @@ def maid(
         if original and k > 10 and 0 != log[-2]["upper_loss"] - log[-1]["upper_loss"] < 1e-12:
             return MAIDResult(theta, x, log, "the loss changed by less than 1e-12", dict(seconds))
     return MAIDResult(theta, x, log, "upper iteration cap reached", dict(seconds))
+
+
+def sync_clock(device: torch.device) -> float:
+    """The wall-clock time once the device's queued work is done."""
+    synchronize(device)
+    return time.perf_counter()
+
+
+def fixed_step_ift(problem: BilevelProblem, theta: torch.Tensor, x: torch.Tensor, step: float, accuracy: float,
+                   iterations: int, loss: Callable[[torch.Tensor], float], tick: Callable[[], None] = lambda: None,
+                   stop_below: float = -math.inf) -> MAIDResult:
+    """Implicit differentiation with a fixed step on the hypergradient and a fixed lower-level accuracy (the linear
+    solve's residual 1e-2·accuracy), from θ, warm-starting the lower level at x; `loss(x̃)` is logged after each
+    iteration with its time, its cumulative lower-level evaluations and linear-solve work (the log's first row: the
+    start), `tick()` called. It stops once the loss is ≤ stop_below, or as diverged once the lower level fails or
+    the loss is not finite, above its start, or more than twice its lowest so far; otherwise after `iterations`. The
+    result's x is the lower level solved at the final θ."""
+    start, q = sync_clock(x.device), None
+    log = [dict(seconds=0.0, lower_iterations=0, linear_work=0, loss=loss(x))]
+    lower, linear, stop_reason = 0, 0, "iteration cap reached"
+    for _ in range(iterations):
+        try:
+            x, _, cost = problem.solve_lower(theta, accuracy, x)
+        except FloatingPointError:
+            stop_reason = "diverged"
+            break
+        z, q, matvecs = problem.hypergradient(theta, x, 1e-2 * accuracy, q)
+        lower, linear = lower + cost, linear + matvecs
+        log.append(dict(seconds=sync_clock(x.device) - start, lower_iterations=lower, linear_work=linear, loss=loss(x)))
+        tick()
+        if not log[-1]["loss"] <= min(log[0]["loss"], 2 * min(row["loss"] for row in log)):
+            stop_reason = "diverged"
+            break
+        if log[-1]["loss"] <= stop_below:
+            stop_reason = "reached the target"
+            break
+        theta = theta - step * z
+    if stop_reason != "diverged":
+        x, _, _ = problem.solve_lower(theta, accuracy, x)  # the reconstruction at the final θ
+    return MAIDResult(theta, x, log, stop_reason)

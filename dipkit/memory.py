@@ -3,12 +3,15 @@
 A network script's memory is mostly what autograd keeps for the backward pass, which grows with the pixel count:
 a 6000 x 6000 photo asks for hundreds of gigabytes. `training_footprint` measures what one optimisation step keeps on
 a small probe input (saved tensors, counted once per storage) and scales it by the pixels; `check_fits` refuses a
-run, with one line and before anything is written, when the estimate exceeds the memory the device has free.
+run, with one line and before anything is written, when the estimate exceeds the memory the device has free, and
+`batch_that_fits` makes a batch smaller where its runs together would. A batch's runs each hold their weights; their
+activations are held one run at a time where they take their passes in turn, all at once under vmap.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -41,11 +44,24 @@ def available_bytes(device: torch.device) -> int | None:
         return None
 
 
-def training_footprint(net: torch.nn.Module, in_channels: int, probe: int = 64) -> Callable[[int, int], int]:
-    """bytes(H, W): the memory one optimisation step of `net` on an input of in_channels x H x W holds, estimated:
-    the parameters with their gradients and Adam's two moments (4x), and 1.25x what autograd saves for the
-    backward pass (the margin: the gradients of the activations during the backward pass), measured once on a
-    probe x probe input on the CPU and scaled by the pixel count. `net` is only probed, never trained."""
+@dataclass(frozen=True)
+class Footprint:
+    """What one run of a network holds while it is trained: `weights` bytes (its parameters with their gradients
+    and Adam's two moments: 4x), held by every run of a batch, and `per_pixel` bytes per input pixel (1.25x what
+    autograd saves for the backward pass: the margin is the gradients of the activations during that pass), held
+    by `at_once` runs of a batch at a time (one where the runs take their passes in turn, all under vmap)."""
+
+    weights: int
+    per_pixel: float
+
+    def bytes(self, h: int, w: int, runs: int = 1, at_once: int = 1) -> int:
+        return int(runs * self.weights + at_once * self.per_pixel * h * w)
+
+
+def training_footprint(net: torch.nn.Module, in_channels: int, probe: int = 64) -> Footprint:
+    """The memory one optimisation step of `net` on an input of in_channels x H x W holds, estimated (Footprint):
+    what autograd saves is measured once on a probe x probe input on the CPU and scaled by the pixel count. `net`
+    is only probed, never trained."""
     storages: dict[int, int] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
@@ -56,9 +72,8 @@ def training_footprint(net: torch.nn.Module, in_channels: int, probe: int = 64) 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         out = net(torch.rand(1, in_channels, probe, probe))
     del out
-    per_pixel = sum(storages.values()) / probe**2
     parameters = sum(p.numel() * p.element_size() for p in net.parameters())
-    return lambda h, w: int(4 * parameters + 1.25 * per_pixel * h * w)
+    return Footprint(4 * parameters, 1.25 * sum(storages.values()) / probe**2)
 
 
 def check_fits(need: int, device: torch.device, what: str, advice: str) -> None:
@@ -69,12 +84,14 @@ def check_fits(need: int, device: torch.device, what: str, advice: str) -> None:
                        f"free; {advice}")
 
 
-def batch_that_fits(need: int, batch: int, device: torch.device, what: str) -> int:
-    """The most runs of `need` bytes each, at most `batch`, that the device's free memory holds (at least one: a
+def batch_that_fits(need: Callable[[int], int], batch: int, device: torch.device, what: str) -> int:
+    """The most runs, at most `batch`, whose `need(runs)` bytes the device's free memory holds (at least one: a
     single run that does not fit is check_fits's to refuse); a smaller batch than asked is said in one line."""
     free = available_bytes(device)
-    fits = batch if free is None else max(1, min(batch, free // max(need, 1)))
+    fits = batch
+    while free is not None and fits > 1 and need(fits) > free:
+        fits -= 1
     if fits < batch:
-        print(f"a batch of {batch} runs {what} needs about {batch * need / GIB:.1f} GiB and {device} has "
+        print(f"a batch of {batch} runs {what} needs about {need(batch) / GIB:.1f} GiB and {device} has "
               f"{free / GIB:.1f} GiB free: batches of {fits} instead")
     return fits

@@ -1,23 +1,20 @@
-"""A study's report: its tables (table.csv, summary.csv, error_ratio.csv), figures (per problem, curves, scatter,
-the cumulative error ratio) and printed lines, and the merge of runs made apart into one report
-(`python -m dipkit.study RUN_A RUN_B --out FOLDER`)."""
+"""A blind-deblurring study's report: its tables (table.csv, summary.csv, error_ratio.csv), figures (per problem,
+curves, scatter, the cumulative error ratio) and printed lines; also what `python -m dipkit.compare` writes of
+several studies merged."""
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from . import figures
 from .blind import Problem
-from .cli import run_main
-from .errors import RunError
 from .levin import ERROR_RATIOS, error_ratio_curve
-from .runs import RESUMABLE, read_config, read_csv, same_keys, write_csv
+from .runs import same_keys, write_csv
 
 
 def write_tables(folder: Path, rows: list[dict], curves: list[dict], figures_too: bool = True) -> list[dict]:
@@ -167,103 +164,3 @@ def _curve_figure(path: Path, curves: list[dict]) -> None:
                 lines.append(([c["iteration"] for c in points], [c[key] for c in points], f"{run[0]} s{run[1]}"))
             panels.append(dict(lines=lines, xlabel="iteration", ylabel=label, title=problem))
     figures.curves(path, panels, n_cols=2)
-
-
-
-
-NOT_A_CONSTANT = {"run_name", "results_dir"}  # with runs.RESUMABLE: what may differ between runs that are pooled
-
-
-
-def merge_runs(folders: list[Path], out: Path, log: Callable[[str], None] = print) -> list[dict]:
-    """The rows of several runs' table.csv in one table, summary and scatter, and their curve.csv in one curve.csv
-    drawn as curve.png and as one figure per problem (`<problem>_curve.png`, every method's PSNR curves overlaid).
-    Every row keeps the run it came from (the `run` column). A variant's runs are pooled into one summary line
-    only where they were made with the same constants (seeds, devices and engines may differ); otherwise each
-    run's rows of it are kept apart as "<variant> (<run>)", and that is said. A folder given twice, or one run
-    (problem, variant, seed) in two pooled folders, is refused. The baseline rows (blurred input, known kernel) of
-    a problem are kept once where they agree. Returns the summary."""
-    folders = [Path(f) for f in folders]
-    resolved = [f.resolve() for f in folders]
-    for i, folder in enumerate(resolved):
-        if folder in resolved[:i]:
-            raise RunError(f"{folders[i]} is given twice; give each run once")
-    if (out / "table.csv").exists():
-        raise RunError(f"{out} already holds a table.csv; choose another --out")
-    names = [f.name if [g.name for g in folders].count(f.name) == 1 else f"{f.parent.name}/{f.name}" for f in folders]
-    runs = []
-    for folder, name in zip(folders, names):
-        if not (folder / "table.csv").is_file() or not (folder / "config.json").is_file():
-            raise RunError(f"{folder} holds no table.csv and config.json (not a finished study run)")
-        constants = read_config(folder / "config.json")["config"]
-        constants = {k: v for k, v in constants.items() if k not in RESUMABLE | NOT_A_CONSTANT}
-        rows = [dict(row, run=name) for row in read_csv(folder / "table.csv")]
-        curves = [dict(c, run=name) for c in read_csv(folder / "curve.csv")] if (folder / "curve.csv").is_file() else []
-        runs.append((name, constants, rows, curves))
-    renamed = _keep_apart(runs, log)
-    rows, curves, seen = [], [], {}
-    for name, _, run_rows, run_curves in runs:
-        for row in run_rows:
-            row["variant"] = renamed.get((name, row["variant"]), row["variant"])
-            key = (row["problem"], row["variant"], row.get("seed", ""))
-            if key in seen:
-                if row.get("seed", "") == "" and _same_scores(seen[key], row):
-                    continue
-                if row.get("seed", "") != "":
-                    raise RunError(f"{key[0]} {key[1]} seed {key[2]} is in both {seen[key]['run']} and {name}; "
-                                   "merge one of them")
-                row["variant"] = f"{row['variant']} ({name})"
-            seen[key] = row
-            rows.append(row)
-        for curve in run_curves:
-            curve["variant"] = renamed.get((name, curve["variant"]), curve["variant"])
-            curves.append(curve)
-    out.mkdir(parents=True, exist_ok=True)
-    return write_tables(out, rows, curves)
-
-
-
-def _keep_apart(runs: list[tuple[str, dict, list, list]], log: Callable[[str], None]) -> dict[tuple[str, str], str]:
-    """(run, variant) -> the name its rows take: the variant's own name where every run of it was made with the
-    same constants (pooled), else "<variant> (<runs>)" per group of runs with the same constants (the difference
-    said in one line)."""
-    renamed = {}
-    variants = dict.fromkeys(r["variant"] for _, _, rows, _ in runs for r in rows if r.get("seed", "") != "")
-    for variant in variants:
-        groups: list[tuple[dict, list[str]]] = []
-        for name, constants, rows, _ in runs:
-            if any(r["variant"] == variant for r in rows):
-                group = next((g for g in groups if g[0] == constants), None)
-                if group is None:
-                    groups.append((constants, [name]))
-                else:
-                    group[1].append(name)
-        if len(groups) < 2:
-            continue
-        (a, a_names), (b, b_names) = groups[:2]
-        differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-        shown = ", ".join(f"{k} {a.get(k)} vs {b.get(k)}" for k in differ[:3]) + (", ..." if len(differ) > 3 else "")
-        log(f"{variant}: {'+'.join(a_names)} and {'+'.join(b_names)} were made with other constants ({shown}); "
-            "kept apart")
-        for _, names in groups:
-            renamed.update({(name, variant): f"{variant} ({'+'.join(names)})" for name in names})
-    return renamed
-
-
-
-def _same_scores(a: dict, b: dict) -> bool:
-    return {k: v for k, v in a.items() if k != "run"} == {k: v for k, v in b.items() if k != "run"}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Put finished study runs side by side: one table, summary, scatter "
-                                     "and the PSNR curves of every method overlaid, per problem.")
-    parser.add_argument("folders", nargs="+", type=Path, help="run folders holding table.csv")
-    parser.add_argument("--out", type=Path, required=True, help="folder for the merged table.csv, summary.csv, "
-                        "scatter.png, curve.csv, curve.png and <problem>_curve.png")
-    arguments = parser.parse_args()
-    print("\n".join(summary_lines(merge_runs(arguments.folders, arguments.out))))
-
-
-if __name__ == "__main__":
-    run_main(main)

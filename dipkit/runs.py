@@ -8,8 +8,8 @@ versions, machine, device), the git revision of the code with a flag for uncommi
 line. metrics.json has one shape for every script:
     {"script": ..., "summary": ..., "items": ..., "seconds": ..., "device": ..., <script-specific keys>}
 where `summary` is what the run found (per method or solver), `items` one entry per image, problem or run.
-What a resumable run keeps of each finished item is read back by `read_kept`, which treats a damaged file as an
-item to do again.
+What a run keeps of each finished unit (dipkit.engine) is read back by `read_kept`, which treats a damaged file as
+a unit to do again.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def new_run_folder(results_dir: str | Path, script: str, name: str = "") -> Path
 
 
 _held: dict[Path, IO] = {}  # the run folders this process holds, with their open lock files
-_current: dict[str, Any] = {}  # the run this process writes: its folder and whether its script resumes
+_current: dict[str, Any] = {}  # the run this process writes: its folder
 
 
 def hold(folder: Path) -> None:
@@ -134,10 +134,8 @@ def interrupted_line() -> str:
     folder = _current.get("folder")
     if folder is None:
         return "interrupted before a run folder was created: nothing was written"
-    if _current["resumable"]:
-        return (f"interrupted: every finished item is kept in {folder}; go on with --resume --run_name "
-                f"{folder.name} (and the same constants)")
-    return f"interrupted: {folder} holds what was written so far; this script does not resume, run it again"
+    return (f"interrupted: every finished unit is kept in {folder}; go on with --resume --run_name {folder.name} "
+            "(and the same constants)")
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -145,9 +143,9 @@ def read_config(path: Path) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise RunError(f"cannot resume: {path} is damaged ({error}); choose another run_name") from None
+        raise RunError(f"{path} is damaged ({error})") from None
     if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
-        raise RunError(f"cannot resume: {path} is damaged (it records no constants); choose another run_name")
+        raise RunError(f"{path} is damaged (it records no constants)")
     return record
 
 
@@ -165,9 +163,9 @@ def read_kept(path: Path, read: Callable[[Path], Any], what: str, log: Callable[
         return None
 
 
-# constants that may differ when a study is resumed: which runs, where and how they run, not what a run computes
+# constants that may differ when a run is resumed: which units, where and how they run, not what a unit computes
 RESUMABLE = {"seeds", "variants", "only", "resume", "workers", "engine", "ray_address", "gpus_per_run", "progress",
-             "device", "quick"}
+             "device", "quick", "batch"}
 
 
 def start_run(config: Any, script: str, device: torch.device, resume: bool = False,
@@ -175,20 +173,26 @@ def start_run(config: Any, script: str, device: torch.device, resume: bool = Fal
     """A fresh folder <config.results_dir>/<script>/<config.run_name> holding config.json: every constant, the
     environment, the code's revision and the command line. With `resume`, the folder of that name is reused if it
     exists, after checking that its constants differ only in RESUMABLE ones and `also_resumable` (a RunError
-    otherwise, nothing written); its earlier config.json records are kept in the new one under "earlier". The
-    folder is held (locked) by this process from here on."""
+    otherwise, nothing written); its earlier config.json records are kept in the new one under "earlier"; where
+    there is no run of that name yet, this is said and the run starts afresh under it. The folder is held
+    (locked) by this process from here on."""
     check_run_name(config.run_name)
     if resume and not config.run_name:
-        raise RunError("resume needs the run_name of the study to go on with")
+        raise RunError("resume needs the run_name of the run to go on with")
     record = dict(config=dataclasses.asdict(config), **run_record(device))
     folder = Path(config.results_dir).expanduser() / script / config.run_name
     try:
         earlier_run = resume and (folder / "config.json").is_file()
     except OSError:  # a path the file system refuses: new_run_folder says why
         earlier_run = False
+    if resume and not earlier_run:
+        print(f"resume: there is no run {folder} yet; starting it")
     if earlier_run:
         hold(folder)
-        earlier = read_config(folder / "config.json")
+        try:
+            earlier = read_config(folder / "config.json")
+        except RunError as error:
+            raise RunError(f"cannot resume: {error}; choose another run_name") from None
         changed = sorted(key for key, value in _plain(record["config"]).items()
                          if key not in RESUMABLE | set(also_resumable) and earlier["config"].get(key) != value)
         if changed:
@@ -199,7 +203,7 @@ def start_run(config: Any, script: str, device: torch.device, resume: bool = Fal
         folder = new_run_folder(config.results_dir, script, config.run_name)
         hold(folder)
     write_json(folder / "config.json", record)
-    _current.update(folder=folder, resumable=hasattr(config, "resume"))
+    _current.update(folder=folder)
     return folder
 
 
@@ -322,21 +326,37 @@ def same_keys(rows: list[dict]) -> list[dict]:
 
 
 def read_csv(path: Path) -> list[dict[str, Any]]:
-    """A CSV this project wrote, read back: empty cells left out, the seed an int, numbers floats, names strings."""
+    """A CSV this project wrote, read back: empty cells left out, the seed an int, numbers floats, names strings.
+    A RunError where a row has more or fewer cells than the header (a file cut short, or not one of ours)."""
     def value(key: str, text: str) -> Any:
         try:
-            return int(text) if key == "seed" else float(text)
+            return int(float(text)) if key == "seed" else float(text)
         except ValueError:
             return text
 
-    with path.open(newline="") as file:
-        return [{key: value(key, text) for key, text in row.items() if text != ""} for row in csv.DictReader(file)]
+    try:
+        with path.open(newline="") as file:
+            reader = csv.DictReader(file)
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise RunError(f"{path} cannot be read ({error})") from None
+    for number, row in enumerate(rows, start=2):
+        if None in row or None in row.values():
+            raise RunError(f"{path} is damaged: line {number} does not have the header's {len(reader.fieldnames)} "
+                           "cells (a file cut short?)")
+    return [{key: value(key, text) for key, text in row.items() if text != ""} for row in rows]
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rows of equal keys as CSV (the first row's keys are the header), written atomically."""
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...] | None = None) -> None:
+    """Rows of equal keys as CSV (the first row's keys are the header; no rows: an empty file), written
+    atomically; with `columns`, those columns of the rows (empty where a row has none)."""
+    if columns is not None:
+        rows = [{k: row.get(k, "") for k in columns} for row in rows]
+
     def write(partial: Path) -> None:
         with partial.open("w", newline="") as file:
+            if not rows:
+                return
             writer = csv.DictWriter(file, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from .blind import centre_of, pad_to_latent
+from .blur import centre_of, pad_to_latent
 from .blur import valid_blur_by_fft
 from .solvers import conjugate_gradient
 

@@ -1,7 +1,9 @@
-"""A blind-deblurring study: one method over problems x variants x seeds, scored and written to a run folder.
+"""A blind-deblurring study on the engine: one method over problems x variants x seeds, scored by Levin's protocol
+and written to a run folder. selfdeblur.py and vdip.py share it, with the constants both hold (StudyConstants).
 
-The method is a function deblur(problem, config, seed, scorer) -> Estimate; selfdeblur.py and vdip.py each bring
-theirs. What is written (into the run folder):
+The method is a function deblur(runs: list[BlindRun]) -> [Estimate | Failed], one loop for a run alone and for a
+batch of runs of one shape; each run is a unit of dipkit.engine, kept as units/<problem>__<variant>__seed<seed>.pt
+as soon as it is done. What is written (into the run folder):
     <problem>.png             estimates beside the blurred input, the known-kernel deconvolution and the truth
     <problem>_kernels.png     estimated kernels beside the true one
     <problem>_<map>.png       the maps an estimate brings (VDIP's σ: std), one panel per run
@@ -10,12 +12,8 @@ theirs. What is written (into the run folder):
     scatter.png               PSNR-GT against PSNR-NB, one point per run: the no-blur mode sits at high PSNR-NB
     error_ratio.png, .csv     the cumulative error ratio per variant (fraction of runs with ratio ≤ r, r in [1, 4])
     table.csv                 one row per run;  summary.csv  mean, spread and best-of-seeds per variant
-
-Runs of the same problems made apart (two scripts, two machines) are put side by side by
-    python -m dipkit.study Results/selfdeblur/run-a Results/vdip/run-b --out Results/comparison
-which writes one table.csv, summary.csv, scatter.png, curve.csv and curve.png over all of them, and each problem's
-PSNR curves of every method overlaid in <problem>_curve.png (merge_runs). This is how SelfDeblur's variants and
-VDIP's are compared on the same problems and seeds: each script runs with the same data flags, then one merge.
+Runs made apart (two scripts, two machines) are put side by side, and merged into one table, by
+    python -m dipkit.compare Results/selfdeblur/run-a Results/vdip/run-b --out Results/comparison
 """
 
 from __future__ import annotations
@@ -23,21 +21,56 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Hashable, Protocol
+from typing import Any, Callable, ClassVar, Hashable, Literal, Optional
 
 import torch
 
+from .batch import NetworkConstants, vectorised
 from .blind import Problem, problems_of, with_chroma
+from .blind_loop import BlindRun, Estimate
 from .device import choose_device, keep_freed_memory
-from .batch import group_runs
-from .engines import Batch, Job, Runner, Unit, concurrent_runs, in_process, make_runner
-from .errors import Failed, RunError
-from .figures import save_png
+from .engine import Unit, concurrent_units, make_runner, run_units, runs_here
+from .errors import RunError
+from .figures import save_kernel_png, save_png
 from .levin import KnownKernel, Scorer, check_scoring, known_kernel_baseline, quantise_8bit
-from .loop import Estimate, save_kernel_png
-from .memory import batch_that_fits, check_fits, training_footprint
+from .memory import Footprint, batch_that_fits, check_fits, training_footprint
 from .report import describe, problem_figures, summary_lines, write_tables
-from .runs import read_kept, save_atomically, start_run, write_metrics
+from .runs import start_run, write_metrics
+
+
+@dataclass
+class StudyConstants(NetworkConstants):
+    """The constants of a blind-deblurring study that selfdeblur.py and vdip.py share: the data, the seeds and
+    variants, the scoring (each script's Config adds its method's)."""
+
+    # data: the synthetic benchmark unless levin_dir or blurred is given
+    images: tuple[str, ...] = ("camera", "astronaut", "coffee", "chelsea", "rocket")  # synthetic: bundled images
+    kernel_sizes: tuple[int, ...] = (13, 17, 21, 27)  # synthetic: one random motion kernel of each size
+    size: int = 255  # synthetic: the blurred images are size x size (Levin's)
+    noise_level: float = 0.01  # synthetic: standard deviation of the Gaussian noise (then 8-bit quantisation)
+    data_seed: int = 0  # synthetic: seeds the kernels and the noise
+    levin_dir: str = ""  # a folder in Levin's layout: im<i>_kernel<j>_img.png, gt/im<i>.png, gt/kernel<j>.png
+    blurred: tuple[str, ...] = ()  # your own blurred photos (grey; no metrics); needs kernel_size
+    kernel_size: Optional[int] = None  # side of the kernel to estimate; None: the true one (synthetic), SelfDeblur's (Levin)
+    only: tuple[str, ...] = ()  # run only the problems of these names (e.g. im1_kernel4 camera_k27)
+    variants: tuple[str, ...] = ()  # named variants (the script's VARIANTS) to run in one command; empty: the constants as set
+    seeds: tuple[int, ...] = (0,)  # one run per seed: z_x, z_k, the initialisation and the random draws
+    # evaluation
+    crop: int = 15  # pixels cropped on each side before scoring (Levin's protocol)
+    max_shift: float = 5  # sub-pixel shifts up to this many pixels are tried, in steps of 0.25 (SelfDeblur's table)
+    wide_shift: float = 10  # also report PSNR-GT, SSIM and error ratio with shifts up to this (0: not)
+    curve_every: int = 100  # PSNR-GT and PSNR-NB every this many iterations (0: none)
+    known_kernel: Literal["sparse", "tv"] = "sparse"  # the error ratio's denominator: Levin's deconvSps, or TV
+    known_kernel_weight: float = 3e-3  # deconvSps's prior weight (0.003: SelfDeblur's known-k row; Levin's own 0.0068)
+    known_kernel_iterations: int = 200  # deconvSps's CG steps per solve (Levin's own scripts: 70)
+    known_kernel_tv: float = 1e-3  # TV weight of the known-kernel deconvolution with known_kernel tv
+
+    QUICK: ClassVar[dict[str, Any]] = dict(images=("camera",), kernel_sizes=(9,), size=64, crop=8, max_shift=4,
+                                           wide_shift=0, curve_every=100)
+    LIMITS: ClassVar[dict[str, str]] = dict(
+        kernel_sizes="[1, inf)", size="[1, inf)", noise_level="[0, 1)", data_seed="[0, inf)", kernel_size="[1, inf)",
+        seeds="[0, inf)", crop="[0, inf)", max_shift="[0, inf)", wide_shift="[0, inf)", curve_every="[0, inf)",
+        known_kernel_weight="(0, inf)", known_kernel_iterations="[1, inf)", known_kernel_tv="(0, inf)")
 
 
 @dataclass(frozen=True)
@@ -51,6 +84,12 @@ class Scoring:
     wide_shift: float = 0
     known_kernel: KnownKernel = KnownKernel()
 
+    @classmethod
+    def of(cls, constants: StudyConstants) -> Scoring:
+        return cls(constants.crop, constants.max_shift, constants.wide_shift,
+                   KnownKernel(constants.known_kernel, constants.known_kernel_weight,
+                               constants.known_kernel_iterations, constants.known_kernel_tv))
+
     def check(self, problems: list[Problem]) -> None:
         """A RunError if the wide search is not wider, or a problem is too small for the crop and the shifts."""
         if 0 < self.wide_shift <= self.max_shift:
@@ -59,144 +98,133 @@ class Scoring:
             check_scoring(p.blurred.shape[-2:], self.crop, max(self.max_shift, self.wide_shift), p.name)
 
 
-
-@dataclass(frozen=True)
-class Batching:
-    """Runs stepped together (dipkit.batch): at most `most` runs per batch, runs of one `key(problem, config)`
-    (their shapes: the image and kernel sizes, the networks, the loop's length) in a batch, made by
-    `together(problems, configs, seeds, scorers) -> [Estimate | Failed]`. most = 1: each run alone."""
-
-    most: int = 1
-    together: Callable | None = None
-    key: Callable[[Problem, Any], Hashable] | None = None
-
-    def units(self, jobs: list[Job]) -> list[Unit]:
-        """The jobs as units of work: batches of runs of one key, a run alone where its batch would hold one."""
-        if self.most <= 1 or self.together is None or self.key is None:
-            return list(jobs)
-        return [group[0] if len(group) == 1 else Batch(group, self.together)
-                for group in group_runs(jobs, lambda job: self.key(job.problem, job.config), self.most)]
+def study_problems(constants: StudyConstants) -> list[Problem]:
+    """The study's problems, read and checked against the scoring (a RunError before any folder exists)."""
+    if not constants.seeds:
+        raise RunError("seeds: give at least one")
+    problems = problems_of(levin_dir=constants.levin_dir, blurred=constants.blurred,
+                           kernel_size=constants.kernel_size, images=constants.images,
+                           kernel_sizes=constants.kernel_sizes, size=constants.size,
+                           noise_level=constants.noise_level, data_seed=constants.data_seed, only=constants.only)
+    Scoring.of(constants).check(problems)
+    return problems
 
 
+def named_variants(constants: Any, variants: dict[str, dict[str, Any]], alone: str, elsewhere: str = "") -> dict:
+    """The study's variants: name -> its constants (the constants as set, named `alone`, when none is asked for);
+    a RunError naming an unknown one."""
+    if not constants.variants:
+        return {alone: constants}
+    unknown = [v for v in constants.variants if v not in variants]
+    if unknown:
+        raise RunError(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(variants)}{elsewhere}")
+    return {name: dataclasses.replace(constants, **variants[name]) for name in constants.variants}
 
-def run_script(*, record: Any, script: str, method: str, headline: str, device_name: str, problems: list[Problem],
-               variants: dict[str, Any], seeds: tuple[int, ...], deblur: Callable[[Problem, Any, int, Scorer], Estimate],
-               scoring: Scoring, resume: bool = False, runner: Runner | None = None,
-               footprint: Callable[[Problem, Any], int] | None = None, at_once: int = 1,
-               batching: Batching = Batching()) -> dict[str, Any]:
-    """What selfdeblur.py's and vdip.py's run() do once their constants are checked: check that `at_once` runs (or
-    batches of `batching.most` runs) fit the device's memory (`footprint(problem, variant config)`: one run's
-    bytes; a batch too large is made smaller, said in one line), say what runs where ("<method> on <device>:
-    <headline>"), open Results/<script>/<run> with `record` (the script's constants) as its config.json (with
-    `resume`, the folder of that name if it exists), run the study (by `runner`: make_runner); returns its rows and
-    the folder."""
-    device = choose_device(device_name)
-    study_jobs(problems, variants, seeds)
-    if footprint is not None:
-        most = check_memory(problems, variants, footprint, device, at_once, batching.most)
-        batching = dataclasses.replace(batching, most=most)
+
+# the constants every run of one batch shares: they shape its networks, its loop and its device
+BATCH_SHAPE = ("input_channels", "channels", "skip_channels", "scales", "non_local", "kernel_input", "kernel_hidden",
+               "iterations", "pretrain_iterations", "curve_every", "channels_last", "bf16", "compile", "deterministic",
+               "device", "batch_mode", "progress")
+
+
+def shape_key(problem: Problem, constants: Any, *own: str) -> tuple:
+    """What the runs of one batch share: the image and kernel sizes, the constants of BATCH_SHAPE and the script's
+    `own` ones; runs that differ only in other constants (seeds, learning rates, losses) can share a batch."""
+    return (tuple(problem.blurred.shape), problem.kernel_size) + tuple(getattr(constants, name)
+                                                                      for name in BATCH_SHAPE + own)
+
+
+def latent_footprint(problem: Problem, image_net: torch.nn.Module, input_channels: int) -> tuple[Footprint, int, int]:
+    """What one run holds (estimated): the image network's optimisation step on the latent grid of the problem
+    (its blurred size plus the kernel's, less one; dipkit.memory), with the grid's size."""
+    (h, w), (kh, kw) = problem.blurred.shape[-2:], problem.kernel_size
+    return training_footprint(image_net, input_channels), h + kh - 1, w + kw - 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The study
+
+
+RECORD_KEYS = ("scores", "image", "kernel", "extra", "curve", "seconds", "stats")
+
+
+def run_study(constants: StudyConstants, *, script: str, method: str, headline: str, problems: list[Problem],
+              variants: dict[str, Any], deblur: Callable[[list[BlindRun]], list],
+              footprint: Callable[[Problem, Any], tuple[Footprint, int, int]],
+              batch_key: Callable[[Problem, Any], Hashable]) -> dict[str, Any]:
+    """A script's run() once its problems and variants are read: the memory checked (a batch too large made
+    smaller, said), "<method> on <device>: <headline>" said, Results/<script>/<run> opened with the constants as its
+    config.json, every run computed by the engine (kept as it finishes; with resume, the kept ones read back) and
+    the study's files written. Returns its rows, summary, curves and folder; a RunError at the end names the runs
+    that failed (the others are kept)."""
+    device = choose_device(constants.device)
+    batch = check_memory(problems, variants, footprint, device, concurrent_units(constants), constants.batch,
+                         vectorised(constants.batch_mode))
+    runner = make_runner(constants)  # Ray connected before anything is written
     keep_freed_memory()
-    print(f"{method} on {device}: {headline}" + (f"; up to {batching.most} runs at a time in a batch"
-                                                  if batching.most > 1 else ""))
-    folder = start_run(record, script, device, resume=resume)
-    result = run_study(problems, variants, seeds, deblur, folder, scoring, resume=resume, runner=runner or in_process,
-                       batching=batching)
-    seconds = sum(r.get("seconds", 0.0) for r in result["rows"] if r.get("seed", "") != "")
-    write_metrics(folder, script, result["summary"], result["rows"], seconds, str(device))
-    print(f"wrote {folder}")
-    return dict(result, folder=folder)
-
-
-
-def check_memory(problems: list[Problem], variants: dict[str, Any], footprint: Callable[[Problem, Any], int],
-                 device: torch.device, at_once: int, batch: int = 1) -> int:
-    """The batch size that fits: a RunError, before anything is written, if `at_once` runs of the largest problem
-    do not fit the device's free memory (one run: `footprint` for each variant, plus the scoring's images); a
-    `batch` of which `at_once` do not fit is made smaller, with one line saying so."""
-    largest = max(problems, key=lambda p: (p.blurred.shape[-2] + p.kernel_size[0]) * (p.blurred.shape[-1] +
-                                                                                        p.kernel_size[1]))
-    h, w = largest.blurred.shape[-2:]
-    need = max(footprint(largest, config) for config in variants.values()) + 64 * h * w * 4  # + the scoring
-    advice = "give a smaller image, or fewer workers" if at_once > 1 else "give a smaller image (or crop the photo)"
-    check_fits(need * at_once, device, f"{at_once} run(s) on {largest.name} ({h}x{w})", advice)
-    return batch_that_fits(need * at_once, batch, device, f"on {largest.name} ({h}x{w})")
-
-
-
-def study_jobs(problems: list[Problem], variants: dict[str, Any], seeds: tuple[int, ...]) -> list[Job]:
-    """Every run of the study, problem by problem; a RunError if two would have one name (a problem, variant or
-    seed given twice), so that no run is made, or counted, twice."""
-    jobs = [Job(problem, variant, config, seed) for problem in problems for variant, config in variants.items()
-            for seed in seeds]
-    stems = [job.stem for job in jobs]
-    twice = next((stem for i, stem in enumerate(stems) if stem in stems[:i]), None)
-    if twice is not None:
-        raise RunError(f"the run {twice} would be made twice (a problem, variant or seed given twice)")
-    return jobs
-
-
-
-def run_study(
-    problems: list[Problem],
-    variants: dict[str, Any],
-    seeds: tuple[int, ...],
-    deblur: Callable[[Problem, Any, int, Scorer], Estimate],
-    folder: Path,
-    scoring: Scoring = Scoring(),
-    log: Callable[[str], None] = print,
-    resume: bool = False,
-    runner: Runner = in_process,
-    batching: Batching = Batching(),
-) -> dict[str, Any]:
-    """Run every variant (name -> what `deblur` takes) with every seed on every problem; write the folder; return
-    the rows. Scores follow `scoring` (wide-shift scores are named `psnr_gt_shift10`, ...).
-
-    Every finished run is kept at once in runs/<problem>__<variant>__seed<seed>.pt (its row, curve, estimate,
-    kernel and maps; written to a temporary file, then renamed, so a killed process never leaves half a file) and
-    the tables are rewritten from all finished runs; with `resume`, the runs already in runs/ are read back, not
-    run again (one that is damaged, or was made on another input, is said and run again). `runner` runs the jobs
-    (here, in a process pool, on Ray), alone or in batches (`batching`), and yields them as they finish. A run that
-    fails inside a batch is said, and the others go on; the study then ends with a RunError naming the failed runs
-    (not kept: --resume runs them again)."""
+    print(f"{method} on {device}: {headline}" + (f"; up to {batch} runs at a time in a batch" if batch > 1 else ""))
+    folder = start_run(constants, script, device, resume=constants.resume)
+    scoring = Scoring.of(constants)
     (folder / "estimates").mkdir(exist_ok=True)
-    (folder / "runs").mkdir(exist_ok=True)
     baseline_rows, scorers, knowns, baseline_scores = [], {}, {}, {}
     for problem in problems:
         scorers[problem.name], knowns[problem.name], baseline_scores[problem.name] = _baselines(problem, scoring)
         baseline_rows += [dict(problem=problem.name, variant=name, seed="", **scores)
                           for name, scores in baseline_scores[problem.name].items()]
-    jobs = study_jobs(problems, variants, seeds)
-    done: dict[str, dict] = {}
-    for job in jobs if resume else ():
-        record = _kept_run(folder, job, log)
-        if record is not None:
-            done[job.stem] = record
-            log(f"{job.label}: kept from the earlier run")
-    failed: list[str] = []
-    for job, estimate in runner(batching.units([j for j in jobs if j.stem not in done]), deblur, scorers):
-        if isinstance(estimate, Failed):
-            failed.append(f"{job.stem}: {estimate.message}")
-            log(f"{job.label}: failed: {estimate.message}")
-            continue
-        done[job.stem] = _keep(folder, job, estimate, scorers[job.problem.name])
-        log(f"{job.label}: " + describe(done[job.stem]["scores"], estimate.seconds))
-        write_tables(folder, *_rows_and_curves(jobs, done, baseline_rows), figures_too=False)
+    here = runs_here(constants)
+    runs = {f"{p.name}__{variant}__seed{seed}": (p, variant, seed) for p in problems for variant in variants
+            for seed in constants.seeds}
+    units = [Unit(name, BlindRun(p, config if here else dataclasses.replace(config, progress=False), seed,
+                                 scorers[p.name]), p.digest, batch_key(p, config))
+             for name, (p, variant, seed) in runs.items() for config in (variants[variant],)]
+
+    def keep(unit: Unit, estimate: Estimate) -> dict:
+        record = _keep(folder, unit.name, estimate, unit.task.problem, scorers[unit.task.problem.name])
+        print(f"{unit.name}: " + describe(record["scores"], estimate.seconds), flush=True)
+        return record
+
+    kept = run_units(folder, units, deblur, keep, resume=constants.resume, batch=batch, runner=runner,
+                     expects=RECORD_KEYS, update=lambda records: write_tables(
+                         folder, *_rows_and_curves(runs, records, baseline_rows), figures_too=False))
     for problem in problems:
         panels: dict[str, list] = {}
-        for job in (j for j in jobs if j.problem is problem and j.stem in done):
-            record = done[job.stem]
-            panels.setdefault(job.variant, []).append((job.seed, record["image"], _estimate(record), record["scores"]))
-        problem_figures(folder, problem, knowns[problem.name], baseline_scores[problem.name], panels,
-                         scoring.known_kernel.label)
-    rows, curves = _rows_and_curves(jobs, done, baseline_rows)
+        for name, (p, variant, seed) in runs.items():
+            if p is problem and name in kept.records:
+                record = kept.records[name]
+                panels.setdefault(variant, []).append((seed, record["image"], _estimate(record), record["scores"]))
+        if panels:
+            problem_figures(folder, problem, knowns[problem.name], baseline_scores[problem.name], panels,
+                            scoring.known_kernel.label)
+    rows, curves = _rows_and_curves(runs, kept.records, baseline_rows)
     summary = write_tables(folder, rows, curves)
     for line in summary_lines(summary):
-        log(line)
-    if failed:
-        raise RunError(f"{len(failed)} run(s) failed (the others are kept in {folder}; --resume runs these again): "
-                       + "; ".join(failed))
-    return dict(rows=rows, summary=summary, curves=curves)
+        print(line)
+    kept.check(folder, "run")  # a run with failed units is not finished: no metrics.json
+    write_metrics(folder, script, summary, rows, sum(r["seconds"] for r in rows if r.get("seed", "") != ""),
+                  str(device))
+    print(f"wrote {folder}")
+    return dict(rows=rows, summary=summary, curves=curves, folder=folder)
 
+
+def check_memory(problems: list[Problem], variants: dict[str, Any],
+                 footprint: Callable[[Problem, Any], tuple[Footprint, int, int]], device: torch.device, at_once: int,
+                 batch: int, vectorise: bool) -> int:
+    """The batch size that fits: a RunError, before anything is written, if `at_once` runs of the largest problem
+    do not fit the device's free memory (one run: `footprint` for each variant, plus the scoring's images); a
+    batch of which `at_once` do not fit is made smaller, with one line saying so. A batch's runs each hold their
+    weights; their activations one at a time, all at once when `vectorise`."""
+    largest = max(problems, key=lambda p: (p.blurred.shape[-2] + p.kernel_size[0]) * (p.blurred.shape[-1] +
+                                                                                        p.kernel_size[1]))
+    h, w = largest.blurred.shape[-2:]
+    estimates = [footprint(largest, config) for config in variants.values()]
+
+    def need(runs: int) -> int:  # bytes of `at_once` processes with a batch of `runs` each, + the scoring's images
+        return at_once * max(f.bytes(fh, fw, runs, runs if vectorise else 1) + 64 * h * w * 4
+                             for f, fh, fw in estimates)
+
+    advice = "give a smaller image, or fewer workers" if at_once > 1 else "give a smaller image (or crop the photo)"
+    check_fits(need(1), device, f"{at_once} run(s) on {largest.name} ({h}x{w})", advice)
+    return batch_that_fits(need, batch, device, f"on {largest.name} ({h}x{w})") if batch > 1 else 1
 
 
 def _baselines(problem: Problem, scoring: Scoring) -> tuple[Scorer, torch.Tensor | None, dict[str, dict]]:
@@ -212,45 +240,19 @@ def _baselines(problem: Problem, scoring: Scoring) -> tuple[Scorer, torch.Tensor
     return scorer, known, scores
 
 
-
-def _keep(folder: Path, job: Job, estimate: Estimate, scorer: Scorer) -> dict:
-    """Score a finished run and write it at once: its estimate PNGs and runs/<stem>.pt; returns the record."""
+def _keep(folder: Path, stem: str, estimate: Estimate, problem: Problem, scorer: Scorer) -> dict:
+    """A finished run scored, its estimate PNGs written; its record (what the engine keeps)."""
     image = quantise_8bit(estimate.image)
     scores = scorer(image, estimate.kernel)
     estimates = folder / "estimates"
-    save_png(estimates / f"{job.stem}.png", image)
-    save_kernel_png(estimates / f"{job.stem}_kernel.png", estimate.kernel)
-    if job.problem.colour is not None:
-        save_png(estimates / f"{job.stem}_colour.png", with_chroma(image, job.problem.colour))
+    save_png(estimates / f"{stem}.png", image)
+    save_kernel_png(estimates / f"{stem}_kernel.png", estimate.kernel)
+    if problem.colour is not None:
+        save_png(estimates / f"{stem}_colour.png", with_chroma(image, problem.colour))
     for key, extra in estimate.extra.items():
-        save_png(estimates / f"{job.stem}_{key}.png", extra / extra.max().clamp(min=1e-12))
-    record = dict(scores=scores, image=image, kernel=estimate.kernel, extra=estimate.extra, curve=estimate.curve,
-                  seconds=estimate.seconds, stats=estimate.stats, digest=job.problem.digest)
-    save_atomically(folder / "runs" / f"{job.stem}.pt", record)
-    return record
-
-
-
-RECORD_KEYS = {"scores", "image", "kernel", "extra", "curve", "seconds", "stats", "digest"}
-
-
-
-def _kept_run(folder: Path, job: Job, log: Callable[[str], None]) -> dict | None:
-    """The earlier run's record of this job (runs/<stem>.pt), if it was made on the same blurred image; None if
-    there is none, if it is damaged, or if the problem's input changed since (said in one line): run it again."""
-    def read(path: Path) -> dict:
-        record = torch.load(path, weights_only=True)
-        if not isinstance(record, dict) or not RECORD_KEYS <= set(record):
-            raise ValueError("not a run record of this study")
-        return record
-
-    record = read_kept(folder / "runs" / f"{job.stem}.pt", read, job.stem, log)
-    if record is not None and record["digest"] != job.problem.digest:
-        log(f"{job.stem}: the earlier run was made on another input ({job.problem.source or job.problem.name} "
-            "differs); running it again")
-        return None
-    return record
-
+        save_png(estimates / f"{stem}_{key}.png", extra / extra.max().clamp(min=1e-12))
+    return dict(scores=scores, image=image, kernel=estimate.kernel, extra=estimate.extra, curve=estimate.curve,
+                seconds=estimate.seconds, stats=estimate.stats)
 
 
 def _estimate(record: dict) -> Estimate:
@@ -258,125 +260,16 @@ def _estimate(record: dict) -> Estimate:
                     extra=record["extra"], stats=record["stats"])
 
 
-
-def _rows_and_curves(jobs: list[Job], done: dict[str, dict], baseline_rows: list[dict]) -> tuple[list, list]:
+def _rows_and_curves(runs: dict[str, tuple], records: dict[str, dict], baseline_rows: list[dict]) -> tuple[list, list]:
     """The table's rows (per problem: its baselines, then its finished runs in the study's order) and curves."""
     rows, curves = [], []
-    for name in dict.fromkeys(job.problem.name for job in jobs):
-        rows += [r for r in baseline_rows if r["problem"] == name]
-        for job in (j for j in jobs if j.problem.name == name and j.stem in done):
-            record = done[job.stem]
-            key = dict(problem=name, variant=job.variant, seed=job.seed)
-            rows.append(dict(key, **record["scores"], seconds=record["seconds"], **record["stats"],
-                             source=job.problem.source))
-            curves += [dict(key, **point) for point in record["curve"]]
+    for problem in {p.name: p for p, _, _ in runs.values()}.values():
+        rows += [r for r in baseline_rows if r["problem"] == problem.name]
+        for name, (p, variant, seed) in runs.items():
+            if p is problem and name in records:
+                record = records[name]
+                key = dict(problem=problem.name, variant=variant, seed=seed)
+                rows.append(dict(key, **record["scores"], seconds=record["seconds"], **record["stats"],
+                                 source=problem.source))
+                curves += [dict(key, **point) for point in record["curve"]]
     return rows, curves
-
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# What selfdeblur.py and vdip.py share: the study's constants, their checks and the run
-
-
-class StudyConstants(Protocol):
-    """The constants of a blind-deblurring study that selfdeblur.py and vdip.py share. Each script keeps them in its
-    own Config, with its method's constants, at the top of the script (SHARED_CONSTANTS lists them; a test keeps
-    their defaults, ranges and comments equal in the two scripts); this is what the shared code reads of them."""
-
-    levin_dir: str
-    blurred: tuple[str, ...]
-    kernel_size: int | None
-    images: tuple[str, ...]
-    kernel_sizes: tuple[int, ...]
-    size: int
-    noise_level: float
-    data_seed: int
-    only: tuple[str, ...]
-    seeds: tuple[int, ...]
-    crop: int
-    max_shift: float
-    wide_shift: float
-    known_kernel: str
-    known_kernel_weight: float
-    known_kernel_iterations: int
-    known_kernel_tv: float
-    device: str
-    resume: bool
-    workers: int
-    batch: int
-    batch_mode: str
-    engine: str
-    ray_address: str
-    gpus_per_run: float
-
-
-# the constants both scripts hold, with the same meaning, default and range (tests/test_study.py)
-SHARED_CONSTANTS = ("images", "kernel_sizes", "size", "noise_level", "data_seed", "levin_dir", "blurred", "kernel_size",
-                    "only", "variants", "seeds", "channels_last", "bf16", "compile", "crop", "max_shift", "wide_shift",
-                    "curve_every", "known_kernel", "known_kernel_weight", "known_kernel_iterations",
-                    "known_kernel_tv", "deterministic", "device", "run_name", "resume", "workers", "batch",
-                    "batch_mode", "engine",
-                    "ray_address", "gpus_per_run", "progress")
-
-
-# the constants every run of one batch (dipkit.batch) shares: they shape its networks, its loop and its device
-BATCH_SHAPE = ("input_channels", "channels", "skip_channels", "scales", "non_local", "kernel_input", "kernel_hidden",
-               "iterations", "pretrain_iterations", "curve_every", "channels_last", "bf16", "compile", "deterministic",
-               "device", "batch_mode", "progress")
-
-
-def shape_key(problem: Problem, constants: Any, *own: str) -> tuple:
-    """What the runs of one batch share: the image and kernel sizes, the constants of BATCH_SHAPE and the script's
-    `own` ones; runs that differ only in other constants (seeds, learning rates, losses) can share a batch."""
-    return (tuple(problem.blurred.shape), problem.kernel_size) + tuple(getattr(constants, name)
-                                                                      for name in BATCH_SHAPE + own)
-
-
-def study_scoring(constants: StudyConstants) -> Scoring:
-    """Levin's protocol as the constants set it: crop, shift searches, the known-kernel deconvolution."""
-    return Scoring(constants.crop, constants.max_shift, constants.wide_shift,
-                   KnownKernel(constants.known_kernel, constants.known_kernel_weight,
-                               constants.known_kernel_iterations, constants.known_kernel_tv))
-
-
-def study_problems(constants: StudyConstants) -> list[Problem]:
-    """The study's problems, read and checked against the scoring (a RunError before any folder exists)."""
-    if not constants.seeds:
-        raise RunError("seeds: give at least one")
-    problems = problems_of(levin_dir=constants.levin_dir, blurred=constants.blurred,
-                           kernel_size=constants.kernel_size, images=constants.images,
-                           kernel_sizes=constants.kernel_sizes, size=constants.size,
-                           noise_level=constants.noise_level, data_seed=constants.data_seed, only=constants.only)
-    study_scoring(constants).check(problems)
-    return problems
-
-
-def latent_footprint(problem: Problem, image_net: torch.nn.Module, input_channels: int) -> int:
-    """The memory one run holds (estimated): the image network's optimisation step on the latent grid of the
-    problem (its blurred size plus the kernel's, less one; dipkit.memory)."""
-    (h, w), (kh, kw) = problem.blurred.shape[-2:], problem.kernel_size
-    return training_footprint(image_net, input_channels)(h + kh - 1, w + kw - 1)
-
-
-def run_study_script(constants: StudyConstants, *, script: str, method: str, headline: str,
-                     problems: list[Problem], variants: dict[str, Any],
-                     deblur: Callable[[Problem, Any, int, Scorer], Estimate],
-                     footprint: Callable[[Problem, Any], int], together: Callable | None = None,
-                     batch_key: Callable[[Problem, Any], Hashable] | None = None) -> dict[str, Any]:
-    """A script's run() once its constants are checked: run_script with the engine, workers, batches and resume
-    the constants ask for (`together`, `batch_key`: the script's batched loop and which runs it can batch)."""
-    return run_script(record=constants, script=script, method=method, headline=headline, device_name=constants.device,
-                      problems=problems, variants=variants, seeds=constants.seeds, deblur=deblur,
-                      scoring=study_scoring(constants), resume=constants.resume,
-                      runner=make_runner(constants.engine, constants.workers, constants.ray_address,
-                                         constants.gpus_per_run),
-                      footprint=footprint, at_once=concurrent_runs(constants.engine, constants.workers,
-                                                                   constants.ray_address),
-                      batching=Batching(constants.batch, together, batch_key))
-
-
-if __name__ == "__main__":  # python -m dipkit.study RUN_A RUN_B --out FOLDER: the merge (dipkit.report)
-    from .cli import run_main
-    from .report import main
-
-    run_main(main)

@@ -11,15 +11,17 @@ along the last row (D₂) and along the last column (D₁) are counted twice: `d
 that (its Lipschitz bound is then 16/ε).
 
 Also here: the plain anisotropic TV Σ |D₁x| + |D₂x| (`anisotropic_tv`), and the known-operator TV deconvolution
-argmin_x ½‖A x − y‖² + λ·TV_ε(x) by FISTA (`fista_tv_deconvolution`), for any blur A given with its adjoint.
+argmin_x ½‖A x − y‖² + λ·TV_ε(x) by FISTA (`fista_tv_deconvolution`, for any blur A given with its adjoint;
+`tv_deconvolution`, for a kernel under the 'valid' or the circular blur model).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 
+from .blur import centre_of, fourier_multiply, kernel_spectrum, pad_to_latent, valid_blur_by_fft
 from .solvers import fista
 
 
@@ -113,3 +115,29 @@ def fista_tv_deconvolution(
         return adjoint(forward(x) - blurred) + weight * tv.gradient(x)
 
     return fista(gradient, start, data_lipschitz + weight * tv.lipschitz, tolerance, iterations).x
+
+
+def tv_deconvolution(blurred: torch.Tensor, kernel: torch.Tensor, weight: float,
+                     boundary: Literal["valid", "circular"] = "valid", iterations: int = 300, smoothing: float = 1e-2,
+                     tolerance: float = 0.0) -> torch.Tensor:
+    """A known-kernel TV deconvolution, argmin_x ½‖k ∗ x − y‖² + weight·TV_ε(x), by FISTA in float64 (at most
+    `iterations` steps, or until ‖∇‖ ≤ tolerance), under the blur model `boundary`:
+      valid     k ⋆ x the 'valid' cross-correlation of a latent image larger than y by the kernel size less one
+                (SelfDeblur's model), x started from the replicate-padded y, its centre (the size of y) returned;
+                the step from ‖x ↦ k ⋆ x‖ ≤ ‖k‖₁;
+      circular  k ⊛ x the periodic convolution (by FFT), x and y of one size, x started from y; `kernel` is
+                (N, 1, h, w), one per image; the step from ‖x ↦ k ⊛ x‖² = max |k̂|², exact."""
+    y = blurred.detach().double()
+    if boundary == "valid":
+        k = kernel.detach().double().view(1, 1, *kernel.shape[-2:])
+        start = pad_to_latent(y, k.shape[-2:])
+        forward, adjoint = valid_blur_by_fft(k, start.shape[-2:])
+        x = fista_tv_deconvolution(y, forward, adjoint, k.abs().sum().item() ** 2, weight, iterations, start,
+                                   smoothing, tolerance)
+        return centre_of(x, k.shape[-2:])
+    shape = y.shape[-2:]
+    spectrum = kernel_spectrum(kernel.detach().double(), shape)  # once, not at every step
+    return fista_tv_deconvolution(y, lambda x: fourier_multiply(x, spectrum, shape),
+                                  lambda r: fourier_multiply(r, spectrum.conj(), shape),
+                                  spectrum.abs().square().max().item(), weight, iterations, y.clone(), smoothing,
+                                  tolerance)

@@ -1,4 +1,3 @@
-import subprocess
 import sys
 from pathlib import Path
 
@@ -7,19 +6,30 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# a blind study (selfdeblur.py, vdip.py) of a few milliseconds' loop: the quick preset, 6 iterations, a narrow G_x,
+# and a known-kernel row of 20 CG steps (the tests that use it compare runs with each other, not with the paper)
+TINY_STUDY = dict(quick=True, progress=False, iterations=6, curve_every=3, channels=8, known_kernel_iterations=20)
+
 
 @pytest.fixture
-def refused(tmp_path):
-    """Run `python <script> <arguments> --results_dir <tmp>` and check that it refuses: exit code 2, exactly one
-    line on stderr containing `message`, and nothing written."""
+def refused(tmp_path, monkeypatch, capsys):
+    """`python <script> <arguments> --results_dir <tmp>`, run in this process from <tmp> (its main() under run_main,
+    as the script's command line runs it; tests/test_every_script.py runs the scripts as processes): it must refuse
+    with exit code 2, exactly one line on stderr containing `message`, and nothing written."""
+    import importlib
+
+    from dipkit.cli import run_main
 
     def check(script: str, arguments: list[str], message: str) -> None:
-        process = subprocess.run(
-            [sys.executable, str(ROOT / script), *arguments, "--results_dir", str(tmp_path)],
-            capture_output=True, text=True, cwd=tmp_path, timeout=120,
-        )
-        assert process.returncode == 2, process.stderr
-        lines = process.stderr.strip().splitlines()
+        module = importlib.import_module(script.removesuffix(".py"))
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setattr(sys, "argv", [script, *arguments])
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stop:
+            run_main(lambda: module.main([*arguments, "--results_dir", str(tmp_path)]))
+        err = capsys.readouterr().err
+        assert stop.value.code == 2, err
+        lines = err.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], lines
         assert list(tmp_path.iterdir()) == []
 

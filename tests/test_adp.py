@@ -83,7 +83,7 @@ def test_every_accepted_maid_step_decreases_the_exact_upper_loss():
         ADP.Config, **{**config.__dict__, "upper_iterations": 12, "alpha0": 1e-4, "eps0": 1e-1}
     )
     accepted = []
-    maid(problem, theta0, problem.y, ADP.maid_settings(config),
+    maid(problem, theta0, problem.y, ADP.MAIDSettings.of(config),
          lambda row, theta, x: accepted.append((row, theta.clone())))
     steps = [(row, theta) for row, theta in accepted if row["accepted"]]
     assert len(steps) >= 5
@@ -175,6 +175,7 @@ def test_a_command_line_override_reaches_the_method(tmp_path):
 @pytest.mark.parametrize(
     "arguments, message",
     [(["--images", "no-such-image.png"], "not found"), (["--setting", "blurry"], "invalid choice"),
+     (["--quick", "--resume"], "resume needs the run_name"),
      (["--kernel_size", "99", "--quick"], "larger than the image"), (["--no-such-option", "1"], "Unrecognized options: --no-such-option")],
 )
 def test_bad_input_exits_with_code_2_and_one_line_writing_nothing(refused, arguments, message):
@@ -182,11 +183,38 @@ def test_bad_input_exits_with_code_2_and_one_line_writing_nothing(refused, argum
 
 
 def test_bad_config_through_the_api_is_refused_before_writing(tmp_path):
-    with pytest.raises(RunError, match="unknown setting"):
+    with pytest.raises(RunError, match="setting must be one of motion, gaussian, disc, not 'blurry'"):
         ADP.run(make_config(ADP.Config, setting="blurry", results_dir=str(tmp_path)))
     with pytest.raises(RunError, match="unknown setting"):
         make_config(ADP.Config, no_such_field=1)
     assert list(tmp_path.iterdir()) == []
+
+
+def tiny_adp(tmp_path, **overrides):
+    return make_config(ADP.Config, **{**dict(quick=True, height=16, width=12, upper_iterations=2, progress=False,
+                                             oracle_factors=(1.0,), images=("astronaut", "coffee"),
+                                             results_dir=str(tmp_path), run_name="r"), **overrides})
+
+
+def test_a_cut_run_resumes_with_its_finished_images_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    whole = ADP.run(tiny_adp(tmp_path / "whole"))
+    original, calls = ADP.solve, []
+
+    def cut(tasks):  # the process is stopped while the second image is computed
+        calls.append([task.item for task in tasks])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(tasks)
+
+    monkeypatch.setattr(ADP, "solve", cut)
+    with pytest.raises(KeyboardInterrupt):
+        ADP.run(tiny_adp(tmp_path / "cut"))
+    folder = tmp_path / "cut" / "ADP" / "r"
+    assert [p.name for p in (folder / "units").glob("*.pt")] == ["astronaut.pt"]
+    resumed = ADP.run(tiny_adp(tmp_path / "cut", resume=True))
+    assert calls == [["astronaut"], ["coffee"], ["coffee"]]  # astronaut read back, not solved again
+    assert resumed["folder"] == folder and (folder / "table.csv").read_text() == (whole["folder"] / "table.csv").read_text()
+
 
 
 

@@ -2,7 +2,8 @@
 
 import torch
 
-from dipkit.batch import StackedAdam, StackedNetworks, group_runs, learning_rate, run_generator
+from dipkit.batch import Clock, StackedAdam, StackedNetworks, _slices, learning_rate, run_generator
+from dipkit.engine import group_runs
 from dipkit.networks import KernelGenerator, SkipNetwork
 
 
@@ -28,9 +29,59 @@ def test_stacked_adam_is_torch_adam_per_run_with_skipped_steps():
         for r in take:
             alone[r].grad = grads[r].clone()
             torch_adams[r].step()
-    for r in range(3):
-        torch.testing.assert_close(stacked[r], alone[r], rtol=1e-6, atol=1e-7)
+    for r in range(3):  # the same float32 operations in the same order: equal to the last bit
+        assert torch.equal(stacked[r], alone[r])
     assert adam.steps == [6, 5, 6]
+
+
+def test_stacked_adam_on_many_tensors_is_torch_adam_on_each_run_alone():
+    """Several tensors of different shapes (one foreach update for all of them), every run taking every step with
+    the same scalars, then the runs' learning rates apart: each run's slices as torch.optim.Adam leaves them."""
+    torch.manual_seed(2)
+    shapes = [(3, 4, 5), (3, 7), (3, 2, 2, 3)]
+    starts = [torch.randn(shape) for shape in shapes]
+    stacked = [s.clone().requires_grad_() for s in starts]
+    adam = StackedAdam([(stacked, [1e-2] * 3, [0.9] * 3)])
+    alone = [[s[r].clone().requires_grad_() for s in starts] for r in range(3)]
+    torch_adams = [torch.optim.Adam(alone[r], lr=1e-2) for r in range(3)]
+    for step in range(5):
+        grads = [torch.randn(shape) for shape in shapes]
+        if step == 3:
+            adam.set_lr(0, [1e-2, 2e-2, 1e-2])
+            torch_adams[1].param_groups[0]["lr"] = 2e-2
+        for p, g in zip(stacked, grads):
+            p.grad = g.clone()
+        adam.step()
+        for r in range(3):
+            for p, g in zip(alone[r], grads):
+                p.grad = g[r].clone()
+            torch_adams[r].step()
+    for r in range(3):
+        for p, q in zip(stacked, alone[r]):
+            assert torch.equal(p[r], q)
+
+
+def test_slices_cover_the_runs_in_consecutive_blocks():
+    assert _slices([0, 1, 2]) == [slice(0, 3)]
+    assert _slices([0, 2, 3, 5]) == [slice(0, 1), slice(2, 4), slice(5, 6)]
+    assert _slices([4]) == [slice(4, 5)]
+
+
+def test_the_clock_shares_the_time_among_the_runs_going_and_leaves_out_the_scoring(monkeypatch):
+    """Two runs for 4 s (2 s each), one stops; the other goes on alone for 3 s, 1 s of which is scoring: 2 + 2."""
+    import dipkit.batch
+
+    now = [0.0]
+    monkeypatch.setattr(dipkit.batch.time, "perf_counter", lambda: now[0])
+    clock = Clock(2, torch.device("cpu"))
+    now[0] = 4.0
+    assert clock.stop(0) == 2.0 and clock.seconds(1) == 2.0
+    now[0] = 5.0
+    with clock.scoring():
+        now[0] = 6.0
+    now[0] = 7.0
+    assert clock.stop(1) == 4.0 and clock.seconds(0) == 2.0
+    assert clock.stop(0) + clock.stop(1) == 7.0 - 1.0  # the runs' seconds add up to the wall time less the scoring
 
 
 def test_stacked_adam_checkpoint_restores_one_run():

@@ -70,13 +70,6 @@ def test_shake_trajectories_move_at_constant_speed_length_over_steps():
     assert torch.allclose(speeds, torch.tensor([5.0, 8, 12, 20, 28, 28], dtype=torch.float64)[:, None] / 49)
 
 
-def test_generative_still_exports_the_camera_shake_kernels():
-    from dipkit import generative
-
-    assert generative.camera_shake_kernels is kernels.camera_shake_kernels
-    assert generative.splat is kernels.splat and generative.shake_trajectories is kernels.shake_trajectories
-
-
 @pytest.mark.parametrize("size, seed, support, row_mean, column_mean, energy", [
     (13, 0, 19, 6.150327, 6.202615, 0.12785682), (27, 3, 35, 12.987421, 13.0, 0.04750603)])
 def test_the_synthetic_benchmarks_motion_kernels_are_those_it_was_measured_with(size, seed, support, row_mean,

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import TINY_STUDY
 
 import ADP
 import dip_denoise
@@ -19,8 +20,7 @@ ROOT = compare.Path(__file__).resolve().parent.parent
 
 
 def blind(script, tmp_path, name, **overrides):
-    settings = dict(quick=True, progress=False, results_dir=str(tmp_path), iterations=6, curve_every=3, channels=8,
-                    run_name=name)
+    settings = dict(TINY_STUDY, results_dir=str(tmp_path), run_name=name)
     module = selfdeblur if script == "selfdeblur" else vdip
     if script == "vdip":
         settings["pretrain_iterations"] = 2
@@ -138,5 +138,53 @@ def test_a_batched_run_compares_like_its_runs_alone(tmp_path):
     alone = blind("selfdeblur", tmp_path, "alone", seeds=(0, 1))
     batched = blind("selfdeblur", tmp_path, "batched", seeds=(0, 1), batch=2)
     rows = compare.compare([str(alone), str(batched)], out=tmp_path / "cmp", log=lambda line: None)
-    assert [r["label"] for r in rows] == ["batch=1", "batch=2"]
+    assert [r["label"] for r in rows] == ["alone", "batched"]  # a batch changes no result: not a label
     assert rows[0]["final"] == pytest.approx(rows[1]["final"]) and rows[0]["best"] == pytest.approx(rows[1]["best"])
+
+
+def test_a_run_without_curves_enters_the_table_with_its_final_scores(tmp_path):
+    """A study made with --curve_every 0 writes no curve.csv: its table's PSNR-GT are its final values."""
+    flat = blind("selfdeblur", tmp_path, "flat", seeds=(0, 1), curve_every=0)
+    (row,) = compare.compare([str(flat)], out=tmp_path / "cmp", log=lambda line: None)
+    with (flat / "table.csv").open() as file:
+        finals = [float(r["psnr_gt"]) for r in csv.DictReader(file) if r["seed"]]
+    assert row["runs"] == 2 and row["final"] == pytest.approx(sum(finals) / 2)
+
+
+def test_damaged_files_are_one_clear_error_and_write_nothing(tmp_path):
+    run = blind("selfdeblur", tmp_path, "cut", seeds=(0,))
+    text = (run / "curve.csv").read_text()
+    (run / "curve.csv").write_text(text[: len(text) - 30])  # cut in the middle of its last row
+    with pytest.raises(RunError, match="curve.csv is damaged"):
+        compare.compare([str(run)], out=tmp_path / "c1")
+    (run / "curve.csv").write_text(text)
+    (run / "config.json").write_text((run / "config.json").read_text()[:50])
+    with pytest.raises(RunError, match=r"config.json is damaged"):
+        compare.compare([str(run)], out=tmp_path / "c2")
+    assert not (tmp_path / "c1").exists() and not (tmp_path / "c2").exists()
+
+
+def test_generative_prior_runs_compare_by_their_final_values(tmp_path):
+    for name, table_text in (("old", "image,label,method,psnr,ssim\n0,7,Alg. 1,20.0,0.8\n1,3,Alg. 1,22.0,0.9\n"),
+                             ("new", "image,digit,method,psnr,ssim\n0,7,Alg. 1,21.0,0.8\n1,3,Alg. 1,23.0,0.9\n")):
+        folder = fake_run(tmp_path / name, "generative_prior", dict(seed=0, restarts=len(name)))
+        (folder / "table.csv").write_text(table_text)  # a digit's class is no metric, under either name
+    rows = compare.compare([str(tmp_path / "old"), str(tmp_path / "new")], out=tmp_path / "cmp",
+                           log=lambda line: None)
+    assert [(r["final"], r["runs"]) for r in rows] == [(21.0, 2), (22.0, 2)]
+    with (tmp_path / "cmp" / "table.csv").open() as file:
+        assert [row["run"] for row in csv.DictReader(file)] == ["old", "old", "new", "new"]
+
+
+def test_runs_of_different_scripts_merge_into_one_table_and_different_problems_are_said(tmp_path, tiny_dip):
+    sdb = blind("selfdeblur", tmp_path, "s", seeds=(0,))
+    dip = dip_denoise.run(tiny_dip(tmp_path, images=("camera",), run_name="d"))["folder"]
+    compare.compare([str(sdb), str(dip)], out=tmp_path / "mixed", log=lambda line: None)
+    with (tmp_path / "mixed" / "table.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert {r["script"] for r in rows} == {"selfdeblur", "dip_denoise"} and not (tmp_path / "mixed" / "summary.csv").exists()
+    other = blind("vdip", tmp_path, "v", seeds=(0,), images=("coffee",))
+    said = []
+    compare.compare([str(sdb), str(other)], out=tmp_path / "studies", log=said.append)
+    assert any("these runs hold different problems (s: camera_k9; v: coffee_k9)" in line for line in said)
+    assert (tmp_path / "studies" / "summary.csv").is_file() and (tmp_path / "studies" / "scatter.png").is_file()

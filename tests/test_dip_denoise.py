@@ -1,5 +1,6 @@
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,8 +8,15 @@ from PIL import Image
 
 import dip_denoise
 from dipkit.cli import make_config
-from dipkit.networks import SkipNetwork, parameter_count
+from dipkit import stopping
+from dipkit.networks import SkipNetwork
 
+
+
+def denoise(noisy, config, clean=None):
+    """One image alone: the script's one loop with a batch of one."""
+    (result,) = dip_denoise.denoise([dip_denoise.DIPRun(noisy, config, clean)])
+    return result
 
 
 def synthetic_clean(size=64):
@@ -21,7 +29,7 @@ def synthetic_clean(size=64):
 
 
 def test_the_paper_network_has_2217831_parameters():
-    assert parameter_count(SkipNetwork(32, 3)) == 2_217_831
+    assert sum(p.numel() for p in SkipNetwork(32, 3).parameters()) == 2_217_831
 
 
 def test_the_network_keeps_the_size_and_takes_non_local_blocks():
@@ -33,51 +41,59 @@ def test_the_network_keeps_the_size_and_takes_non_local_blocks():
 
 def test_the_loop_raises_psnr_on_a_synthetic_noisy_image():
     clean = synthetic_clean()
-    config = make_config(dip_denoise.Config, quick=True, iterations=150, noise_level=0.2, progress=False)
-    result = dip_denoise.denoise(dip_denoise.add_noise(clean, config, 1), config, clean)
+    config = make_config(dip_denoise.Config, quick=True, iterations=90, noise_level=0.2, progress=False)
+    result = denoise(dip_denoise.add_noise(clean, config, 1), config, clean)
     m = result.metrics
     assert m["final_output"]["psnr"] > m["noisy"]["psnr"] + 3
     psnrs = result.curves["psnr_clean_average"]
     assert psnrs[-1] > psnrs[10] + 3
-    assert result.oracle_iteration == max(range(150), key=lambda k: psnrs[k])
+    assert result.oracle_iteration == max(range(90), key=lambda k: psnrs[k])
     assert m["oracle"]["psnr"] == pytest.approx(max(psnrs), abs=1e-3)
 
 
 def test_backtracking_restores_parameters_batchnorm_adam_and_average():
-    config = make_config(dip_denoise.Config, quick=True)
+    from dipkit.backtracking import RunState
+    from dipkit.batch import StackedAdam, StackedNetworks
+
+    torch.manual_seed(0)
     noisy = synthetic_clean()
-    state = dip_denoise.DIPState(noisy, config, torch.Generator().manual_seed(0))
+    nets = StackedNetworks([SkipNetwork(8, 3, (8,) * 3, (8,) * 3, (4,) * 3, (False,) * 3) for _ in range(2)],
+                           torch.device("cpu"), vectorise=False)
+    adam = StackedAdam([(nets.parameters(), [0.01] * 2, [0.9] * 2)])
+    z0 = torch.rand(2, 1, 8, 64, 64)
+    state, other = RunState(nets, adam, 1, z0[1], noisy), RunState(nets, adam, 0, z0[0], noisy)
 
     def steps(k):
         for _ in range(k):
-            out = state.net(state.z0 + 0.03 * torch.randn_like(state.z0))
-            loss = torch.nn.functional.mse_loss(out, noisy)
-            state.optimiser.zero_grad()
-            loss.backward()
-            state.optimiser.step()
-            state.average.mul_(0.9).add_(out.detach(), alpha=0.1)
+            adam.zero_grad()
+            out = nets(z0 + 0.03 * torch.randn_like(z0))
+            torch.nn.functional.mse_loss(out, noisy.expand_as(out)).backward()
+            adam.step()
+            state.average.mul_(0.9).add_(out[1].detach(), alpha=0.1)
             state.steps += 1
 
     steps(3)
     checkpoint = state.checkpoint()
-    saved = {k: v.clone() for k, v in state.net.state_dict().items()}
-    saved_adam = [s["exp_avg"].clone() for s in state.optimiser.state.values()]
+    saved = nets.state_of(1)
+    saved_adam = [adam.state[p][0][1].clone() for p in nets.parameters()]
     steps(4)
-    assert not torch.equal(state.net.state_dict()["head.weight"], saved["head.weight"])
+    others = nets.state_of(0)
+    assert not torch.equal(nets.state_of(1)["head.weight"], saved["head.weight"])
     state.restore(checkpoint)
-    for key, value in state.net.state_dict().items():  # parameters and BatchNorm running statistics
+    for key, value in nets.state_of(1).items():  # parameters and BatchNorm running statistics
         assert torch.equal(value, saved[key]), key
-    for now, before in zip((s["exp_avg"] for s in state.optimiser.state.values()), saved_adam):
-        assert torch.equal(now, before)
-    assert torch.equal(state.average, checkpoint["average"]) and state.steps == 3
+    assert all(torch.equal(adam.state[p][0][1], b) for p, b in zip(nets.parameters(), saved_adam))
+    assert torch.equal(state.average, checkpoint["average"]) and state.steps == 3 and adam.steps == [7, 3]
+    assert all(torch.equal(v, others[k]) for k, v in nets.state_of(0).items())  # the other run untouched
     steps(2)  # training on after a restore must not alter the checkpoint it came from
     assert all(torch.equal(checkpoint["net"][k], saved[k]) for k in saved)
-    assert all(torch.equal(c["exp_avg"], b) for c, b in zip(checkpoint["optimiser"]["state"].values(), saved_adam))
+    assert all(torch.equal(c[0], b) for c, b in zip(checkpoint["optimiser"]["moments"], saved_adam))
+    del other
 
 
-def test_a_psnr_drop_triggers_a_restore(monkeypatch):
+def test_a_psnr_drop_triggers_a_restore(monkeypatch, tiny_network):
     """Force one drop of 20 dB in the logged PSNR: the run must restore the checkpoint once and finish."""
-    real = dip_denoise._psnr_device
+    real = stopping.psnr_on_device
     calls = {"n": 0}
 
     def dropping(x, reference):
@@ -85,9 +101,9 @@ def test_a_psnr_drop_triggers_a_restore(monkeypatch):
         value = real(x, reference)
         return value - 20 if calls["n"] == 70 else value
 
-    monkeypatch.setattr(dip_denoise, "_psnr_device", dropping)
+    monkeypatch.setattr(stopping, "psnr_on_device", dropping)
     config = make_config(dip_denoise.Config, quick=True, iterations=80, checkpoint_every=20, progress=False)
-    result = dip_denoise.denoise(synthetic_clean(), config)
+    result = denoise(synthetic_clean(), config)
     assert result.backtracks == 1 and result.iterations_run == 80 + 20
 
 
@@ -95,7 +111,7 @@ def test_the_stopping_rule_stops_without_a_clean_image():
     clean = synthetic_clean()
     config = make_config(dip_denoise.Config, quick=True, iterations=400, noise_level=0.2, stop_window=10,
                          stop_patience=30, checkpoint_every=10, progress=False)
-    result = dip_denoise.denoise(dip_denoise.add_noise(clean, config, 1), config)  # no clean image: stops early
+    result = denoise(dip_denoise.add_noise(clean, config, 1), config)  # no clean image: stops early
     assert result.stop_fired and result.iterations_run < 400
     assert result.stop_fired_iteration - result.stop_iteration == 30  # P iterations without a new minimum
     variance = result.curves["variance"][: result.stop_fired_iteration + 1]  # the choice is frozen when it fires
@@ -110,7 +126,7 @@ def test_api_from_a_path_and_folder_mode(tmp_path, metrics_of):
         array = (synthetic_clean(80)[0].permute(1, 2, 0).numpy() * 255).astype("uint8")
         Image.fromarray(array).save(images / name)
     (images / "notes.txt").write_text("not an image")
-    config = make_config(dip_denoise.Config, quick=True, iterations=30, size=64, folder=str(images),
+    config = make_config(dip_denoise.Config, quick=True, iterations=12, size=64, folder=str(images),
                          results_dir=str(tmp_path / "out"), run_name="folder", progress=False)
     out = dip_denoise.run(config)
     assert [row["image"] for row in out["table"]] == ["a", "b"]
@@ -119,8 +135,8 @@ def test_api_from_a_path_and_folder_mode(tmp_path, metrics_of):
                  "config.json", "metrics.json"):
         assert (folder / name).stat().st_size > 0, name
     assert metrics_of(folder, "dip_denoise")["items"]["a"]["noisy"]["psnr"] > 0
-    result = dip_denoise.denoise(str(images / "a.png"), make_config(dip_denoise.Config, quick=True, iterations=20,
-                                                                    progress=False))
+    result = denoise(dip_denoise.load_image(str(images / "a.png"), channels=3),
+                     make_config(dip_denoise.Config, quick=True, iterations=20, progress=False))
     assert result.denoised.shape == (1, 3, 80, 80) and result.device == "cpu" and result.seconds > 0
 
 
@@ -128,17 +144,47 @@ def test_api_from_a_path_and_folder_mode(tmp_path, metrics_of):
     "arguments, message",
     [(["--images", "missing.png"], "not found"), (["--size", "40"], "multiple of 32"),
      (["--folder", "no/such/folder"], "does not exist"), (["--max_restores", "-1"], "max_restores must be in"),
-     (["--ema", "1"], "ema must be in")],
+     (["--ema", "1"], "ema must be in"), (["--resume"], "resume needs the run_name"),
+     (["--images", str(Path(__file__).resolve().parents[1] / "images")], "is a folder; give its images with --folder")],
 )
 def test_bad_input_exits_with_code_2_and_one_line(refused, arguments, message):
     refused("dip_denoise.py", arguments, message)
 
 
-def test_bf16_autocast_and_channels_last_run_and_denoise():
+def test_a_batch_whose_every_image_fails_ends_with_one_error_and_no_partial_file(tiny_dip, tmp_path, monkeypatch):
+    from dipkit.errors import Failed
+
+    monkeypatch.setattr(dip_denoise, "denoise", lambda runs: [Failed("the DIP output became NaN")] * len(runs))
+    with pytest.raises(dip_denoise.RunError, match=r"2 image\(s\) failed"):
+        dip_denoise.run(tiny_dip(tmp_path, images=("astronaut", "coffee"), batch=2))
+    folder = tmp_path / "out" / "dip_denoise" / "r"
+    assert not list(folder.rglob("*.partial")) and not (folder / "metrics.json").exists()
+
+
+def test_two_images_in_two_worker_processes_equal_the_images_here(tmp_path):
+    """Each image in its own worker process (one thread each): the table of the run here with one thread."""
+    common = dict(quick=True, progress=False, iterations=12, checkpoint_every=6, stop_window=4, stop_patience=4,
+                  images=("astronaut", "coffee"), results_dir=str(tmp_path))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = dip_denoise.run(make_config(dip_denoise.Config, run_name="here", **common))
+    finally:
+        torch.set_num_threads(threads)
+    there = dip_denoise.run(make_config(dip_denoise.Config, run_name="pool", workers=2, **common))
+    strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]  # noqa: E731
+    assert strip(there["table"]) == strip(here["table"])
+
+
+def test_bf16_autocast_and_channels_last_run_and_denoise(monkeypatch):
+    """A narrower network (bfloat16 is emulated on CPUs without it, and slow): the switches reach it and it still
+    denoises."""
+    monkeypatch.setattr(dip_denoise, "SkipNetwork", lambda depth, channels: SkipNetwork(
+        depth, channels, (16,) * 3, (16,) * 3, (4,) * 3, (False,) * 3))
     clean = synthetic_clean()
     config = make_config(dip_denoise.Config, quick=True, iterations=40, noise_level=0.2, bf16=True,
-                         channels_last=True, progress=False)
-    result = dip_denoise.denoise(dip_denoise.add_noise(clean, config, 1), config, clean)
+                         channels_last=True, progress=False, learning_rate=0.02)
+    result = denoise(dip_denoise.add_noise(clean, config, 1), config, clean)
     assert result.final_output.dtype == torch.float32
     assert result.metrics["final_output"]["psnr"] > result.metrics["noisy"]["psnr"]
 
@@ -156,7 +202,7 @@ def scripted_variance(monkeypatch, window, value_at):
         calls["n"] += 1
         return torch.tensor(float(value_at(k)))
 
-    monkeypatch.setattr(dip_denoise, "_window_variance", variance)
+    monkeypatch.setattr(stopping, "window_variance", variance)
 
 
 def tiny_config(**overrides):
@@ -171,7 +217,7 @@ def test_the_es_wmv_choice_is_frozen_when_the_rule_fires(tiny_network, monkeypat
     clean = synthetic_clean()
     config = tiny_config(iterations=100, stop_patience=30)
     noisy = dip_denoise.add_noise(clean, config, 1)
-    going_on = dip_denoise.denoise(noisy, config, clean)
+    going_on = denoise(noisy, config, clean)
     assert going_on.curves["variance"][70] == pytest.approx(1e-3) and len(going_on.curves["variance"]) == 100
     assert (going_on.stop_iteration, going_on.stop_fired, going_on.stop_fired_iteration) == (20, True, 50)
     rule = going_on.metrics["es_wmv"]  # the official code's: the output at the choice
@@ -182,7 +228,7 @@ def test_the_es_wmv_choice_is_frozen_when_the_rule_fires(tiny_network, monkeypat
     assert averaged["psnr"] == pytest.approx(going_on.curves["psnr_clean_average"][20], abs=1e-3)
 
     scripted_variance(monkeypatch, 5, lambda k: 1 - 0.01 * k if k <= 20 else (1e-3 if k == 70 else 2.0))
-    stopping = dip_denoise.denoise(noisy, make_config(dip_denoise.Config, **dict(vars(config), stop_early=True)),
+    stopping = denoise(noisy, make_config(dip_denoise.Config, **dict(vars(config), stop_early=True)),
                                    clean)
     assert stopping.iterations_run == 60  # the first checkpoint after the rule fired
     assert stopping.stop_iteration == 20 and torch.equal(stopping.denoised, going_on.denoised)
@@ -192,7 +238,7 @@ def test_the_es_wmv_choice_is_frozen_when_the_rule_fires(tiny_network, monkeypat
 def test_a_run_that_ends_before_the_rule_fires_says_so(tiny_network, monkeypatch):
     scripted_variance(monkeypatch, 5, lambda k: 1 - 0.001 * k)  # always falling: never fires
     config = tiny_config(iterations=40, stop_patience=30)
-    result = dip_denoise.denoise(synthetic_clean(), config, synthetic_clean())
+    result = denoise(synthetic_clean(), config, synthetic_clean())
     assert (result.stop_iteration, result.stop_fired, result.stop_fired_iteration) == (39, False, None)
     assert "did not fire in 40 iterations" in dip_denoise.rule_summary(result)
 
@@ -201,7 +247,7 @@ def test_a_restore_leaves_no_trace_of_the_discarded_iterations(tiny_network, mon
     """Iteration 25 of the first pass drops 20 dB (a restore to 20) and carries a fake oracle PSNR of 100 dB
     and a fake variance of 0: after the restore, neither may survive, and the variance window must hold the
     outputs of the iterations kept, not those thrown away."""
-    real_psnr, real_variance = dip_denoise._psnr_device, dip_denoise._window_variance
+    real_psnr, real_variance = stopping.psnr_on_device, stopping.window_variance
     psnr_calls, variance_calls = {"n": 0}, {"n": 0}
 
     def psnr_stub(x, reference):  # three calls per iteration: noisy, clean, average vs clean
@@ -212,8 +258,8 @@ def test_a_restore_leaves_no_trace_of_the_discarded_iterations(tiny_network, mon
         call, variance_calls["n"] = variance_calls["n"], variance_calls["n"] + 1
         return real_variance(ring) * 0 if call == 25 - 4 else real_variance(ring)
 
-    monkeypatch.setattr(dip_denoise, "_psnr_device", psnr_stub)
-    monkeypatch.setattr(dip_denoise, "_window_variance", variance_stub)
+    monkeypatch.setattr(stopping, "psnr_on_device", psnr_stub)
+    monkeypatch.setattr(stopping, "window_variance", variance_stub)
     outputs = []
 
     class RecordingNetwork(tiny_network):
@@ -225,7 +271,7 @@ def test_a_restore_leaves_no_trace_of_the_discarded_iterations(tiny_network, mon
     monkeypatch.setattr(dip_denoise, "SkipNetwork", RecordingNetwork)
     clean = synthetic_clean()
     config = tiny_config(iterations=40, stop_patience=1000)
-    result = dip_denoise.denoise(dip_denoise.add_noise(clean, config, 1), config, clean)
+    result = denoise(dip_denoise.add_noise(clean, config, 1), config, clean)
     assert result.backtracks == 1 and result.iterations_run == 50
     kept = outputs[:20] + outputs[30:50]  # iterations 0-19 of the first pass, 20-39 redone
     for k in range(4, 40):
@@ -242,7 +288,7 @@ def test_a_restore_leaves_no_trace_of_the_discarded_iterations(tiny_network, mon
 
 def test_restores_are_capped(tiny_network, monkeypatch):
     """A drop every 20 iterations run: after max_restores restores the drops are accepted and the run ends."""
-    real = dip_denoise._psnr_device
+    real = stopping.psnr_on_device
     calls = {"n": 0}
 
     def dropping(x, reference):  # one call per iteration without a clean image
@@ -250,11 +296,11 @@ def test_restores_are_capped(tiny_network, monkeypatch):
         assert calls["n"] < 1000, "the run never ends"
         return real(x, reference) - (20 if calls["n"] % 20 == 16 else 0)
 
-    monkeypatch.setattr(dip_denoise, "_psnr_device", dropping)
-    result = dip_denoise.denoise(synthetic_clean(), tiny_config(iterations=60, max_restores=3, stop_patience=1000))
+    monkeypatch.setattr(stopping, "psnr_on_device", dropping)
+    result = denoise(synthetic_clean(), tiny_config(iterations=60, max_restores=3, stop_patience=1000))
     assert result.backtracks == 3 and result.restores_exhausted and result.iterations_run == 60 + 3 * 10
     assert len(result.curves["psnr_noisy"]) == 60
-    none = dip_denoise.denoise(synthetic_clean(), tiny_config(iterations=60, max_restores=0, stop_patience=1000))
+    none = denoise(synthetic_clean(), tiny_config(iterations=60, max_restores=0, stop_patience=1000))
     assert none.backtracks == 0 and none.iterations_run == 60
 
 
@@ -332,7 +378,7 @@ def test_resume_reads_the_finished_images_back_and_denoises_only_the_others(tiny
     first = dip_denoise.run(tiny_config(images=(str(paths[0]),), **common))
     denoised = []
     original = dip_denoise.denoise
-    monkeypatch.setattr(dip_denoise, "denoise", lambda *a, **k: denoised.append(1) or original(*a, **k))
+    monkeypatch.setattr(dip_denoise, "denoise", lambda runs: denoised.append(len(runs)) or original(runs))
     second = dip_denoise.run(tiny_config(images=tuple(map(str, paths)), resume=True, **common))
     assert second["folder"] == first["folder"] and len(denoised) == 1  # only b was denoised
     assert second["table"][0] == json.loads(json.dumps(first["table"][0])) and second["table"][1]["image"] == "b"

@@ -20,15 +20,15 @@ def test_an_entry_is_kept_and_a_cut_run_resumes(tmp_path, monkeypatch, capfd):
     monkeypatch.setattr(docs_results, "DOCS_RESULTS", tmp_path / "docs")
     monkeypatch.setattr(docs_results, "SCRATCH", tmp_path / "scratch")
     entry = docs_results.Entry(("selfdeblur.py", "--quick", "--iterations", "4", "--channels", "8", "--curve_every",
-                                "2", "--seeds", "0", "1"))
+                                "2", "--seeds", "0", "1", "--known_kernel_iterations", "20"))
     docs_results.run_entry("selfdeblur/tiny", entry, "", "", force=False)
     kept = tmp_path / "docs" / "selfdeblur" / "tiny"
     assert {"table.csv", "summary.csv", "metrics.json", "config.json"} <= {p.name for p in kept.iterdir()}
     assert json.loads((kept / "config.json").read_text())["config"]["seeds"] == [0, 1]
     run = tmp_path / "scratch" / "selfdeblur" / "selfdeblur-tiny"
-    (run / "runs" / "camera_k9__SelfDeblur__seed1.pt").unlink()  # as if the study had been cut after seed 0
+    (run / "units" / "camera_k9__SelfDeblur__seed1.pt").unlink()  # as if the study had been cut after seed 0
     capfd.readouterr()
     docs_results.run_entry("selfdeblur/tiny", entry, "", "", force=True, resume=True)
     out = capfd.readouterr().out
-    assert "--resume" in out and "seed 0: kept from the earlier run" in " ".join(out.split())
-    assert (run / "runs" / "camera_k9__SelfDeblur__seed1.pt").exists()
+    assert "--resume" in out and "camera_k9__SelfDeblur__seed0: kept from the earlier run" in out
+    assert (run / "units" / "camera_k9__SelfDeblur__seed1.pt").exists()

@@ -130,9 +130,3 @@ def test_circular_blur_is_the_old_formula_bit_for_bit_values_and_gradients():
     weights = torch.rand_like(old)
     assert all(torch.equal(a, b) for a, b in zip(torch.autograd.grad(old, (x, k), weights),
                                                  torch.autograd.grad(new, (x, k), weights)))
-
-
-def test_generative_still_exports_the_circular_blur():
-    from dipkit import generative
-
-    assert generative.circular_blur is circular_blur and generative.kernel_spectrum is kernel_spectrum

@@ -14,7 +14,7 @@ from dipkit.cli import RunError, make_config
 from dipkit.kernels import camera_shake_kernels
 from dipkit.metrics import psnr
 from dipkit.solvers import fista, project_simplex
-from dipkit.tv import SmoothedTV
+from dipkit.tv import SmoothedTV, tv_deconvolution
 
 # --- data, generators --------------------------------------------------------------------------------------------
 
@@ -172,10 +172,9 @@ class LinearGenerator(torch.nn.Module):
 
 def test_range_images_are_the_authors_plain_constant_step_gradient_descent():
     """x_range = G(z), z ← z − η ∇_z ‖x − G(z)‖² with a constant η from z ~ N(0, I), the best of the restarts."""
-    config = make_config(gp.Config, restarts=3, range_steps=7, range_step=0.05, progress=False)
     model = LinearGenerator()
     truth = torch.rand(2, 1, 4, 4)
-    found = gp.project_to_range(truth, {"image": model}, config, torch.Generator().manual_seed(4))
+    found = generative.range_projection(truth, model, 7, 0.05, 3, torch.Generator().manual_seed(4), progress=False)
     z = torch.randn(6, 3, generator=torch.Generator().manual_seed(4))
     targets = truth.repeat(3, 1, 1, 1).view(6, 16)
     for _ in range(7):
@@ -184,7 +183,7 @@ def test_range_images_are_the_authors_plain_constant_step_gradient_descent():
     best = (images - truth.view(1, 2, 16)).square().sum(-1).argmin(0)
     assert torch.allclose(found.view(2, 16), images[best, torch.arange(2)], atol=1e-5)
     with pytest.raises(FloatingPointError, match="lower --range_step"):  # too long a step diverges: said so
-        gp.project_to_range(truth, {"image": model}, dataclasses.replace(config, range_step=1e6), torch.Generator())
+        generative.range_projection(truth, model, 7, 1e6, 3, torch.Generator(), progress=False)
 
 
 def test_alg2s_range_term_keeps_the_authors_weight_relative_to_the_summed_data_term():
@@ -243,7 +242,7 @@ def test_baselines_known_kernel_tv_beats_the_blurred_input_and_the_blind_tv_kern
     digits = generative.mnist_digits()[0][:3]
     kernels = camera_shake_kernels(3, seed=2, lengths=(8, 12))[:, None]
     y = generative.blurred_observation(digits, kernels, 0.01)
-    known = generative.tv_deconvolution(y, kernels, 0.01)
+    known = tv_deconvolution(y, kernels, 0.01, "circular").float().clamp(0, 1)
     assert all(psnr(known[n : n + 1], digits[n : n + 1]) > psnr(y[n : n + 1], digits[n : n + 1]) + 2 for n in range(3))
     image, kernel = generative.tv_blind_deconvolution(y, 28, 0.01, 50)
     assert kernel.min() >= 0 and torch.allclose(kernel.sum(dim=(-2, -1)), torch.ones(3, 1), atol=1e-5)
@@ -252,7 +251,7 @@ def test_baselines_known_kernel_tv_beats_the_blurred_input_and_the_blind_tv_kern
 
 
 def old_tv_deconvolution(y, kernel, weight, iterations=300):
-    """generative_prior.tv_deconvolution before it called dipkit.tv.fista_tv_deconvolution, frozen."""
+    """generative_prior's known-kernel TV deconvolution before it called dipkit.tv's, frozen."""
     y = y.double()
     shape = y.shape[-2:]
     spectrum = kernel_spectrum(kernel.double(), shape)
@@ -270,7 +269,8 @@ def test_known_kernel_tv_and_the_anisotropic_tv_are_the_old_loops_bit_for_bit():
     digits = generative.mnist_digits()[0][:2]
     kernels = camera_shake_kernels(2, seed=7)[:, None]
     y = generative.blurred_observation(digits, kernels, 0.01)
-    assert torch.equal(generative.tv_deconvolution(y, kernels, 0.01, 60), old_tv_deconvolution(y, kernels, 0.01, 60))
+    assert torch.equal(tv_deconvolution(y, kernels, 0.01, "circular", 60).float().clamp(0, 1),
+                       old_tv_deconvolution(y, kernels, 0.01, 60))
     x = torch.rand(3, 1, 9, 8, requires_grad=True)
     old = ((x[..., 1:, :] - x[..., :-1, :]).abs().sum(dim=(1, 2, 3))
            + (x[..., :, 1:] - x[..., :, :-1]).abs().sum(dim=(1, 2, 3)))
@@ -281,7 +281,8 @@ def test_known_kernel_tv_and_the_anisotropic_tv_are_the_old_loops_bit_for_bit():
 
 def test_quick_run_writes_the_figures_and_tables(trained, tmp_path, metrics_of):
     config, _ = trained
-    run = dataclasses.replace(config, mode="deblur", results_dir=str(tmp_path), test_images=2, figure_rows=2)
+    run = dataclasses.replace(config, mode="deblur", results_dir=str(tmp_path), test_images=2, figure_rows=2,
+                              alg1_steps=40, range_steps=40, alg2_steps=40, alg3_iterations=40, tv_blind_iterations=40)
     result = gp.run(run)
     methods = [row["method"] for row in result["summary"]]
     assert methods == ["blurred", "range image (oracle)", "known kernel TV (oracle)", "TV blind", "Alg. 1", "Alg. 2",
@@ -301,6 +302,8 @@ def test_quick_run_writes_the_figures_and_tables(trained, tmp_path, metrics_of):
     (["--test_images", "0"], "test_images must be in [1, 1000]"),
     (["--noise_levels", "0.01", "2"], "noise_levels must be in [0, 1)"),
     (["--range_step", "0"], "range_step must be in (0, inf)"),
+    (["--resume"], "resume needs the run_name"),  # before the generators are trained
+    (["--weights_dir", "/dev/null/weights"], "weights_dir /dev/null/weights cannot be made"),
 ])
 def test_bad_input_exits_with_code_2_and_writes_nothing(refused, arguments, message):
     refused("generative_prior.py", arguments, message)

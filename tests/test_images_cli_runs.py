@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dipkit.cli import RunError, field_comments, make_config, parse_config
+from dipkit.cli import RunError, make_config, parse_config
 from dipkit.images import bundled_images, load_image
 from dipkit.runs import code_revision, new_run_folder, start_run, write_json, write_metrics
 
@@ -55,11 +55,36 @@ def test_missing_and_unreadable_images_are_run_errors(tmp_path):
         load_image(str(tmp_path / "broken.png"))
 
 
-def test_every_field_has_a_comment_and_an_option(capsys):
-    comments = field_comments(ADP.Config)
-    assert set(comments) == {f.name for f in dataclasses.fields(ADP.Config)}
+def field_comments(cls: type) -> dict[str, str]:
+    """Each dataclass field's `# comment`, from the source of the class that defines it (the script's Config, or
+    the shared constants it is made from)."""
+    import inspect
+    import io
+    import textwrap
+    import tokenize
+
+    comments: dict[str, str] = {}
+    for base in reversed(cls.__mro__[:-1]):
+        first_name, comment = {}, {}
+        source = textwrap.dedent(inspect.getsource(base))
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            row = token.start[0]
+            if token.type == tokenize.NAME and row not in first_name:
+                first_name[row] = token.string
+            elif token.type == tokenize.COMMENT:
+                comment[row] = token.string.lstrip("#").strip()
+        own = set(getattr(base, "__annotations__", {}))
+        comments.update({first_name[row]: text for row, text in comment.items() if first_name.get(row) in own})
+    return {f.name: comments[f.name] for f in dataclasses.fields(cls) if f.name in comments}
+
+
+@pytest.mark.parametrize("script", ["ADP", "selfdeblur"])
+def test_every_field_has_a_comment_and_an_option(script, capsys):
+    cls = __import__(script).Config
+    comments = field_comments(cls)
+    assert set(comments) == {f.name for f in dataclasses.fields(cls)}
     with pytest.raises(SystemExit):
-        parse_config(ADP.Config, ["--help"])
+        parse_config(cls, ["--help"])
     help_text = capsys.readouterr().out
     for name, comment in comments.items():
         assert f"--{name}" in help_text and comment.split()[0] in help_text

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_STUDY
 import torch
 from PIL import Image
 
 import ADP
 import dip_denoise
-import generative_prior
 import selfdeblur
 from dipkit import blind, memory
 from dipkit.cli import RunError, make_config, run_main
@@ -26,8 +26,7 @@ from dipkit.device import choose_device
 from dipkit.networks import SkipNetwork
 from dipkit.runs import new_run_folder, read_kept, start_run
 from dipkit.sources import item_names
-from dipkit.engines import make_runner
-from dipkit.report import merge_runs
+from dipkit.engine import make_runner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,8 +50,7 @@ def save_picture(path: Path, size: int = 64, seed: int = 0) -> Path:
 
 
 def tiny_study(tmp_path, **overrides):
-    settings = dict(quick=True, progress=False, results_dir=str(tmp_path), iterations=6, curve_every=3, channels=8,
-                    run_name="study")
+    settings = dict(TINY_STUDY, results_dir=str(tmp_path), run_name="study")
     return make_config(selfdeblur.Config, **{**settings, **overrides})
 
 
@@ -148,7 +146,7 @@ def test_dip_resume_redoes_an_image_whose_file_changed(tiny_dip, tmp_path, capsy
     save_picture(photo, seed=2)  # another picture under the same name
     again = dip_denoise.run(tiny_dip(tmp_path, images=(str(photo),), resume=True))
     out = capsys.readouterr().out
-    assert "not the file the earlier run denoised" in out and "kept from the earlier run" not in out
+    assert "its input changed since the earlier run" in out and "kept from the earlier run" not in out
     assert again["folder"] == first["folder"] and again["table"][0]["psnr_noisy"] != first["table"][0]["psnr_noisy"]
     unchanged = dip_denoise.run(tiny_dip(tmp_path, images=(str(photo),), resume=True))
     assert "kept from the earlier run" in capsys.readouterr().out
@@ -226,8 +224,12 @@ def test_the_memory_estimate_covers_what_autograd_keeps_and_scales_with_the_pixe
         out = net(torch.rand(1, 8, 128, 160))
     saved = sum(storages.values())
     parameters = 4 * sum(p.numel() * p.element_size() for p in net.parameters())
-    assert saved <= estimate(128, 160) - parameters <= 2 * saved
-    assert estimate(256, 320) - parameters == pytest.approx(4 * (estimate(128, 160) - parameters), rel=1e-6)
+    assert estimate.weights == parameters and saved <= estimate.bytes(128, 160) - parameters <= 2 * saved
+    assert estimate.bytes(256, 320) - parameters == pytest.approx(4 * (estimate.bytes(128, 160) - parameters), rel=1e-6)
+    # a batch of three: three runs' weights; their activations once in turn, three times under vmap
+    activations = estimate.bytes(128, 160) - parameters
+    assert estimate.bytes(128, 160, runs=3) == pytest.approx(3 * parameters + activations, rel=1e-6)
+    assert estimate.bytes(128, 160, runs=3, at_once=3) == pytest.approx(3 * (parameters + activations), rel=1e-6)
     del out
 
 
@@ -262,34 +264,37 @@ def test_a_damaged_config_json_stops_a_resume_with_one_line(tmp_path):
 
 def test_a_truncated_run_is_redone_and_said(tmp_path, capsys):
     first = selfdeblur.run(tiny_study(tmp_path))
-    (kept,) = (first["folder"] / "runs").glob("*.pt")
+    (kept,) = (first["folder"] / "units").glob("*.pt")
     kept.write_bytes(kept.read_bytes()[:100])
     again = selfdeblur.run(tiny_study(tmp_path, resume=True))
     assert "is damaged" in capsys.readouterr().out
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(again["rows"]) == strip(first["rows"])
-    assert torch.load(kept, weights_only=True)["scores"]  # the redone run replaced the damaged file
+    assert torch.load(kept, weights_only=True)["record"]["scores"]  # the redone run replaced the damaged file
 
 
-def test_a_damaged_row_json_is_redone(tiny_dip, tmp_path, capsys):
+def test_a_damaged_unit_of_dip_denoise_is_redone(tiny_dip, tmp_path, capsys):
     photo = save_picture(tmp_path / "in" / "a.png")
     first = dip_denoise.run(tiny_dip(tmp_path, images=(str(photo),)))
-    (first["folder"] / "a" / "row.json").write_text("[1, 2")
-    dip_denoise.run(tiny_dip(tmp_path, images=(str(photo),), resume=True))
-    assert "row.json is damaged" in capsys.readouterr().out
-    assert json.loads((first["folder"] / "a" / "row.json").read_text())["row"]["image"] == "a"
+    (first["folder"] / "units" / "a.pt").write_bytes(b"PK\x03\x04 truncated")
+    again = dip_denoise.run(tiny_dip(tmp_path, images=(str(photo),), resume=True))
+    assert "a.pt is damaged" in capsys.readouterr().out
+    assert again["table"][0]["image"] == "a" and torch.load(first["folder"] / "units" / "a.pt")["record"]["row"]
 
 
 def test_a_truncated_noise_level_is_redone_not_kept(tmp_path, capsys):
-    config = make_config(generative_prior.Config, resume=True, run_name="r")
-    (tmp_path / "levels").mkdir()
-    (tmp_path / "levels" / "noise_0.01.pt").write_bytes(b"PK\x03\x04 truncated")
-    computed = generative_prior.noise_level_results(tmp_path, 0.01, config, lambda: {"m": dict(
-        image=torch.zeros(1), psnr=[1.0], ssim=[0.5], seconds=0.0)})
+    from dipkit.engine import Unit, run_units
+
+    level = [Unit("noise_0.01", 0.01, "inputs")]
+    (tmp_path / "units").mkdir()
+    (tmp_path / "units" / "noise_0.01.pt").write_bytes(b"PK\x03\x04 truncated")
+    computed = run_units(tmp_path, level, lambda tasks: [dict(results={"m": dict(psnr=[1.0])})], lambda u, r: r,
+                         resume=True, expects=("results",))
     out = capsys.readouterr().out
-    assert "is damaged" in out and "kept" not in out and computed["m"]["psnr"] == [1.0]
-    kept = generative_prior.noise_level_results(tmp_path, 0.01, config, lambda: pytest.fail("recomputed"))
-    assert kept["m"]["psnr"] == [1.0] and "kept from the earlier run" in capsys.readouterr().out
+    assert "is damaged" in out and "kept" not in out and computed.records["noise_0.01"]["results"]["m"]["psnr"] == [1.0]
+    kept = run_units(tmp_path, level, lambda tasks: pytest.fail("recomputed"), lambda u, r: r, resume=True,
+                     expects=("results",))
+    assert kept.records == computed.records and "kept from the earlier run" in capsys.readouterr().out
 
 
 def test_read_kept_says_what_is_damaged(tmp_path):
@@ -307,7 +312,7 @@ def test_read_kept_says_what_is_damaged(tmp_path):
 def test_an_unreachable_ray_cluster_is_refused_before_the_run_folder(capsys, tmp_path):
     pytest.importorskip("ray")
     with pytest.raises(RunError, match="cannot reach the Ray cluster"):
-        make_runner("ray", ray_address="127.0.0.1:9")
+        make_runner(make_config(selfdeblur.Config, engine="ray", ray_address="127.0.0.1:9"))
     refused_in_process(selfdeblur.main, ["--quick", "--engine", "ray", "--ray_address", "127.0.0.1:9"],
                        "cannot reach the Ray cluster", capsys, tmp_path / "results")
 
@@ -316,24 +321,31 @@ def test_an_unreachable_ray_cluster_is_refused_before_the_run_folder(capsys, tmp
 # 10. Merging runs: nothing counted twice, nothing pooled that differs
 
 
-def test_merging_keeps_the_run_refuses_duplicates_and_keeps_other_constants_apart(tmp_path):
+def test_merging_keeps_the_run_and_keeps_apart_what_differs_or_repeats(tmp_path):
+    from dipkit.compare import compare
+
     a = selfdeblur.run(tiny_study(tmp_path, run_name="a", seeds=(0,)))["folder"]
     b = selfdeblur.run(tiny_study(tmp_path, run_name="b", seeds=(1,)))["folder"]
     c = selfdeblur.run(tiny_study(tmp_path, run_name="c", seeds=(2,), iterations=9))["folder"]
-    with pytest.raises(RunError, match="given twice"):
-        merge_runs([a, a], tmp_path / "m0")
-    pooled = merge_runs([a, b], tmp_path / "m1")
-    assert [e["runs"] for e in pooled if e["variant"] == "SelfDeblur"] == [2]
+    compare([str(a), str(b)], out=tmp_path / "m1", log=lambda line: None)
+    with (tmp_path / "m1" / "summary.csv").open() as file:
+        assert {row["variant"]: row["runs"] for row in csv.DictReader(file)}["SelfDeblur"] == "2"
     with (tmp_path / "m1" / "table.csv").open() as file:
         assert {row["run"] for row in csv.DictReader(file) if row["seed"]} == {"a", "b"}
     said = []
-    apart = merge_runs([a, b, c], tmp_path / "m2", log=said.append)
-    assert {e["variant"]: e["runs"] for e in apart if "SelfDeblur" in e["variant"]} == {
-        "SelfDeblur (a+b)": 2, "SelfDeblur (c)": 1}
-    assert len(said) == 1 and "iterations 6 vs 9" in said[0]
+    compare([str(a), str(b), str(c)], out=tmp_path / "m2", log=said.append)
+    with (tmp_path / "m2" / "summary.csv").open() as file:
+        runs = {row["variant"]: row["runs"] for row in csv.DictReader(file) if "SelfDeblur" in row["variant"]}
+    assert runs == {"SelfDeblur (a+b)": "2", "SelfDeblur (c)": "1"}
+    assert sum("iterations 6 vs 9" in line for line in said) == 1
     again = selfdeblur.run(tiny_study(tmp_path, run_name="a2", seeds=(0,)))["folder"]
-    with pytest.raises(RunError, match="seed 0 is in both a and a2"):
-        merge_runs([a, again], tmp_path / "m3")
+    said = []
+    compare([str(a), str(again)], out=tmp_path / "m3", log=said.append)  # seed 0 twice: kept apart, said
+    with (tmp_path / "m3" / "summary.csv").open() as file:
+        assert {row["variant"] for row in csv.DictReader(file)} >= {"SelfDeblur", "SelfDeblur (a2)"}
+    assert any("a2 holds runs (problem, seed) that a holds too" in line for line in said)
+    with pytest.raises(RunError, match="already holds a comparison"):
+        compare([str(a)], out=tmp_path / "m1")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from dipkit.blind import centre_of, pad_to_latent
+from dipkit.blur import centre_of, pad_to_latent
 from dipkit.blur import blur_valid, fast_fft_size
 from dipkit.levin import error_ratio_curve
 from dipkit.sparse import DERIVATIVES, correlate, correlate_adjoint, deconv_sps, irls_weights

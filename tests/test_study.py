@@ -1,21 +1,21 @@
-"""Studies that lose nothing: each finished run kept at once, --resume, and runs in worker processes."""
+"""Studies that lose nothing: each finished run kept at once by the engine, --resume, and runs in worker processes
+or on Ray."""
 
 import csv
 import json
 
 import pytest
+from conftest import TINY_STUDY
 import torch
 
 import selfdeblur
-from dipkit.cli import RunError, make_config
-from dipkit.engines import pool_runner
-from dipkit.study import Scoring, run_study
-from dipkit import blind
+import vdip
+from dipkit.cli import RunError, class_dicts, make_config
+from dipkit.errors import Failed
 
 
 def tiny(tmp_path, **overrides):
-    settings = dict(quick=True, progress=False, results_dir=str(tmp_path), iterations=6, curve_every=3, channels=8,
-                    run_name="study")
+    settings = dict(TINY_STUDY, results_dir=str(tmp_path), run_name="study")
     return make_config(selfdeblur.Config, **{**settings, **overrides})
 
 
@@ -24,12 +24,16 @@ def rows_of(folder):
         return list(csv.DictReader(file))
 
 
+def counting(monkeypatch, calls):
+    original = selfdeblur.deblur
+    monkeypatch.setattr(selfdeblur, "deblur", lambda runs: calls.extend(r.seed for r in runs) or original(runs))
+
+
 def test_resume_keeps_the_finished_run_and_adds_the_missing_one(tmp_path, monkeypatch):
     first = selfdeblur.run(tiny(tmp_path, seeds=(0,)))
     seed0 = [r for r in rows_of(first["folder"]) if r["seed"] == "0"]
     calls = []
-    original = selfdeblur.deblur
-    monkeypatch.setattr(selfdeblur, "deblur", lambda p, c, seed, s: calls.append(seed) or original(p, c, seed, s))
+    counting(monkeypatch, calls)
     again = selfdeblur.run(tiny(tmp_path, seeds=(0, 1), resume=True))
     assert again["folder"] == first["folder"] and calls == [1]  # seed 0 read back, not run again
     rows = rows_of(again["folder"])
@@ -47,144 +51,106 @@ def test_resuming_with_other_constants_is_refused_and_writes_nothing(tmp_path):
     assert (first["folder"] / "config.json").read_text() == before
 
 
+def test_resuming_a_run_that_does_not_exist_says_so_and_starts_it(tmp_path, capsys):
+    result = selfdeblur.run(tiny(tmp_path, run_name="typo", resume=True))
+    assert "there is no run" in capsys.readouterr().out and result["folder"].name == "typo"
+
+
 def test_a_killed_study_keeps_every_finished_run_and_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
     whole = selfdeblur.run(tiny(tmp_path / "whole", seeds=(0, 1)))
     original, count = selfdeblur.deblur, []
 
-    def dies_on_the_second_run(problem, config, seed, scorer):
+    def dies_on_the_second_run(runs):
         if count:
             raise KeyboardInterrupt  # the process is stopped while the second run is in flight
-        count.append(seed)
-        return original(problem, config, seed, scorer)
+        count.append(runs[0].seed)
+        return original(runs)
 
     monkeypatch.setattr(selfdeblur, "deblur", dies_on_the_second_run)
     with pytest.raises(KeyboardInterrupt):
         selfdeblur.run(tiny(tmp_path / "cut", seeds=(0, 1)))
     folder = tmp_path / "cut" / "selfdeblur" / "study"
     assert [r["seed"] for r in rows_of(folder) if r["seed"]] == ["0"]  # the finished run's row is on disk
-    assert not list((folder / "runs").glob("*.partial"))
+    assert not list((folder / "units").glob("*.partial"))
     monkeypatch.setattr(selfdeblur, "deblur", original)
     resumed = selfdeblur.run(tiny(tmp_path / "cut", seeds=(0, 1), resume=True))
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(rows_of(resumed["folder"])) == strip(rows_of(whole["folder"]))
 
 
-def test_runs_in_two_worker_processes_equal_the_runs_here_with_the_same_threads(tmp_path):
-    problems = blind.synthetic_problems(("camera",), (9,), size=64)
-    config = tiny(tmp_path)
-    variants = {"SelfDeblur": config}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        here = run_study(problems, variants, (0, 1), selfdeblur.deblur, _folder(tmp_path, "here"), Scoring(8, 4),
-                         log=lambda line: None)
-    finally:
-        torch.set_num_threads(threads)
-    there = run_study(problems, variants, (0, 1), selfdeblur.deblur, _folder(tmp_path, "pool"), Scoring(8, 4),
-                      log=lambda line: None, runner=pool_runner(2, threads=1))
-    for a, b in zip(here["rows"], there["rows"]):
-        assert (a["variant"], a["seed"]) == (b["variant"], b["seed"])
-        assert a["psnr_gt"] == pytest.approx(b["psnr_gt"], abs=1e-6)
-
-
-def _folder(tmp_path, name):
-    folder = tmp_path / name
-    folder.mkdir()
-    return folder
+def test_a_run_alone_that_fails_is_named_and_the_others_go_on(tmp_path, monkeypatch):
+    original = selfdeblur.deblur
+    monkeypatch.setattr(selfdeblur, "deblur", lambda runs: [Failed("the loss became nan at iteration 3")]
+                        if runs[0].seed == 0 else original(runs))
+    with pytest.raises(RunError, match=r"1 run\(s\) failed.*seed0: the loss became nan"):
+        selfdeblur.run(tiny(tmp_path, seeds=(0, 1)))
+    assert [r["seed"] for r in rows_of(tmp_path / "selfdeblur" / "study") if r["seed"]] == ["1"]
 
 
 def test_runs_on_a_local_ray_with_two_workers_equal_the_runs_here_and_resume_across_engines(tmp_path):
     pytest.importorskip("ray")
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as a Ray task with one CPU
-    try:
-        here = selfdeblur.run(tiny(tmp_path / "here", seeds=(0, 1)))
+    first = selfdeblur.run(tiny(tmp_path / "ray", seeds=(0, 1), engine="ray", workers=2))
+    torch.set_num_threads(1)
+    try:  # the same run resumed here, with a seed more: Ray's runs read back, the new one made here
+        both = selfdeblur.run(tiny(tmp_path / "ray", seeds=(0, 1, 2), resume=True))
+        assert both["folder"] == first["folder"]
+        here = selfdeblur.run(tiny(tmp_path / "here", seeds=(0, 1, 2)))
     finally:
         torch.set_num_threads(threads)
-    first = selfdeblur.run(tiny(tmp_path / "ray", seeds=(0,), engine="ray", workers=2))
-    both = selfdeblur.run(tiny(tmp_path / "ray", seeds=(0, 1), engine="ray", workers=2, resume=True))
-    assert both["folder"] == first["folder"]
     for a, b in zip(here["rows"], both["rows"]):
         assert (a["variant"], a["seed"]) == (b["variant"], b["seed"])
         assert a["psnr_gt"] == pytest.approx(b["psnr_gt"], abs=1e-6)
 
 
-@pytest.mark.parametrize("script", ["selfdeblur", "vdip"])
-def test_the_speed_switches_run_and_keep_the_result(script, tmp_path):
-    module = __import__(script)
-    problem = blind.synthetic_problems(("camera",), (9,), size=64)[0]
-    base = make_config(module.Config, quick=True, progress=False, iterations=8, curve_every=0, channels=8,
-                       **({"pretrain_iterations": 2} if script == "vdip" else {}))
-    reference = module.deblur(problem, base, seed=0)
-    import dataclasses
-    from dipkit.metrics import psnr
-    truth = problem.truth
-    for switches, tolerance in ((dict(channels_last=True), 0.1), (dict(bf16=True), 1.0)):  # dB after 8 steps; the
-        # benches hold the switches to 0.1 dB after a full budget
-        fast = module.deblur(problem, dataclasses.replace(base, **switches), seed=0)
-        assert fast.image.dtype == torch.float32 and torch.isfinite(fast.image).all()
-        assert psnr(fast.image, truth) == pytest.approx(psnr(reference.image, truth), abs=tolerance), switches
-
-
-def test_the_packing_benchmark_runs_every_packed_run_and_reports_its_times(tmp_path, monkeypatch):
-    from pathlib import Path
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "bench"))
-    from common import packing_row
-    problem = blind.synthetic_problems(("camera",), (9,), size=64)[0]
-    row = packing_row(selfdeblur.deblur, problem, tiny(tmp_path, curve_every=0), runs=2, iterations=3, device="cpu")
-    assert row["runs"] == 2 and row["iterations"] == 3
-    assert 0 < row["alone_run_seconds"] < row["alone_wall_seconds"]  # the run's own time inside the process's
-    assert 0 < row["packed_run_seconds"] < row["packed_wall_seconds"]
-    assert row["wall_ratio"] == pytest.approx(row["packed_wall_seconds"] / row["alone_wall_seconds"])
-    assert row["throughput_gain"] == pytest.approx(2 / row["wall_ratio"])
-
-
-def test_the_constants_selfdeblur_and_vdip_share_keep_one_default_and_range():
-    """Each script keeps its whole constants block at its top; what the two share must not drift apart."""
+def test_the_shared_constants_are_defined_once_and_reach_both_scripts():
+    """selfdeblur.py's and vdip.py's data, scoring, engine and speed constants are dipkit.study's StudyConstants:
+    the same fields, defaults, ranges and quick preset in both; each script's own LIMITS cover its own constants."""
     import dataclasses
 
-    import vdip
-    from dipkit.cli import field_comments
-    from dipkit.study import SHARED_CONSTANTS, StudyConstants
+    from dipkit.study import StudyConstants
 
-    fields = [{f.name: f for f in dataclasses.fields(c)} for c in (selfdeblur.Config, vdip.Config)]
-    comments = [field_comments(c) for c in (selfdeblur.Config, vdip.Config)]
-    for name in SHARED_CONSTANTS:
-        a, b = (f[name] for f in fields)
-        assert (a.type, a.default, a.default_factory) == (b.type, b.default, b.default_factory), name
-        assert selfdeblur.Config.LIMITS.get(name) == vdip.Config.LIMITS.get(name), name
-        assert selfdeblur.Config.QUICK.get(name) == vdip.Config.QUICK.get(name), name
-        assert comments[0][name] and comments[1][name], name  # each documented where it is set
-    assert set(StudyConstants.__annotations__) <= set(SHARED_CONSTANTS) | {"resume"}  # what dipkit reads is shared
+    shared = {f.name: f for f in dataclasses.fields(StudyConstants)}
+    for module in (selfdeblur, vdip):
+        fields = {f.name: f for f in dataclasses.fields(module.Config)}
+        assert all(fields[name] == field for name, field in shared.items())
+        limits, quick = class_dicts(module.Config, "LIMITS"), class_dicts(module.Config, "QUICK")
+        assert {k: v for k, v in limits.items() if k in shared} == class_dicts(StudyConstants, "LIMITS")
+        assert quick["size"] == 64 and quick["iterations"] == 1000  # the shared preset and the script's own
+        assert not set(vars(module.Config)["LIMITS"]) & set(shared)  # nothing of the shared ones set again
 
 
-def test_a_bad_input_error_in_a_ray_task_is_not_retried(monkeypatch):
-    """Ray retries a task that raises; a RunError (bad input) comes back as the task's result instead, once."""
+def test_a_bad_input_error_in_a_ray_task_comes_back_as_its_failure_and_is_not_retried(monkeypatch):
+    """Ray retries a task that raises; a unit's RunError comes back as its Failed outcome instead, once."""
     import types
 
-    from dipkit import engines
+    from dipkit import engine
 
-    class EagerRay:  # runs each task at once; its "object reference" is the result
+    class Reference:  # Ray's object reference: hashable, holding the result
+        def __init__(self, value):
+            self.value = value
+
+    class EagerRay:  # runs each task at once
         def remote(self, **options):
             self.options = options
-            return lambda function: types.SimpleNamespace(remote=lambda *arguments: function(*arguments))
+            return lambda function: types.SimpleNamespace(options=lambda **more: types.SimpleNamespace(
+                remote=lambda *arguments: Reference(function(*arguments))))
 
         def wait(self, pending, num_returns):
             return pending[:1], pending[1:]
 
         def get(self, reference):
-            return reference
+            return reference.value
 
     calls = []
 
-    def refuses(problem, config, seed, scorer):
-        calls.append(seed)
+    def refuses(tasks):
+        calls.extend(tasks)
         raise RunError("the kernel is larger than the image")
 
     ray = EagerRay()
-    monkeypatch.setattr(engines, "connect_ray", lambda workers, address: (ray, False))
-    problem = blind.synthetic_problems(("camera",), (9,), size=64)[0]
-    runner = engines.ray_runner(workers=1, retries=3)
-    with pytest.raises(RunError, match="^the kernel is larger than the image$"):
-        list(runner([engines.Job(problem, "SelfDeblur", None, 0)], refuses, {problem.name: None}))
-    assert calls == [0] and ray.options["max_retries"] == 3  # a crashed worker is still retried by Ray
+    monkeypatch.setattr(engine, "connect_ray", lambda workers, address: (ray, False))
+    runner = engine.ray_runner(workers=1, retries=3)
+    ((unit, outcome),) = list(runner([[engine.Unit("a", task=0)]], refuses))
+    assert outcome == Failed("the kernel is larger than the image") and calls == [0]
+    assert ray.options["max_retries"] == 3  # a crashed worker is still retried by Ray

@@ -1,3 +1,4 @@
+import csv
 import dataclasses
 
 import numpy as np
@@ -8,6 +9,8 @@ import torch.nn.functional as F
 import selfdeblur  # the test of the two scripts' runs merged side by side
 import vdip
 from dipkit import blind
+from dipkit.batch import StackedAdam
+from dipkit.blind_loop import BlindRun, only_run
 from dipkit.cli import RunError, make_config
 from dipkit.metrics import psnr
 from dipkit.tv import forward_differences
@@ -143,15 +146,16 @@ def test_the_codes_bias_is_the_smallest_float32_and_overflows_the_gradient_of_a_
 
 
 def test_with_the_nan_skip_bug_a_step_is_skipped_on_nan_only_as_the_codes_checknan():
-    net = torch.nn.Linear(2, 2)
-    optimiser = torch.optim.Adam(net.parameters())
-    assert not vdip.has_nan_gradient(optimiser)  # no gradient yet
-    net(torch.ones(1, 2)).sum().backward()
-    assert not vdip.has_nan_gradient(optimiser)
-    net.weight.grad[0, 0] = float("inf")
-    assert not vdip.has_nan_gradient(optimiser)  # an infinite gradient is taken, as torch.isnan lets it through
-    net.bias.grad[1] = float("nan")
-    assert vdip.has_nan_gradient(optimiser)
+    """Per run of a batch: whether its gradient holds a NaN (the code's checkNaN; an infinity does not count) and
+    whether it is all finite."""
+    weights, biases = torch.zeros(3, 2, 2, requires_grad=True), torch.zeros(3, 2, requires_grad=True)
+    adam = StackedAdam([([weights, biases], [1e-3] * 3, [0.9] * 3)])
+    weights.grad, biases.grad = torch.ones(3, 2, 2), torch.ones(3, 2)
+    assert vdip.gradient_checks(adam, [0, 1, 2]) == ([False] * 3, [True] * 3)
+    weights.grad[1, 0, 0] = float("inf")  # taken, as torch.isnan lets it through
+    biases.grad[2, 1] = float("nan")
+    assert vdip.gradient_checks(adam, [0, 1, 2]) == ([False, False, True], [True, False, False])
+    assert vdip.gradient_checks(adam, [2]) == ([True], [False])
 
 
 def test_the_orig_variants_are_the_code_and_the_others_name_what_they_change():
@@ -170,8 +174,8 @@ def test_the_lai_uniform_extreme_scripts_5_pretraining_steps_are_a_variant():
     lai = vdip.VARIANTS["VDIP-Extreme-lai-uniform-orig"]
     assert lai["pretrain_iterations"] == 5 and lai["prior"] == "extreme"
     assert set(lai["original_bugs"]) == set(vdip.ORIGINAL_BUGS)
-    variants = vdip.variant_configs(make_config(vdip.Config, quick=True, variants=("VDIP-Extreme-lai-uniform-orig",
-                                                                                   "VDIP-Extreme-pre5")))
+    variants = vdip.check_config(make_config(vdip.Config, quick=True, variants=("VDIP-Extreme-lai-uniform-orig",
+                                                                                 "VDIP-Extreme-pre5")))[1]
     assert [v.pretrain_iterations for v in variants.values()] == [5, 5]  # the quick preset's 100 does not apply
     assert variants["VDIP-Extreme-pre5"].original_bugs == ()
 
@@ -181,20 +185,26 @@ def test_prior_weight_schedule_and_variants():
     sparse, extreme = make(), make(prior="extreme")
     assert [vdip.prior_weight(sparse, s) for s in (0, 999, 1000, 1999)] == pytest.approx([0.1, 0.1, 0.01, 0.01])
     assert vdip.prior_weight(extreme, 0) == pytest.approx(1e-4) and vdip.prior_weight(extreme, 1500) == pytest.approx(1e-5)
-    variants = vdip.variant_configs(make(variants=("VDIP-Extreme", "VDIP-Sparse-orig"), channels=32, iterations=700))
+    variants = vdip.check_config(make(quick=True, variants=("VDIP-Extreme", "VDIP-Sparse-orig"), channels=32,
+                                      iterations=700))[1]
     assert variants["VDIP-Extreme"].prior == "extreme" and variants["VDIP-Sparse-orig"].prior == "sparse"
     assert all((v.channels, v.iterations) == (32, 700) for v in variants.values())  # this run's sizes and counts
     with pytest.raises(RunError, match="selfdeblur.py"):  # SelfDeblur's variants are selfdeblur.py's
-        vdip.variant_configs(make(variants=("SimplerSDB",)))
+        vdip.check_config(make(quick=True, variants=("SimplerSDB",)))
 
 
 # --- runs -------------------------------------------------------------------------------------------------------
+
+def deblur(problem, config, seed):
+    """A run alone: the script's one loop with a batch of one."""
+    return only_run(vdip.deblur([BlindRun(problem, config, seed)]))
+
 
 def test_pretraining_fits_the_mean_to_y_sigma_to_zero_and_the_kernel_to_flat():
     problem = blind.synthetic_problems(("camera",), (9,), size=64)[0]
     config = dataclasses.replace(make_config(vdip.Config, quick=True, progress=False, pretrain_iterations=150,
                                              curve_every=0), iterations=0)
-    estimate = vdip.deblur(problem, config, seed=0)  # the state at the end of the pretraining
+    estimate = deblur(problem, config, seed=0)  # the state at the end of the pretraining
     assert psnr(estimate.image, problem.blurred) > 30
     assert estimate.extra["std"].max() < 0.05 and estimate.extra["std"].min() >= 0
     assert estimate.kernel.max() < 1.05 / 81 and estimate.kernel.min() > 0.95 / 81
@@ -204,25 +214,27 @@ def test_a_seed_repeats_and_the_original_counts_its_skipped_steps():
     problem = blind.synthetic_problems(("camera",), (9,), size=64)[0]
     config = make_config(vdip.Config, quick=True, progress=False, pretrain_iterations=2, iterations=8, curve_every=0,
                          prior="extreme")
-    first, again = (vdip.deblur(problem, config, seed=1) for _ in range(2))
+    first, again = (deblur(problem, config, seed=1) for _ in range(2))
     assert torch.equal(first.image, again.image) and torch.equal(first.kernel, again.kernel)
     assert first.kernel.min() >= 0 and first.kernel.sum().item() == pytest.approx(1.0, abs=1e-5)
-    original = vdip.deblur(problem, dataclasses.replace(config, original_bugs=vdip.ORIGINAL_BUGS), seed=1)
+    original = deblur(problem, dataclasses.replace(config, original_bugs=vdip.ORIGINAL_BUGS), seed=1)
     assert set(original.stats) == {"skipped_steps", "infinite_steps"} and first.stats == {}
 
 
-def test_the_bug_path_asks_the_codes_nan_check_in_the_main_loop_only(monkeypatch):
+def test_the_bug_path_skips_a_nan_step_in_the_main_loop_only(monkeypatch):
     problem = blind.synthetic_problems(("camera",), (9,), size=64)[0]
     config = make_config(vdip.Config, quick=True, progress=False, pretrain_iterations=2, iterations=3, curve_every=0,
                          prior="extreme", channels=8, original_bugs=("nan_skip",))
     asked = []
-    monkeypatch.setattr(vdip, "has_nan_gradient", lambda optimiser: asked.append(1) or True)
-    estimate = vdip.deblur(problem, config, seed=0)
-    assert len(asked) == 3 and estimate.stats == dict(skipped_steps=3, infinite_steps=0)
+    monkeypatch.setattr(vdip, "gradient_checks", lambda adam, runs: asked.append(1) or ([True], [True]))
+    estimate = deblur(problem, config, seed=0)
+    assert len(asked) == 5 and estimate.stats == dict(skipped_steps=3, infinite_steps=0)  # 2 pretraining steps taken
 
 
 def test_vdip_extreme_raises_psnr_above_the_blurred_input_and_writes_the_std_figure(tmp_path):
-    config = make_config(vdip.Config, quick=True, progress=False, results_dir=str(tmp_path), prior="extreme")
+    config = make_config(vdip.Config, quick=True, progress=False, results_dir=str(tmp_path), prior="extreme",
+                         channels=16, skip_channels=4, iterations=700)  # the quick run's first 700 steps with a
+    # narrower G_x: +2.8 dB on the 2-core EPYC
     result = vdip.run(config)
     rows = {r["variant"]: r for r in result["rows"]}
     assert rows["VDIP-Extreme"]["psnr_gt"] > rows["blurred input"]["psnr_gt"] + 1.0
@@ -233,38 +245,47 @@ def test_vdip_extreme_raises_psnr_above_the_blurred_input_and_writes_the_std_fig
 
 
 def test_selfdeblur_and_vdip_runs_on_the_same_data_merge_into_one_table_and_overlaid_curves(tmp_path):
-    from dipkit.report import merge_runs
+    from dipkit.compare import compare
+
     common = dict(quick=True, progress=False, results_dir=str(tmp_path), iterations=4, curve_every=2, channels=8)
     first = selfdeblur.run(make_config(selfdeblur.Config, variants=("SimplerSDB",), **common))
     second = vdip.run(make_config(vdip.Config, pretrain_iterations=2, variants=("VDIP-Sparse", "VDIP-Extreme-orig"),
                                   **common))
     assert "skipped_steps" in second["rows"][-1] and len(second["curves"]) == 4
-    summary = merge_runs([first["folder"], second["folder"]], tmp_path / "both")
+    compare([str(first["folder"]), str(second["folder"])], out=tmp_path / "both", log=lambda line: None)
+    with (tmp_path / "both" / "summary.csv").open() as file:
+        summary = list(csv.DictReader(file))
     assert [e["variant"] for e in summary] == ["blurred input", "known kernel", "SimplerSDB", "VDIP-Sparse",
                                                "VDIP-Extreme-orig"]
-    assert summary[0]["runs"] == 1  # the same problem's baselines, kept once
+    assert summary[0]["runs"] == "1"  # the same problem's baselines, kept once
     with (tmp_path / "both" / "curve.csv").open() as file:
-        variants = {line.split(",")[1] for line in list(file)[1:]}
+        variants = {row["variant"] for row in csv.DictReader(file)}
     assert variants == {"SimplerSDB", "VDIP-Sparse", "VDIP-Extreme-orig"}
     assert (tmp_path / "both" / "camera_k9_curve.png").is_file() and (tmp_path / "both" / "curve.png").is_file()
 
 
 def test_runs_made_apart_merge_into_one_table_with_the_baselines_once(tmp_path):
+    from dipkit.compare import compare
     from dipkit.runs import write_csv, write_json
-    from dipkit.report import merge_runs
+
     baselines = [dict(problem="p", variant="blurred input", seed="", psnr_gt=20.0, psnr_nb=30.0, ssim=0.5)]
-    for name, variant, values in (("a", "SelfDeblur", (24.0, 26.0)), ("b", "VDIP-Sparse", (25.0, 28.0))):
+    for name, script, variant, values in (("a", "selfdeblur", "SelfDeblur", (24.0, 26.0)),
+                                          ("b", "vdip", "VDIP-Sparse", (25.0, 28.0))):
         (tmp_path / name).mkdir()
         write_json(tmp_path / name / "config.json", dict(config=dict(iterations=5000, seeds=[0, 1])))
+        write_json(tmp_path / name / "metrics.json", dict(script=script, summary={}, items={}))
         runs = [dict(problem="p", variant=variant, seed=s, psnr_gt=v, psnr_nb=22.0, ssim=0.7, seconds=1.5)
                 for s, v in enumerate(values)]
         write_csv(tmp_path / name / "table.csv", [{**r, "seconds": ""} for r in baselines] + runs)
-    summary = {e["variant"]: e for e in merge_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "both")}
-    assert summary["blurred input"]["runs"] == 1
-    assert summary["SelfDeblur"]["psnr_gt_mean"] == 25.0 and summary["VDIP-Sparse"]["psnr_gt_best_of_seeds"] == 28.0
+    compare([str(tmp_path / "a"), str(tmp_path / "b")], out=tmp_path / "both", log=lambda line: None)
+    with (tmp_path / "both" / "summary.csv").open() as file:
+        summary = {e["variant"]: e for e in csv.DictReader(file)}
+    assert summary["blurred input"]["runs"] == "1"
+    assert float(summary["SelfDeblur"]["psnr_gt_mean"]) == 25.0
+    assert float(summary["VDIP-Sparse"]["psnr_gt_best_of_seeds"]) == 28.0
     assert (tmp_path / "both" / "scatter.png").is_file()
     with pytest.raises(RunError, match="already holds"):
-        merge_runs([tmp_path / "a"], tmp_path / "both")
+        compare([str(tmp_path / "a")], out=tmp_path / "both")
 
 
 @pytest.mark.parametrize("arguments, message", [

@@ -1,0 +1,74 @@
+"""The Deep Image Prior's safeguard (the official code's backtracking): each run of a batch (a run alone: of a batch
+of one) is checkpointed on the device, its slice of the stacked networks and of Adam, its running average, its step
+count and what its trackers read off its outputs (dipkit.stopping); when the PSNR of its output against the noisy
+image drops by more than a few dB within a block, the run goes back to its checkpoint and redoes the block, so
+that the discarded iterations leave no trace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from .batch import StackedAdam, StackedNetworks
+from .errors import RunError
+from .stopping import Trackers
+
+
+class RunState:
+    """Run `run` of a batch (a run alone: of a batch of one): its slice of the stacked networks and of Adam, its
+    input z0, its running average and its step count, checkpointed and restored on the device."""
+
+    def __init__(self, networks: StackedNetworks, adam: StackedAdam, run: int, z0: torch.Tensor, noisy: torch.Tensor):
+        self.networks, self.adam, self.run, self.z0 = networks, adam, run, z0
+        self.average = torch.zeros_like(noisy)
+        self.steps = 0  # steps taken since the start (the iteration index)
+
+    def net(self, z: torch.Tensor) -> torch.Tensor:
+        return self.networks(z[None], [self.run])[0]
+
+    def checkpoint(self) -> dict[str, Any]:
+        return dict(net=self.networks.state_of(self.run), optimiser=self.adam.state_of(self.run),
+                    average=self.average.clone(), steps=self.steps)
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        self.networks.load_state_of(self.run, checkpoint["net"])
+        self.adam.load_state_of(self.run, checkpoint["optimiser"])
+        self.average.copy_(checkpoint["average"])
+        self.steps = checkpoint["steps"]
+
+
+class Backtracking:
+    """The official code's safeguard, read once per checkpoint: if the PSNR of the output against y fell by more
+    than `drop` dB since the last checkpoint, go back to it (the network, Adam, the average and the trackers) and
+    redo the block, at most `max_restores` times; after that, drops are accepted with a warning."""
+
+    def __init__(self, state: RunState, trackers: Trackers, drop: float, max_restores: int):
+        self.drop, self.max_restores = drop, max_restores
+        self.restores, self.exhausted, self.reference = 0, False, -float("inf")
+        self.save(state, trackers)
+
+    def save(self, state: RunState, trackers: Trackers) -> None:
+        self.saved = (state.checkpoint(), trackers.checkpoint())
+
+    def restored(self, state: RunState, trackers: Trackers) -> int:
+        """At a checkpoint: the number of iterations undone (0: none), after one device-to-host transfer of the
+        block's PSNRs; a non-finite output stops the run."""
+        start = self.saved[0]["steps"]
+        block = trackers.curves["psnr_noisy"][start:state.steps].cpu()
+        if not torch.isfinite(block).all():
+            raise RunError(f"the DIP output became NaN near iteration {state.steps - 1}: try a smaller learning_rate")
+        if block.min().item() < self.reference - self.drop:
+            if self.restores < self.max_restores:
+                state.restore(self.saved[0])
+                trackers.restore(self.saved[1])
+                self.restores += 1
+                return len(block)
+            if not self.exhausted:
+                tqdm.write(f"warning: PSNR against the noisy image fell by more than {self.drop} dB again after "
+                           f"{self.restores} restores; accepting it from now on (iteration {state.steps - 1}); a "
+                           "smaller learning_rate may help")
+            self.exhausted = True
+        self.reference = block[-1].item()
+        return 0

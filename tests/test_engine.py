@@ -1,0 +1,90 @@
+"""dipkit.engine on units of its own: kept as they finish, resumed (damaged files and changed inputs done again),
+failures named while the others go on, batches of one shape, the same outcomes here and in worker processes."""
+
+import torch
+
+from dipkit.engine import Kept, Unit, batches, group_runs, pool_runner, run_units, unit_file
+from dipkit.errors import Failed, RunError
+
+import pytest
+
+
+def square(tasks):
+    """A method: each task (a number) squared; a negative number is bad input for its whole batch."""
+    if any(t < 0 for t in tasks):
+        raise RunError("a negative number")
+    return [dict(value=t * t, batch=len(tasks)) for t in tasks]
+
+
+def units(*numbers, shape=None):
+    return [Unit(f"u{n}", n, digest=str(n), shape=shape) for n in numbers]
+
+
+def keep(unit, outcome):
+    return dict(outcome, name=unit.name)
+
+
+def test_each_unit_is_kept_as_it_finishes_and_read_back_on_a_resume(tmp_path):
+    seen = []
+    kept = run_units(tmp_path, units(1, 2, 3), square, keep, update=lambda records: seen.append(list(records)))
+    assert {name: r["value"] for name, r in kept.records.items()} == dict(u1=1, u2=4, u3=9)
+    assert seen == [["u1"], ["u1", "u2"], ["u1", "u2", "u3"]]  # the tables rewritten after each unit
+    assert torch.load(unit_file(tmp_path, "u2"), weights_only=True) == dict(digest="2", record=kept.records["u2"])
+    calls, said = [], []
+    again = run_units(tmp_path, units(1, 2, 3, 4), lambda tasks: calls.extend(tasks) or square(tasks), keep,
+                      resume=True, log=said.append)
+    assert calls == [4] and list(again.records) == ["u1", "u2", "u3", "u4"]
+    assert said.count("u1: kept from the earlier run") == 1
+
+
+def test_a_damaged_file_or_a_changed_input_is_done_again_and_said(tmp_path):
+    run_units(tmp_path, units(1, 2, 3), square, keep)
+    unit_file(tmp_path, "u1").write_bytes(unit_file(tmp_path, "u1").read_bytes()[:20])  # cut short
+    torch.save(dict(digest="3", record=dict(other=1)), unit_file(tmp_path, "u3"))  # not what the script keeps
+    changed = [Unit("u1", 1, "1"), Unit("u2", 5, "5"), Unit("u3", 3, "3")]  # u2's input is another now
+    calls, said = [], []
+    again = run_units(tmp_path, changed, lambda tasks: calls.extend(tasks) or square(tasks), keep, resume=True,
+                      expects=("value",), log=said.append)
+    assert calls == [1, 5, 3] and again.records["u2"]["value"] == 25
+    assert any("u1.pt is damaged" in line for line in said) and any("u3.pt is damaged" in line for line in said)
+    assert any("u2: its input changed" in line for line in said)
+
+
+def test_a_failing_unit_is_named_and_the_others_are_kept(tmp_path):
+    kept = run_units(tmp_path, units(1, -2, 3), square, keep, log=lambda line: None)
+    assert list(kept.records) == ["u1", "u3"] and kept.failed == {"u-2": "a negative number"}
+    assert not unit_file(tmp_path, "u-2").exists()
+    with pytest.raises(RunError, match=r"1 unit\(s\) failed .*u-2: a negative number"):
+        kept.check(tmp_path)
+    Kept().check(tmp_path)  # nothing failed: nothing said
+
+
+def test_a_method_may_fail_one_unit_of_a_batch_alone(tmp_path):
+    def second_fails(tasks):
+        return [Failed("diverged") if t == 2 else dict(value=t) for t in tasks]
+
+    kept = run_units(tmp_path, units(1, 2, 3, shape="s"), second_fails, keep, batch=3, log=lambda line: None)
+    assert list(kept.records) == ["u1", "u3"] and kept.failed == {"u2": "diverged"}
+
+
+def test_units_of_one_shape_share_batches_and_units_without_a_shape_run_alone(tmp_path):
+    mixed = units(1, 2, 3, shape="a") + units(4, 5, shape="b") + units(6, 7)
+    assert [[u.task for u in b] for b in batches(mixed, 2)] == [[1, 2], [3], [4, 5], [6], [7]]
+    assert [[u.task for u in b] for b in batches(mixed, 1)] == [[n] for n in range(1, 8)]
+    kept = run_units(tmp_path, mixed, square, keep, batch=2)
+    assert [r["batch"] for r in kept.records.values()] == [2, 2, 1, 2, 2, 1, 1]
+    assert group_runs(["a1", "b1", "a2"], lambda s: s[0], 5) == [["a1", "a2"], ["b1"]]
+
+
+def test_a_unit_given_twice_is_refused_before_anything_is_computed(tmp_path):
+    with pytest.raises(RunError, match="u1 would be made twice"):
+        run_units(tmp_path, units(1, 1), lambda tasks: pytest.fail("computed"), keep)
+
+
+def test_worker_processes_give_the_outcomes_computed_here_alone_and_in_batches(tmp_path):
+    here = run_units(tmp_path / "here", units(1, 2, 3, shape="s") + units(-4), square, keep, batch=2,
+                     log=lambda line: None)
+    there = run_units(tmp_path / "pool", units(1, 2, 3, shape="s") + units(-4), square, keep, batch=2,
+                      runner=pool_runner(2, threads=1), log=lambda line: None)
+    assert there.records == here.records and [r["batch"] for r in there.records.values()] == [2, 2, 1]
+    assert there.failed == here.failed == {"u-4": "a negative number"}  # a failure in a worker comes back named
