@@ -7,13 +7,13 @@ encoder-decoder f_θ maps a fixed noise input z0 to an image, and θ is fitted t
 
 The network fits the image before the noise, so the output is a denoised image at some iteration; an exponential
 average (0.99) of the outputs is better still. Which iteration? With a clean image one can read off the best
-one (an oracle, reported as such). Without one, this script uses the windowed moving variance of the outputs
-(ES-WMV, Wang et al., "Early stopping for deep image prior", TMLR 2023): the variance of the last W outputs
-falls while the image is being fitted and rises once the noise is. The rule fires when no new minimum has come
-for P iterations; its choice, the variance's minimum, is then frozen (as in the official code), whether or not the
-run goes on. Two images are reported at that iteration: the network's output f_θ(z0 + σ_r·n), what the official
-code reports ("ES-WMV"), and the exponential average (`denoised`, "ES-WMV, averaged"). A run that ends before the
-rule fires reports the lowest variance so far and says that the rule did not fire.
+one (an oracle, reported as such). Without one, stopping rules watch the stream of outputs (dipkit/stopping.py),
+all of them on every run: ES-WMV (Wang et al., "Early stopping for deep image prior", TMLR 2023: the minimum of the
+variance of the last W outputs, frozen once P iterations bring no new one; its image is the output there, as the
+official code reports it), ES-EMV (the same paper's exponential moving variance), the discrepancy principle
+(‖y − x̄‖²/n of the average x̄ down to τσ², σ given or estimated from the noisy image) and the whiteness of the
+residual y − x̄. `stop_rule` names the one that gives denoised.png and ends a run without a clean image; every
+rule's choice (iteration, whether it fired, PSNR and SSIM with a clean image) is in table.csv and metrics.json.
 
 Backtracking (the official code's safeguard, dipkit/backtracking.py): if the PSNR of the output against y falls by
 more than 5 dB since the last checkpoint, the run goes back to it and redoes the block, leaving no trace of the
@@ -27,11 +27,12 @@ ray; --batch N denoises images of one size together (`denoise` below is the one 
 Run   python dip_denoise.py                          the paper's setting on a bundled 512x512 image (GPU: seconds)
       python dip_denoise.py --quick                  whole images resized to 64x64, 1000 iterations (CPU: minutes)
       python dip_denoise.py --images my_noisy_photo.png --no-add_noise   a real noisy photo: no clean image
+      python dip_denoise.py --quick --stop_rule discrepancy   another rule gives denoised.png
       python dip_denoise.py --folder path/to/images   every image of a folder, one table
       python dip_denoise.py --help
 Writes Results/dip_denoise/<run>/: per image <name>/DIP.png, <name>/curve.png, <name>/curve.csv and
-<name>/denoised.png (averaged, at the ES-WMV choice), <name>/es_wmv.png (the output there); table.csv,
-units/ (each finished image), config.json, metrics.json. From Python: `denoise([DIPRun(noisy, config, clean)])`.
+<name>/denoised.png (the stop rule's image); table.csv, units/ (each finished image), config.json, metrics.json.
+From Python: `denoise([DIPRun(noisy, config, clean)])`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import dataclasses
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, Optional
+from typing import Any, ClassVar, Literal, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -54,15 +55,14 @@ from dipkit.device import choose_device, seed_everything
 from dipkit.engine import Unit, concurrent_units, make_runner, run_units, runs_here
 from dipkit.errors import Failed
 from dipkit.figures import save_png
-from dipkit.images import load_image, resolve_image, source_name
+from dipkit.images import load_image, source_name
 from dipkit.memory import batch_that_fits, check_fits, training_footprint
 from dipkit.metrics import psnr, ssim
 from dipkit.networks import SkipNetwork
 from dipkit.runs import start_run, write_csv, write_metrics
-from dipkit.sources import file_digest, item_names
-from dipkit.stopping import Trackers
+from dipkit.sources import Source, file_digest, image_sources
+from dipkit.stopping import TITLES, Choice, Trackers, candidates, estimate_sigma, make_rules, rule_of, rule_summary
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 BUNDLED_SIZE = 512  # what size None gives a bundled image (the paper's images are 512x512)
 
 
@@ -85,10 +85,17 @@ class Config(NetworkConstants):
     backtrack_drop: float = 5.0  # restore the checkpoint when PSNR(output, y) falls by more than this (dB); inf: never
     checkpoint_every: int = 100  # iterations between checkpoints (and between device-to-host transfers)
     max_restores: int = 10  # most checkpoint restores per image; later drops are accepted (0: no backtracking)
-    # stopping rule without a clean image (ES-WMV)
-    stop_window: int = 100  # W: outputs in the moving-variance window
-    stop_patience: int = 1000  # P: the rule fires after this many iterations without a new variance minimum
-    stop_early: bool = False  # end the run when the rule fires (always on when there is no clean image)
+    # stopping rules without a clean image (dipkit/stopping.py); every rule is computed on every run
+    stop_rule: Literal["es_wmv", "es_wmv_average", "es_emv", "es_emv_average", "discrepancy", "whiteness"] = \
+        "es_wmv_average"  # gives denoised.png and ends a run without a clean image (with stop_early: any run);
+    #   each rule's image, or <rule>_average: the exponential average at that rule's choice
+    stop_window: int = 100  # W: outputs in ES-WMV's window (and the iterations ES-EMV waits before it looks)
+    stop_patience: int = 1000  # P: ES-WMV, ES-EMV and whiteness fire after P iterations without a new minimum
+    emv_alpha: float = 0.1  # ES-EMV's weight of the new output in its moving average and variance (official: 0.1)
+    sigma: Optional[float] = None  # σ of the noise for the discrepancy principle; None: estimated from each image
+    estimate_sigma: bool = True  # estimate σ when it is not given (--no-estimate_sigma: no discrepancy rule)
+    discrepancy_tau: float = 1.0  # τ: the discrepancy principle stops where ‖y − x̄‖²/n ≤ τσ²
+    stop_early: bool = False  # end the run when stop_rule fires (always on when there is no clean image)
     seed: int = 0  # seeds the noise, the network and its input
     quick: bool = False  # the QUICK preset: whole images resized to 64x64, 1000 iterations (CPU: minutes)
 
@@ -99,34 +106,8 @@ class Config(NetworkConstants):
         noise_level="[0, 1]", iterations="[1, inf)", learning_rate="(0, inf)", reg_noise_std="[0, inf)",
         ema="[0, 1)", input_depth="[1, inf)", input_scale="(0, inf)", backtrack_drop="(0, inf]",
         checkpoint_every="[1, inf)", max_restores="[0, inf)", stop_window="[2, inf)", stop_patience="[1, inf)",
-        seed="[0, inf)",
+        emv_alpha="(0, 1)", sigma="(0, 1]", discrepancy_tau="(0, inf)", seed="[0, inf)",
     )
-
-
-def image_list(config: Config) -> list[str]:
-    if not config.folder:
-        if not config.images:
-            raise RunError("images: give at least one bundled image name or image path (or a folder)")
-        folders = [name for name in config.images if Path(name).expanduser().is_dir()]
-        if folders:
-            raise RunError(f"images: '{folders[0]}' is a folder; give its images with --folder {folders[0]}")
-        return list(config.images)
-    folder = Path(config.folder).expanduser()
-    if not folder.is_dir():
-        raise RunError(f"folder '{config.folder}' does not exist")
-    files = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise RunError(f"folder '{config.folder}' holds no image ({', '.join(IMAGE_SUFFIXES)})")
-    return files
-
-
-@dataclass(frozen=True)
-class Source:
-    """One image of a run: how it was given, the file it is, and the item name its outputs go under."""
-
-    given: str  # the bundled name or path as given
-    path: Path  # the file read
-    name: str  # unique within the run (a-rgb and b-rgb for a/rgb.png and b/rgb.png)
 
 
 def check_config(config: Config) -> list[Source]:
@@ -134,9 +115,7 @@ def check_config(config: Config) -> list[Source]:
     exists, the same file is not given twice, and files of the same stem get names that tell them apart."""
     if config.size and (config.size < 64 or config.size % 32):
         raise RunError(f"size must be None, 0 or a multiple of 32 of at least 64 (five scales), not {config.size}")
-    given = image_list(config)
-    paths = [resolve_image(name) for name in given]
-    return [Source(g, p, n) for g, p, n in zip(given, paths, item_names(paths))]
+    return image_sources(config.images, config.folder)
 
 
 def load_clean(name: str, config: Config) -> torch.Tensor:
@@ -170,20 +149,19 @@ class DIPRun(NamedTuple):
     noisy: torch.Tensor
     config: Config
     clean: torch.Tensor | None = None
+    sigma: float | None = None  # σ for the discrepancy principle (None: that rule is not computed)
 
 
 @dataclass
 class DenoiseResult:
-    denoised: torch.Tensor  # the averaged output at the ES-WMV choice (the final average if there is none)
-    es_wmv: torch.Tensor  # the output at the ES-WMV choice, the official code's image (the final output if none)
+    stop_rule: str  # the candidate that gives `denoised` (Config.stop_rule)
+    choices: dict[str, Choice]  # every rule's choice, by rule name (es_wmv, es_emv, discrepancy, whiteness)
     final_output: torch.Tensor  # f_θ(z0) at the end, the official code's shown image
     final_average: torch.Tensor  # the exponential average at the end
-    curves: dict[str, list[float]]  # entry k is iteration k: psnr_noisy, psnr_clean, psnr_clean_average, variance
-    stop_iteration: int | None  # the ES-WMV choice: its variance minimum (None: the window never filled)
-    stop_fired: bool  # whether the rule fired (its patience ran out) within the iterations run
-    stop_fired_iteration: int | None = None  # where it fired; the choice is frozen from there on
+    curves: dict[str, list[float]]  # entry k is iteration k: psnr_noisy, psnr_clean, psnr_clean_average, statistics
     oracle_iteration: int | None = None  # best PSNR of the average against the clean image (needs it)
     oracle_image: torch.Tensor | None = None
+    sigma: float | None = None  # the σ the discrepancy principle used
     backtracks: int = 0  # checkpoint restorations
     restores_exhausted: bool = False  # a drop came after max_restores restores and was accepted
     iterations_run: int = 0  # optimisation steps taken, redone ones included
@@ -191,15 +169,33 @@ class DenoiseResult:
     device: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
 
+    def image(self, candidate: str) -> torch.Tensor:
+        """A candidate's image: a rule's own, or (<rule>_average) the exponential average at its choice."""
+        choice = self.choices[rule_of(candidate)]
+        return choice.average if candidate.endswith("_average") else choice.image
+
+    @property
+    def denoised(self) -> torch.Tensor:  # the stop rule's image
+        return self.image(self.stop_rule)
+
+    @property
+    def stop(self) -> Choice:
+        return self.choices[rule_of(self.stop_rule)]
+
+    def summary(self, rule: str) -> str:
+        return rule_summary(self.choices[rule], len(self.curves["psnr_noisy"]))
+
 
 def denoise(runs: list[DIPRun]) -> list[DenoiseResult | Failed]:
     """Denoise noisy images of one size (a run alone: a list of one) by DIP, each image with its own network, Adam,
-    average, ES-WMV rule, backtracking (a run that goes back to its checkpoint redoes its block while the others go
+    average, stopping rules, backtracking (a run that goes back to its checkpoint redoes its block while the others go
     on) and stop; each gives what it gives alone. With a clean image, PSNR curves against it and the oracle best
-    iteration are reported too. The rule that needs no clean image always runs; with `stop_early` or without a
-    clean image a run ends at the first checkpoint after it fires. A run whose output turns NaN fails alone
+    iteration are reported too. The rules that need no clean image always run; with `stop_early` or without a
+    clean image a run ends at the first checkpoint after the stop rule fires. A run whose output turns NaN fails alone
     (Failed). Iterations are counted from 0."""
     config, n = runs[0].config, len(runs)  # the constants are the first run's: images of one size, one run
+    if rule_of(config.stop_rule) == "discrepancy" and any(run.sigma is None for run in runs):
+        raise RunError("stop_rule discrepancy needs σ: give --sigma, or leave --estimate_sigma on")
     device = choose_device(config.device)
     noisies = [run.noisy.to(device=device, dtype=torch.float32) for run in runs]
     cleans = [None if run.clean is None else run.clean.to(device=device, dtype=torch.float32) for run in runs]
@@ -214,7 +210,9 @@ def denoise(runs: list[DIPRun]) -> list[DenoiseResult | Failed]:
     adam = StackedAdam([(stacked.parameters(), [config.learning_rate] * n, [0.9] * n)])
     z0 = torch.stack(z0).to(device)
     states = [RunState(stacked, adam, r, z0[r], noisies[r]) for r in range(n)]
-    trackers = [Trackers(s.average, config.stop_window, config.stop_patience, config.iterations) for s in states]
+    trackers = [Trackers(s.average, make_rules(s.average, config.stop_window, config.stop_patience, config.emv_alpha,
+                                               run.sigma, config.discrepancy_tau), config.iterations)
+                for s, run in zip(states, runs)]
     backtracking = [Backtracking(s, t, config.backtrack_drop, config.max_restores) for s, t in zip(states, trackers)]
     stop_early = [config.stop_early or clean is None for clean in cleans]
     active, failures, steps_run = list(range(n)), {}, [0] * n
@@ -251,7 +249,8 @@ def denoise(runs: list[DIPRun]) -> list[DenoiseResult | Failed]:
                     continue
             except RunError as error:
                 failures[r] = str(error)
-            if r not in failures and state.steps < config.iterations and not (stop_early[r] and trackers[r].fired):
+            if r not in failures and state.steps < config.iterations and not (
+                    stop_early[r] and trackers[r].rules[rule_of(config.stop_rule)].fired):
                 backtracking[r].save(state, trackers[r])
                 bar.set_postfix(psnr_y=f"{backtracking[r].reference:.2f}", loss=f"{losses[stepped.index(r)].item():.2e}")
                 continue
@@ -260,40 +259,34 @@ def denoise(runs: list[DIPRun]) -> list[DenoiseResult | Failed]:
         bar.update(min((states[r].steps for r in active), default=config.iterations) - bar.n)
     bar.close()
     return [Failed(failures[r]) if r in failures else
-            _result(states[r], trackers[r], backtracking[r], noisies[r], cleans[r], steps_run[r], clock.stop(r), device)
+            _result(states[r], trackers[r], backtracking[r], runs[r], noisies[r], cleans[r], steps_run[r],
+                    clock.stop(r), device)
             for r in range(n)]
 
 
-def _optional(value: int) -> int | None:
-    return None if value < 0 else value
-
-
-def _result(state: RunState, trackers: Trackers, backtracking: Backtracking, noisy: torch.Tensor,
+def _result(state: RunState, trackers: Trackers, backtracking: Backtracking, run: DIPRun, noisy: torch.Tensor,
             clean: torch.Tensor | None, steps_run: int, seconds: float, device: torch.device) -> DenoiseResult:
     with torch.no_grad():
         final_output = state.net(state.z0)
-    stop_iteration = _optional(trackers.best_iteration.item())
-    fired_iteration = _optional(trackers.fired_iteration.item())
+    choices = {name: rule.chosen(state.steps - 1, final_output, state.average) for name, rule in
+               trackers.rules.items()}
     result = DenoiseResult(
-        denoised=trackers.stop_image if stop_iteration is not None else state.average.clone(),
-        es_wmv=trackers.stop_output if stop_iteration is not None else final_output,
-        final_output=final_output, final_average=state.average.clone(),
-        curves={key: curve[: state.steps].tolist() for key, curve in trackers.curves.items()},
-        stop_iteration=stop_iteration, stop_fired=fired_iteration is not None, stop_fired_iteration=fired_iteration,
+        stop_rule=run.config.stop_rule, choices=choices, final_output=final_output,
+        final_average=state.average.clone(), curves={key: curve[: state.steps].tolist() for key, curve in
+                                                     trackers.curves.items()}, sigma=run.sigma,
         backtracks=backtracking.restores, restores_exhausted=backtracking.exhausted, iterations_run=steps_run,
-        seconds=seconds, device=str(device),
-    )
+        seconds=seconds, device=str(device))
     if clean is not None:
         result.oracle_iteration = trackers.oracle_iteration.item()
         result.oracle_image = trackers.oracle_image
         scores = lambda x: dict(psnr=psnr(x, clean), ssim=ssim(x, clean))  # noqa: E731
-        result.metrics = dict(
-            noisy=scores(noisy), final_output=scores(final_output), final_average=scores(state.average),
-            es_wmv=dict(scores(result.es_wmv), iteration=stop_iteration, fired=result.stop_fired,
-                        fired_iteration=fired_iteration),
-            es_wmv_average=dict(scores(result.denoised), iteration=stop_iteration),
-            oracle=dict(scores(result.oracle_image), iteration=result.oracle_iteration),
-        )
+        result.metrics = dict(noisy=scores(noisy), final_output=scores(final_output),
+                              final_average=scores(state.average),
+                              oracle=dict(scores(result.oracle_image), iteration=result.oracle_iteration))
+        for candidate in candidates(list(result.choices)):
+            choice = result.choices[rule_of(candidate)]
+            result.metrics[candidate] = dict(scores(result.image(candidate)), iteration=choice.iteration,
+                                             fired=choice.fired, fired_iteration=choice.fired_iteration)
     return result
 
 
@@ -301,77 +294,71 @@ def _result(state: RunState, trackers: Trackers, backtracking: Backtracking, noi
 # Outputs and the command line
 
 
-def rule_summary(result: DenoiseResult) -> str:
-    """'it. 412, fired at it. 1412' or 'it. 2990, did not fire in 3000 iterations' (iterations from 0)."""
-    if result.stop_iteration is None:
-        return "no choice: fewer iterations than the window"
-    if result.stop_fired:
-        return f"it. {result.stop_iteration}, fired at it. {result.stop_fired_iteration}"
-    return f"it. {result.stop_iteration}, did not fire in {len(result.curves['variance'])} iterations"
-
-
 def write_image_outputs(folder: Path, name: str, noisy: torch.Tensor, clean: torch.Tensor | None,
                         result: DenoiseResult) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     save_png(folder / "denoised.png", result.denoised)
-    save_png(folder / "es_wmv.png", result.es_wmv)
-    caption = lambda x: "" if clean is None else f"{psnr(x, clean):.2f} dB / {ssim(x, clean):.3f} "  # noqa: E731
-    panels = ([(clean, "PSNR / SSIM")] if clean is not None else []) + [
-        (noisy, caption(noisy)), (result.final_output, caption(result.final_output)),
-        (result.final_average, caption(result.final_average)),
-        (result.es_wmv, caption(result.es_wmv) + f"({rule_summary(result)})"),
-        (result.denoised, caption(result.denoised)),
-    ]
-    titles = (["clean"] if clean is not None else []) + ["noisy", "DIP, end", "averaged DIP, end",
-                                                          "ES-WMV: DIP at its choice", "averaged, at that choice"]
+    caption = lambda x: "" if clean is None else f"{psnr(x, clean):.2f} dB / {ssim(x, clean):.3f}"  # noqa: E731
+    panels = [(noisy, caption(noisy)), (result.final_average, caption(result.final_average))]
+    titles = ["noisy", "averaged DIP, end"]
+    if clean is not None:
+        panels = [(clean, "PSNR / SSIM")] + panels + [(result.oracle_image, caption(result.oracle_image)
+                                                       + f"\nit. {result.oracle_iteration}")]
+        titles = ["clean"] + titles + ["oracle (uses the clean image)"]
+    for candidate in candidates(list(result.choices)):
+        panels.append((result.image(candidate), caption(result.image(candidate))
+                       + f"\n{result.summary(rule_of(candidate))}"))
+        titles.append(TITLES[candidate] + (" (stop rule)" if candidate == result.stop_rule else ""))
     figures.image_grid(folder / "DIP.png", [panels], titles, [name])
     its = list(range(len(result.curves["psnr_noisy"])))  # iterations from 0, as everywhere
     lines = [(its, result.curves["psnr_noisy"], "output vs noisy")]
     if clean is not None:
         lines += [(its, result.curves["psnr_clean"], "output vs clean"),
                   (its, result.curves["psnr_clean_average"], "average vs clean")]
-    panels = [dict(lines=lines, xlabel="iteration", ylabel="PSNR (dB)", marks=_marks(result)),
-              dict(lines=[(its, result.curves["variance"], "windowed variance")], xlabel="iteration",
-                   ylabel="moving variance of the outputs", logy=True, marks=_marks(result),
-                   title=f"ES-WMV: {rule_summary(result)}")]
-    figures.curves(folder / "curve.png", panels, n_cols=2)
+    marks = ([(result.oracle_iteration, "oracle best (uses the clean image)")] if clean is not None else []) + [
+        (choice.iteration, f"{TITLES[rule]} ({'fired' if choice.fired else 'did not fire'})")
+        for rule, choice in result.choices.items()]
+    panels = [dict(lines=lines, xlabel="iteration", ylabel="PSNR (dB)", marks=marks)]
+    for rule, choice in result.choices.items():
+        key = Trackers.STATISTICS[rule]
+        panels.append(dict(lines=[(its, result.curves[key], key)], xlabel="iteration", ylabel=key, logy=True,
+                           marks=[(choice.iteration, "choice")], title=f"{TITLES[rule]}: {result.summary(rule)}"))
+    figures.curves(folder / "curve.png", panels, n_cols=min(len(panels), 3))
     write_csv(folder / "curve.csv", [dict(iteration=k, **{key: values[k] for key, values in result.curves.items()})
                                      for k in its])
 
 
-def _marks(result: DenoiseResult) -> list[tuple[float, str]]:
-    marks = []
-    if result.oracle_iteration is not None:
-        marks.append((result.oracle_iteration, "oracle best (uses the clean image)"))
-    if result.stop_iteration is not None:
-        fired = f"fired at {result.stop_fired_iteration}" if result.stop_fired else "did not fire"
-        marks.append((result.stop_iteration, f"ES-WMV choice, no clean image ({fired})"))
-    return marks
-
-
-def image_record(folder: Path, source: Source, noisy: torch.Tensor, clean: torch.Tensor | None,
-                 result: DenoiseResult) -> dict:
+def image_record(folder: Path, source: Source, run: DIPRun, result: DenoiseResult) -> dict:
     """Write an image's folder; what the run keeps of it: its table row and its metrics.json entry."""
-    stem = source.name
+    stem, noisy, clean, config = source.name, run.noisy, run.clean, run.config
     write_image_outputs(folder / stem, stem, noisy, clean, result)
     m = result.metrics
     facts = dict(source=source_name(source.path), height=noisy.shape[-2], width=noisy.shape[-1],
-                 es_wmv_iteration=result.stop_iteration, es_wmv_fired=result.stop_fired,
-                 es_wmv_fired_iteration=result.stop_fired_iteration, oracle_iteration=result.oracle_iteration,
-                 backtracks=result.backtracks, restores_exhausted=result.restores_exhausted,
+                 stop_rule=result.stop_rule, oracle_iteration=result.oracle_iteration, sigma=result.sigma,
+                 sigma_true=config.noise_level if config.add_noise else None,
+                 sigma_estimate=run.sigma if config.sigma is None else None)
+    for rule, choice in result.choices.items():
+        facts.update({f"{rule}_iteration": choice.iteration, f"{rule}_fired": choice.fired,
+                      f"{rule}_fired_iteration": choice.fired_iteration})
+    facts.update(backtracks=result.backtracks, restores_exhausted=result.restores_exhausted,
                  iterations_run=result.iterations_run, seconds=result.seconds,
                  seconds_per_iteration=result.seconds / max(result.iterations_run, 1))
     row = dict(image=stem, **facts)
     if clean is not None:
         row.update(psnr_noisy=m["noisy"]["psnr"], psnr_final=m["final_output"]["psnr"],
-                   psnr_final_average=m["final_average"]["psnr"], psnr_es_wmv=m["es_wmv"]["psnr"],
-                   psnr_es_wmv_average=m["es_wmv_average"]["psnr"], psnr_oracle=m["oracle"]["psnr"])
-    summary = "" if clean is None else (
-        f": noisy {m['noisy']['psnr']:.2f}, final average {m['final_average']['psnr']:.2f}, ES-WMV "
-        f"{m['es_wmv']['psnr']:.2f}, averaged {m['es_wmv_average']['psnr']:.2f} ({rule_summary(result)}), oracle "
-        f"{m['oracle']['psnr']:.2f} dB (it. {result.oracle_iteration})")
-    print(f"{stem:>12} ({noisy.shape[-2]}x{noisy.shape[-1]}){summary}; {result.seconds:.1f} s, "
-          f"{result.backtracks} backtracks", flush=True)
+                   psnr_final_average=m["final_average"]["psnr"], psnr_oracle=m["oracle"]["psnr"],
+                   ssim_oracle=m["oracle"]["ssim"])
+        for candidate in candidates(list(result.choices)):
+            row.update({f"psnr_{candidate}": m[candidate]["psnr"], f"ssim_{candidate}": m[candidate]["ssim"]})
+    print(f"{stem:>12} ({noisy.shape[-2]}x{noisy.shape[-1]}): {result.seconds:.1f} s, {result.backtracks} backtracks"
+          + ("" if result.sigma is None else f", σ {result.sigma * 255:.1f}/255"), flush=True)
+    if clean is not None:
+        print(f"{'':>14}noisy {m['noisy']['psnr']:.2f}, final average {m['final_average']['psnr']:.2f}, oracle "
+              f"{m['oracle']['psnr']:.2f} dB (it. {result.oracle_iteration})")
+    for candidate in candidates(list(result.choices)):
+        score = f"{m[candidate]['psnr']:.2f} dB, " if clean is not None else ""
+        print(f"{'':>14}{TITLES[candidate] + (' (stop rule)' if candidate == result.stop_rule else ''):<30} "
+              f"{score}{result.summary(rule_of(candidate))}")
     return dict(row=row, item=dict(m, **facts, device=result.device))
 
 
@@ -379,15 +366,21 @@ def images_of(sources: list[Source], config: Config, device: torch.device) -> tu
     """Every image read once before anything is written (bad input stops the run with no folder): each one's DIPRun
     (the noise of the index-th image seeded by seed + 1 + index: images may be added at the end on a resume), and
     the batch size that fits the device's memory (config.batch, or fewer, said); an image that does not fit is
-    refused. A run holds its network's footprint, ES-WMV's window and a dozen images."""
+    refused. A run holds its network's footprint, ES-WMV's window and about twenty images (the rules' among them).
+    σ for the discrepancy principle: the given one, or each noisy image's estimate."""
     runs, needs, at_once = {}, [], concurrent_units(config)
     for index, source in enumerate(sources):
         clean = load_clean(source.given, config)
-        runs[source.name] = DIPRun(add_noise(clean, config, config.seed + 1 + index) if config.add_noise else clean,
-                                   config, clean if config.add_noise else None)
+        noisy = add_noise(clean, config, config.seed + 1 + index) if config.add_noise else clean
+        sigma = config.sigma if config.sigma is not None else estimate_sigma(noisy) if config.estimate_sigma else None
+        if rule_of(config.stop_rule) == "discrepancy" and not sigma:
+            raise RunError("stop_rule discrepancy needs σ: give --sigma" + (f" (the estimate for {source.name} is 0)"
+                                                                            if config.estimate_sigma else
+                                                                            ", or leave --estimate_sigma on"))
+        runs[source.name] = DIPRun(noisy, config, clean if config.add_noise else None, sigma or None)
         c, h, w = clean.shape[1:]
         footprint, images = training_footprint(SkipNetwork(config.input_depth, c), config.input_depth), \
-            (2 * config.stop_window + 12) * c * h * w * 4
+            (config.stop_window + 20) * c * h * w * 4
         needs.append(lambda n, f=footprint, h=h, w=w, i=images: at_once * (
             f.bytes(h, w, n, n if vectorised(config.batch_mode) else 1) + n * i))
         advice = "give a smaller --size (e.g. 512)" if not config.size or config.size > 512 else "use a larger device"
@@ -415,14 +408,15 @@ def run(config: Config) -> dict[str, Any]:
 
     def keep(unit: Unit, result: DenoiseResult) -> dict:
         results[unit.name] = result
-        return image_record(folder, sources_of[unit.name], unit.task.noisy, unit.task.clean, result)
+        return image_record(folder, sources_of[unit.name], unit.task, result)
 
     kept = run_units(folder, units, denoise, keep, resume=config.resume, batch=batch, runner=runner,
                      expects=("row", "item"), update=lambda records: write_csv(
                          folder / "table.csv", [record["row"] for record in records.values()]))
     kept.check(folder, "image")
     table = [record["row"] for record in kept.records.values()]
-    summary = {key: statistics.fmean(row[key] for row in table) for key in table[0] if key.startswith("psnr_")}
+    summary = {key: statistics.fmean(row[key] for row in table) for key in table[0]
+               if key.startswith(("psnr_", "ssim_")) and all(key in row for row in table)}
     write_metrics(folder, "dip_denoise", summary, {name: record["item"] for name, record in kept.records.items()},
                   sum(row["seconds"] for row in table), str(device), iterations_counted_from=0)
     print(f"wrote {folder}")

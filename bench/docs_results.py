@@ -58,6 +58,7 @@ ADP_FILES = TABLES + ("curve.csv",)
 BLIND_STUDY = ("--images", "camera", "coffee", "chelsea", "--kernel_sizes", "13", "--size", "128", "--iterations",
                "2000", "--milestones", "800", "1200", "1600", "--channels", "32", "--skip_channels", "8", "--seeds",
                "0", "1", "--max_shift", "10", "--wide_shift", "0", "--workers", "2")
+STOPPING_IMAGES = ("astronaut", "camera", "chelsea", "coffee", "rocket")
 VDIP_SCHEDULE = ("--pretrain_iterations", "200", "--loss_switch", "800", "--prior_decay_every", "400")
 
 ENTRIES: dict[str, Entry] = {
@@ -78,6 +79,19 @@ ENTRIES: dict[str, Entry] = {
     # dip_denoise.py
     "dip_denoise/quick4": Entry(("dip_denoise.py", "--quick", "--images", "astronaut", "coffee", "chelsea", "rocket"),
                                 threads=1),
+    # the stopping rules side by side: five bundled images, two sizes, two noise levels, two seeds (each rule's
+    # constants as the quick preset and the official codes set them, fixed before any of these runs)
+    **{f"dip_denoise/stopping_{size}_sigma{level}_seed{seed}": Entry(
+        ("dip_denoise.py", "--quick", "--images", *STOPPING_IMAGES, "--size", str(size), "--noise_level",
+         repr(level / 255), "--seed", str(seed), "--workers", "2"))
+       for size in (64, 128) for level in (25, 50) for seed in (0, 1)},
+    "dip_denoise/stopping_study": Entry(("bench/stopping_study.py", "SCRATCH/dip_denoise", "--out",
+                                         "SCRATCH/stopping_study"),
+                                        produces=("SCRATCH/stopping_study/rules.csv",
+                                                  "SCRATCH/stopping_study/runs.csv",
+                                                  "SCRATCH/stopping_study/rules.md"),
+                                        after=tuple(f"dip_denoise/stopping_{size}_sigma{level}_seed{seed}"
+                                                    for size in (64, 128) for level in (25, 50) for seed in (0, 1))),
     # selfdeblur.py and vdip.py: the reduced CPU study, merged
     "selfdeblur/cpu_study": Entry(("selfdeblur.py", *BLIND_STUDY, "--variants", "SelfDeblur")),
     "vdip/cpu_study": Entry(("vdip.py", *BLIND_STUDY, *VDIP_SCHEDULE, "--variants", "VDIP-Sparse", "VDIP-Extreme",

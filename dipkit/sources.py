@@ -1,4 +1,5 @@
-"""The input files of a run: one unique item name per file, and a digest that tells whether a file changed.
+"""The input files of a run: the images given (or a folder's), one unique item name per file, and a digest that
+tells whether a file changed.
 
 Items of a run (an image's folder, a problem's rows, a metrics.json entry) are named after their file's stem. Two
 different files with the same stem (a/rgb.png and b/rgb.png, photo.png and photo.jpg) get names that tell them
@@ -10,9 +11,43 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import RunError
+from .images import resolve_image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One image of a run: how it was given, the file it is, and the item name its outputs go under."""
+
+    given: str  # the bundled name or path as given
+    path: Path  # the file read
+    name: str  # unique within the run (a-rgb and b-rgb for a/rgb.png and b/rgb.png)
+
+
+def image_sources(images: tuple[str, ...], folder: str = "") -> list[Source]:
+    """The images given by name or path, or (if `folder` is set) every image file of that folder, each resolved to
+    its file and named uniquely (`item_names`); a folder among the images is refused, pointing to `folder`."""
+    if folder:
+        directory = Path(folder).expanduser()
+        if not directory.is_dir():
+            raise RunError(f"folder '{folder}' does not exist")
+        given = sorted(str(p) for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not given:
+            raise RunError(f"folder '{folder}' holds no image ({', '.join(IMAGE_SUFFIXES)})")
+    else:
+        if not images:
+            raise RunError("images: give at least one bundled image name or image path (or a folder)")
+        folders = [name for name in images if Path(name).expanduser().is_dir()]
+        if folders:
+            raise RunError(f"images: '{folders[0]}' is a folder; give its images with --folder {folders[0]}")
+        given = list(images)
+    paths = [resolve_image(name) for name in given]
+    return [Source(g, p, n) for g, p, n in zip(given, paths, item_names(paths))]
 
 
 def item_names(paths: list[Path]) -> list[str]:

@@ -112,10 +112,11 @@ def test_the_stopping_rule_stops_without_a_clean_image():
     config = make_config(dip_denoise.Config, quick=True, iterations=400, noise_level=0.2, stop_window=10,
                          stop_patience=30, checkpoint_every=10, progress=False)
     result = denoise(dip_denoise.add_noise(clean, config, 1), config)  # no clean image: stops early
-    assert result.stop_fired and result.iterations_run < 400
-    assert result.stop_fired_iteration - result.stop_iteration == 30  # P iterations without a new minimum
-    variance = result.curves["variance"][: result.stop_fired_iteration + 1]  # the choice is frozen when it fires
-    assert result.stop_iteration == min(range(len(variance)), key=lambda k: (variance[k] != variance[k], variance[k]))
+    stop = result.stop
+    assert stop.fired and result.iterations_run < 400 and stop is result.choices["es_wmv"]
+    assert stop.fired_iteration - stop.iteration == 30  # P iterations without a new minimum
+    variance = result.curves["variance"][: stop.fired_iteration + 1]  # the choice is frozen when it fires
+    assert stop.iteration == min(range(len(variance)), key=lambda k: (variance[k] != variance[k], variance[k]))
     assert result.oracle_iteration is None and result.metrics == {}
 
 
@@ -219,7 +220,8 @@ def test_the_es_wmv_choice_is_frozen_when_the_rule_fires(tiny_network, monkeypat
     noisy = dip_denoise.add_noise(clean, config, 1)
     going_on = denoise(noisy, config, clean)
     assert going_on.curves["variance"][70] == pytest.approx(1e-3) and len(going_on.curves["variance"]) == 100
-    assert (going_on.stop_iteration, going_on.stop_fired, going_on.stop_fired_iteration) == (20, True, 50)
+    choice = going_on.choices["es_wmv"]
+    assert (choice.iteration, choice.fired, choice.fired_iteration) == (20, True, 50)
     rule = going_on.metrics["es_wmv"]  # the official code's: the output at the choice
     assert (rule["iteration"], rule["fired"], rule["fired_iteration"]) == (20, True, 50)
     assert rule["psnr"] == pytest.approx(going_on.curves["psnr_clean"][20], abs=1e-3)
@@ -231,16 +233,17 @@ def test_the_es_wmv_choice_is_frozen_when_the_rule_fires(tiny_network, monkeypat
     stopping = denoise(noisy, make_config(dip_denoise.Config, **dict(vars(config), stop_early=True)),
                                    clean)
     assert stopping.iterations_run == 60  # the first checkpoint after the rule fired
-    assert stopping.stop_iteration == 20 and torch.equal(stopping.denoised, going_on.denoised)
-    assert torch.equal(stopping.es_wmv, going_on.es_wmv)
+    assert stopping.stop.iteration == 20 and torch.equal(stopping.denoised, going_on.denoised)
+    assert torch.equal(stopping.image("es_wmv"), going_on.image("es_wmv"))
 
 
 def test_a_run_that_ends_before_the_rule_fires_says_so(tiny_network, monkeypatch):
     scripted_variance(monkeypatch, 5, lambda k: 1 - 0.001 * k)  # always falling: never fires
     config = tiny_config(iterations=40, stop_patience=30)
     result = denoise(synthetic_clean(), config, synthetic_clean())
-    assert (result.stop_iteration, result.stop_fired, result.stop_fired_iteration) == (39, False, None)
-    assert "did not fire in 40 iterations" in dip_denoise.rule_summary(result)
+    choice = result.choices["es_wmv"]
+    assert (choice.iteration, choice.fired, choice.fired_iteration) == (39, False, None)
+    assert "did not fire in 40 iterations" in result.summary("es_wmv")
 
 
 def test_a_restore_leaves_no_trace_of_the_discarded_iterations(tiny_network, monkeypatch):
@@ -280,10 +283,10 @@ def test_a_restore_leaves_no_trace_of_the_discarded_iterations(tiny_network, mon
     averages, variance = result.curves["psnr_clean_average"], result.curves["variance"]
     assert max(averages) < 100 and result.oracle_iteration == max(range(40), key=lambda k: averages[k])
     assert result.metrics["oracle"]["psnr"] == pytest.approx(max(averages), abs=1e-3)
-    assert min(variance[4:]) > 0 and result.stop_iteration == min(range(4, 40), key=lambda k: variance[k])
-    assert result.metrics["es_wmv_average"]["psnr"] == pytest.approx(averages[result.stop_iteration], abs=1e-3)
-    assert result.metrics["es_wmv"]["psnr"] == pytest.approx(result.curves["psnr_clean"][result.stop_iteration],
-                                                             abs=1e-3)
+    chosen = result.choices["es_wmv"].iteration
+    assert min(variance[4:]) > 0 and chosen == min(range(4, 40), key=lambda k: variance[k])
+    assert result.metrics["es_wmv_average"]["psnr"] == pytest.approx(averages[chosen], abs=1e-3)
+    assert result.metrics["es_wmv"]["psnr"] == pytest.approx(result.curves["psnr_clean"][chosen], abs=1e-3)
 
 
 def test_restores_are_capped(tiny_network, monkeypatch):
@@ -346,11 +349,15 @@ def test_one_iteration_numbering_in_metrics_csv_and_figures(tiny_network, monkey
     table = list(csv.DictReader((folder / "table.csv").open()))[0]
     assert int(table["es_wmv_iteration"]) == image["es_wmv_iteration"]
     assert int(table["oracle_iteration"]) == image["oracle_iteration"]
-    psnr_panel, variance_panel = drawn["curves"]
-    assert list(psnr_panel["lines"][0][0]) == iterations and list(variance_panel["lines"][0][0]) == iterations
+    psnr_panel = drawn["curves"][0]
+    assert list(psnr_panel["lines"][0][0]) == iterations
     marks = {label.split()[0]: x for x, label in psnr_panel["marks"]}
-    assert marks == {"oracle": image["oracle_iteration"], "ES-WMV": image["es_wmv_iteration"]}
-    assert f"it. {image['es_wmv_iteration']}" in drawn["grid"][0][-2][1]  # the ES-WMV panel, beside the averaged one
+    assert marks["oracle"] == image["oracle_iteration"] and marks["ES-WMV"] == image["es_wmv_iteration"]
+    assert {label.split()[0] for _, label in psnr_panel["marks"]} == {"oracle", "ES-WMV", "ES-EMV", "discrepancy",
+                                                                     "whiteness"}
+    es_wmv_panel = next(p for p in drawn["curves"] if p.get("title", "").startswith("ES-WMV"))
+    assert list(es_wmv_panel["lines"][0][0]) == iterations and es_wmv_panel["marks"][0][0] == image["es_wmv_iteration"]
+    assert f"it. {image['es_wmv_iteration']}" in drawn["grid"][0][4][1]  # the ES-WMV panel, after the oracle
 
 
 def test_unreadable_image_stops_before_a_run_folder_exists(tmp_path):
