@@ -27,7 +27,7 @@ runs         run folders: plain run names, config.json (constants, environment, 
 engine       the one engine every script runs its units on (an image, a problem x variant x seed, a noise level,
              a solver): each kept with its inputs' digest as it finishes, --resume, here / a process pool / Ray,
              batches of one shape, failed units named; the run constants every script shares
-sources      the input files of a run: unique item names for same-stem files, the digest a resume checks
+sources      the input files of a run: the images given (or a folder's), unique item names, the digest a resume checks
 images       image loading (bundled name or path; grey, RGBA, 16-bit, EXIF-rotated), a source's portable name
 memory       what a run needs in memory, estimated before it starts, against what the device has free
 figures      image grids, kernel panels, curves, the PSNR-GT against PSNR-NB scatter, 8-bit PNGs
@@ -43,7 +43,7 @@ blind_loop   the blind-deblurring loop's pieces, shared by selfdeblur.py and vdi
 study        a blind-deblurring study on the engine: problems x variants x seeds, scored and written; the constants
              selfdeblur.py and vdip.py share (StudyConstants)
 report       a blind study's tables, figures and printed lines
-stopping     what a DIP run reads off its outputs on the device: curves, the ES-WMV rule, the oracle
+stopping     what a DIP run reads off its outputs on the device: curves, the stopping rules, the oracle
 backtracking DIP's safeguard: a run's checkpoints on the device and the restore after a PSNR drop
 compare      any runs of any script side by side, and runs made apart merged: curves, a table of final and best
              values, one merged table (python -m dipkit.compare RUN ...)

@@ -63,9 +63,16 @@ class Run:
 
     @property
     def metrics(self) -> set[str]:
-        rows = self.points or self.finals
-        keys = set.intersection(*(set(r) for r in rows)) if rows else set()
+        """What its curves share, and what its final rows share (a value without a curve, such as the PSNR at a
+        stopping rule's choice)."""
+        keys = set()
+        for rows in (self.points, self.finals):
+            keys |= set.intersection(*(set(r) for r in rows)) if rows else set()
         return {k for k in keys if k not in ("method", "item", "seed", "iteration", "seconds")}
+
+    def rows_of(self, metric: str) -> tuple[list[dict[str, Any]], bool]:
+        """The points that hold the metric: the curves' where they do (True), else the final rows (False)."""
+        return (self.points, True) if any(metric in p for p in self.points) else (self.finals, False)
 
 
 def _finite(row: dict[str, Any]) -> dict[str, Any]:
@@ -101,6 +108,8 @@ def _dip(run: Run) -> None:
     """dip_denoise.py: <image>/curve.csv (iteration, psnr_noisy, psnr_clean, ...), its time from table.csv (the
     image's seconds per iteration)."""
     per_iteration = {r["image"]: r.get("seconds_per_iteration") for r in run.rows if "image" in r}
+    run.finals = [dict(method="DIP", item=str(r["image"]), seed=int(run.constants.get("seed", 0)),
+                       **_numbers(r, "seconds", "seconds_per_iteration")) for r in run.rows if "image" in r]
     for item in sorted(p.parent for p in run.folder.glob("*/curve.csv")):
         for row in read_csv(item / "curve.csv"):
             point = dict(method="DIP", item=item.name, seed=int(run.constants.get("seed", 0)), **_finite(row))
@@ -235,7 +244,8 @@ def table(runs: list[Run], metric: str) -> list[dict[str, Any]]:
     rows = []
     for run in runs:
         series: dict[tuple, list[dict]] = defaultdict(list)
-        for point in run.points or run.finals:
+        source, curves = run.rows_of(metric)
+        for point in source:
             if metric in point:
                 series[(point["method"], point["item"], point["seed"])].append(point)
         for method in dict.fromkeys(key[0] for key in series):
@@ -247,8 +257,8 @@ def table(runs: list[Run], metric: str) -> list[dict[str, Any]]:
             final, final_std = _mean_std(finals)
             best, best_std = _mean_std(bests)
             rows.append(dict(label=run.label, method=method, script=run.script, run=str(run.folder), runs=len(finals),
-                             final=final, final_std=final_std, best=best if run.points else math.nan,
-                             best_std=best_std if run.points else math.nan))
+                             final=final, final_std=final_std, best=best if curves else math.nan,
+                             best_std=best_std if curves else math.nan))
     return rows
 
 
@@ -407,7 +417,7 @@ def compare(arguments: list[str], metric: str = "psnr", x: str = "iteration", ou
     else:
         log("no run holds curves of this metric: the table only")
     points = [{**p, "run": str(r.folder), "label": r.label, "script": r.script} for r in runs
-              for p in (r.points or r.finals) if metric in p]
+              for p in r.rows_of(metric)[0] if metric in p]
     write_csv(out / "compare.csv", same_keys(points))
     if study is not None:  # blind studies: one study's table.csv, summary.csv, scatter and curves
         for line in summary_lines(write_tables(out, *study)):

@@ -2,8 +2,10 @@
 
 import csv
 import json
+import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import TINY_STUDY
@@ -83,6 +85,12 @@ def test_two_dip_runs_compare_against_time(tiny_dip, tmp_path):
     rows = compare.compare([str(tmp_path / "out" / "dip_denoise")], metric="psnr_clean_average", out=tmp_path / "c2",
                            log=lambda line: None)
     assert len(rows) == 2
+    rows = compare.compare([str(tmp_path / "out" / "dip_denoise")], metric="psnr_discrepancy", out=tmp_path / "c3",
+                           log=lambda line: None)  # a stopping rule's value: a column of table.csv, no curve
+    for row in rows:
+        with (Path(row["run"]) / "table.csv").open() as file:
+            (image,) = list(csv.DictReader(file))
+        assert row["final"] == pytest.approx(float(image["psnr_discrepancy"])) and math.isnan(row["best"])
 
 
 def fake_run(folder, script, constants, curve=None, metrics=True):
