@@ -86,9 +86,10 @@ class Config(NetworkConstants):
     checkpoint_every: int = 100  # iterations between checkpoints (and between device-to-host transfers)
     max_restores: int = 10  # most checkpoint restores per image; later drops are accepted (0: no backtracking)
     # stopping rules without a clean image (dipkit/stopping.py); every rule is computed on every run
-    stop_rule: Literal["es_wmv", "es_wmv_average", "es_emv", "es_emv_average", "discrepancy", "whiteness"] = \
-        "es_wmv_average"  # gives denoised.png and ends a run without a clean image (with stop_early: any run);
-    #   each rule's image, or <rule>_average: the exponential average at that rule's choice
+    stop_rule: Literal["es_wmv", "es_wmv_average", "es_wmv_centred", "es_emv", "es_emv_average", "es_emv_centred",
+                       "discrepancy", "discrepancy_centred", "whiteness", "whiteness_centred"] = "es_wmv_average"
+    #   gives denoised.png and ends a run without a clean image (with stop_early: any run): a rule's image, the
+    #   exponential average at its choice (<rule>_average) or the one centred on its choice (<rule>_centred)
     stop_window: int = 100  # W: outputs in ES-WMV's window (and the iterations ES-EMV waits before it looks)
     stop_patience: int = 1000  # P: ES-WMV, ES-EMV and whiteness fire after P iterations without a new minimum
     emv_alpha: float = 0.1  # ES-EMV's weight of the new output in its moving average and variance (official: 0.1)
@@ -170,9 +171,11 @@ class DenoiseResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def image(self, candidate: str) -> torch.Tensor:
-        """A candidate's image: a rule's own, or (<rule>_average) the exponential average at its choice."""
+        """A candidate's image: a rule's own, the exponential average at its choice (<rule>_average) or the one
+        centred on its choice (<rule>_centred)."""
         choice = self.choices[rule_of(candidate)]
-        return choice.average if candidate.endswith("_average") else choice.image
+        return (choice.average if candidate.endswith("_average") else choice.centred if candidate.endswith("_centred")
+                else choice.image)
 
     @property
     def denoised(self) -> torch.Tensor:  # the stop rule's image
@@ -211,7 +214,7 @@ def denoise(runs: list[DIPRun]) -> list[DenoiseResult | Failed]:
     z0 = torch.stack(z0).to(device)
     states = [RunState(stacked, adam, r, z0[r], noisies[r]) for r in range(n)]
     trackers = [Trackers(s.average, make_rules(s.average, config.stop_window, config.stop_patience, config.emv_alpha,
-                                               run.sigma, config.discrepancy_tau), config.iterations)
+                                               run.sigma, config.discrepancy_tau, config.ema), config.iterations)
                 for s, run in zip(states, runs)]
     backtracking = [Backtracking(s, t, config.backtrack_drop, config.max_restores) for s, t in zip(states, trackers)]
     stop_early = [config.stop_early or clean is None for clean in cleans]
@@ -250,7 +253,8 @@ def denoise(runs: list[DIPRun]) -> list[DenoiseResult | Failed]:
             except RunError as error:
                 failures[r] = str(error)
             if r not in failures and state.steps < config.iterations and not (
-                    stop_early[r] and trackers[r].rules[rule_of(config.stop_rule)].fired):
+                    stop_early[r] and trackers[r].rules[rule_of(config.stop_rule)].settled(
+                        state.steps, config.stop_rule.endswith("_centred"))):
                 backtracking[r].save(state, trackers[r])
                 bar.set_postfix(psnr_y=f"{backtracking[r].reference:.2f}", loss=f"{losses[stepped.index(r)].item():.2e}")
                 continue
@@ -339,7 +343,8 @@ def image_record(folder: Path, source: Source, run: DIPRun, result: DenoiseResul
                  sigma_estimate=run.sigma if config.sigma is None else None)
     for rule, choice in result.choices.items():
         facts.update({f"{rule}_iteration": choice.iteration, f"{rule}_fired": choice.fired,
-                      f"{rule}_fired_iteration": choice.fired_iteration})
+                      f"{rule}_fired_iteration": choice.fired_iteration,
+                      f"{rule}_centred_iteration": choice.centred_iteration})
     facts.update(backtracks=result.backtracks, restores_exhausted=result.restores_exhausted,
                  iterations_run=result.iterations_run, seconds=result.seconds,
                  seconds_per_iteration=result.seconds / max(result.iterations_run, 1))
@@ -366,7 +371,7 @@ def images_of(sources: list[Source], config: Config, device: torch.device) -> tu
     """Every image read once before anything is written (bad input stops the run with no folder): each one's DIPRun
     (the noise of the index-th image seeded by seed + 1 + index: images may be added at the end on a resume), and
     the batch size that fits the device's memory (config.batch, or fewer, said); an image that does not fit is
-    refused. A run holds its network's footprint, ES-WMV's window and about twenty images (the rules' among them).
+    refused. A run holds its network's footprint, ES-WMV's window and about two dozen images (the rules' among them).
     σ for the discrepancy principle: the given one, or each noisy image's estimate."""
     runs, needs, at_once = {}, [], concurrent_units(config)
     for index, source in enumerate(sources):
@@ -380,7 +385,7 @@ def images_of(sources: list[Source], config: Config, device: torch.device) -> tu
         runs[source.name] = DIPRun(noisy, config, clean if config.add_noise else None, sigma or None)
         c, h, w = clean.shape[1:]
         footprint, images = training_footprint(SkipNetwork(config.input_depth, c), config.input_depth), \
-            (config.stop_window + 20) * c * h * w * 4
+            (config.stop_window + 24) * c * h * w * 4
         needs.append(lambda n, f=footprint, h=h, w=w, i=images: at_once * (
             f.bytes(h, w, n, n if vectorised(config.batch_mode) else 1) + n * i))
         advice = "give a smaller --size (e.g. 512)" if not config.size or config.size > 512 else "use a larger device"

@@ -17,7 +17,10 @@ stream:
                (across and down) of the centred residual, which is 0 for white noise; its minimum, frozen after P.
 
 Every rule keeps its choice (its iteration, -1 while it has none), where it fired (-1: not) and the images at its
-choice. All of it is checkpointed with the network, so that a run that backtracks forgets what it undid."""
+choice: its own, the run's exponential average there (<rule>_average) and the exponential average centred on its
+choice (<rule>_centred): the average β/(1 − β) iterations later (β = 0.99: 99), the mean age of an exponential
+average's weights, so that the outputs it averages lie around the chosen iteration rather than before it. All of
+it is checkpointed with the network, so that a run that backtracks forgets what it undid."""
 
 from __future__ import annotations
 
@@ -33,22 +36,24 @@ RULES = ("es_wmv", "es_emv", "discrepancy", "whiteness")
 class Rule:
     """A stopping rule: reads a statistic off each output (`value`), chooses an iteration by it (`choose`: here the
     statistic's minimum, frozen once `patience` iterations bring no new one), and keeps its image and the run's
-    average at its choice. `AVERAGE_TOO`: its own image is not the run's average, whose value at the choice is
-    reported beside it (as <name>_average)."""
+    average at its choice, and the average `lag` iterations after its choice (centred on it). `AVERAGE_TOO`: its
+    own image is not the run's average, whose value at the choice is reported beside it (as <name>_average)."""
 
     name: ClassVar[str]
     AVERAGE_TOO: ClassVar[bool] = False
-    TENSORS: ClassVar[tuple[str, ...]] = ("choice", "fired_at", "best", "wait", "image", "average")
+    TENSORS: ClassVar[tuple[str, ...]] = ("choice", "fired_at", "best", "wait", "image", "average", "centred",
+                                          "centred_for")
     COUNTERS: ClassVar[tuple[str, ...]] = ()  # host-side state, known without a synchronisation
 
-    def __init__(self, image: torch.Tensor, patience: int = 0):
+    def __init__(self, image: torch.Tensor, patience: int = 0, lag: int = 0):
         device = image.device
-        self.patience = patience
+        self.patience, self.lag = patience, lag
         self.choice = torch.tensor(-1, device=device)  # -1: no choice yet
         self.fired_at = torch.tensor(-1, device=device)  # -1: not fired
         self.best = torch.tensor(float("inf"), device=device)
         self.wait = torch.tensor(0, device=device)  # iterations since the minimum
-        self.image, self.average = image.clone(), image.clone()
+        self.image, self.average, self.centred = image.clone(), image.clone(), image.clone()
+        self.centred_for = torch.tensor(-1, device=device)  # the choice `centred` was taken for (-1: none)
 
     def value(self, i: int, out: torch.Tensor, average: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor | None:
         """The rule's statistic at iteration i (a 0-d tensor), or None while it has none."""
@@ -61,6 +66,9 @@ class Rule:
         value = self.value(i, out, average, noisy)
         if value is not None:
             self.choose(i, value, self.own_image(out, average), average)
+        at = self.choice + self.lag == i  # the average centred on the choice (a later choice takes it anew)
+        self.centred.copy_(torch.where(at, average, self.centred))
+        self.centred_for.copy_(torch.where(at, self.choice, self.centred_for))
         return value
 
     def choose(self, i: int, value: torch.Tensor, image: torch.Tensor, average: torch.Tensor) -> None:
@@ -82,14 +90,22 @@ class Rule:
     def fired(self) -> bool:
         return self.fired_at.item() >= 0  # one synchronisation: asked once per checkpoint
 
+    def settled(self, steps: int, centred: bool) -> bool:
+        """Whether a run may end after `steps` iterations: the rule fired and, for its centred average, the run
+        reached the iteration that average is taken at (two synchronisations: asked once per checkpoint)."""
+        return self.fired and (not centred or steps > self.choice.item() + self.lag)
+
     def chosen(self, last: int, output: torch.Tensor, average: torch.Tensor) -> "Choice":
         """The rule's choice at the end of a run; a rule without one gives the run's end (its last iteration, the
-        final output or average)."""
+        final output or average), and a centred average the run did not reach gives the final average."""
         iteration, fired = self.choice.item(), self.fired_at.item()
         fired_iteration = None if fired < 0 else fired
         if iteration < 0:
-            return Choice(last, fired_iteration, output if self.AVERAGE_TOO else average.clone(), average.clone())
-        return Choice(iteration, fired_iteration, self.image.clone(), self.average.clone())
+            return Choice(last, fired_iteration, output if self.AVERAGE_TOO else average.clone(), average.clone(),
+                          average.clone(), last)
+        reached = self.centred_for.item() == iteration
+        return Choice(iteration, fired_iteration, self.image.clone(), self.average.clone(),
+                      self.centred.clone() if reached else average.clone(), iteration + self.lag if reached else last)
 
     def checkpoint(self) -> dict[str, Any]:
         return dict({name: getattr(self, name).clone() for name in self.TENSORS},
@@ -110,8 +126,8 @@ class WindowVariance(Rule):
     TENSORS = Rule.TENSORS + ("ring",)
     COUNTERS = ("filled",)
 
-    def __init__(self, image: torch.Tensor, window: int, patience: int):
-        super().__init__(image, patience)
+    def __init__(self, image: torch.Tensor, window: int, patience: int, lag: int = 0):
+        super().__init__(image, patience, lag)
         self.window, self.filled = window, 0
         self.ring = torch.zeros((window, *image.shape[1:]), device=image.device)
 
@@ -129,8 +145,8 @@ class ExponentialVariance(Rule):
     TENSORS = Rule.TENSORS + ("moving", "variance")
     COUNTERS = ("seen",)
 
-    def __init__(self, image: torch.Tensor, alpha: float, start: int, patience: int):
-        super().__init__(image, patience)
+    def __init__(self, image: torch.Tensor, alpha: float, start: int, patience: int, lag: int = 0):
+        super().__init__(image, patience, lag)
         self.alpha, self.start, self.seen = alpha, start, 0
         self.moving = image.clone()
         self.variance = torch.tensor(0.0, device=image.device)
@@ -155,8 +171,8 @@ class Discrepancy(Rule):
 
     name = "discrepancy"
 
-    def __init__(self, image: torch.Tensor, sigma: float, tau: float):
-        super().__init__(image)
+    def __init__(self, image: torch.Tensor, sigma: float, tau: float, lag: int = 0):
+        super().__init__(image, lag=lag)
         self.threshold = tau * sigma ** 2
 
     def value(self, i, out, average, noisy):
@@ -233,41 +249,53 @@ class Trackers:
 
 
 def make_rules(image: torch.Tensor, window: int, patience: int, emv_alpha: float, sigma: float | None,
-               tau: float) -> list[Rule]:
-    """Every rule, in RULES's order; the discrepancy principle only with a σ."""
-    rules = [WindowVariance(image, window, patience), ExponentialVariance(image, emv_alpha, window, patience)]
+               tau: float, ema: float) -> list[Rule]:
+    """Every rule, in RULES's order, each with the lag of the run's exponential average (weight `ema` on the
+    average so far); the discrepancy principle only with a σ."""
+    lag = average_lag(ema)
+    rules = [WindowVariance(image, window, patience, lag), ExponentialVariance(image, emv_alpha, window, patience, lag)]
     if sigma is not None:
-        rules.append(Discrepancy(image, sigma, tau))
-    return rules + [Whiteness(image, patience)]
+        rules.append(Discrepancy(image, sigma, tau, lag))
+    return rules + [Whiteness(image, patience, lag)]
+
+
+def average_lag(ema: float) -> int:
+    """The mean age, in iterations, of the outputs in an exponential average that keeps `ema` of itself at each
+    step: Σ_k k(1 − β)β^k = β/(1 − β), rounded (β = 0.99: 99)."""
+    return round(ema / (1 - ema))
 
 
 def candidates(rules: list[str]) -> list[str]:
-    """The images the rules give, by name: each rule's own and, where that is not the average, the average at its
-    choice (es_wmv, es_wmv_average, es_emv, es_emv_average, discrepancy, whiteness)."""
+    """The images the rules give, by name: each rule's own, the average at its choice where that is not its own
+    (<rule>_average), and the average centred on its choice (<rule>_centred)."""
     averaged = {rule.name for rule in (WindowVariance, ExponentialVariance, Discrepancy, Whiteness) if rule.AVERAGE_TOO}
-    return [name for rule in rules for name in ((rule, f"{rule}_average") if rule in averaged else (rule,))]
+    return [name for rule in rules
+            for name in ((rule, f"{rule}_average") if rule in averaged else (rule,)) + (f"{rule}_centred",)]
 
 
 CANDIDATES = tuple(candidates(list(RULES)))
 
 
 def rule_of(candidate: str) -> str:
-    return candidate.removesuffix("_average")
+    return candidate.removesuffix("_average").removesuffix("_centred")
 
 
-TITLES = dict(es_wmv="ES-WMV", es_wmv_average="ES-WMV, averaged", es_emv="ES-EMV", es_emv_average="ES-EMV, averaged",
-              discrepancy="discrepancy", whiteness="whiteness")
+TITLES = dict(es_wmv="ES-WMV", es_emv="ES-EMV", discrepancy="discrepancy", whiteness="whiteness")
+TITLES.update({f"{rule}_average": f"{title}, averaged" for rule, title in list(TITLES.items())},
+              **{f"{rule}_centred": f"{title}, centred average" for rule, title in list(TITLES.items())})
 
 
 @dataclass
 class Choice:
-    """What one rule chose: its iteration (the run's end if it has none), whether and where it fired, its image
-    and the exponential average there."""
+    """What one rule chose: its iteration (the run's end if it has none), whether and where it fired, its image,
+    the exponential average there and the one centred on it."""
 
     iteration: int
     fired_iteration: int | None
     image: torch.Tensor
     average: torch.Tensor
+    centred: torch.Tensor  # the average centred on the choice (the final one if the run ended first)
+    centred_iteration: int  # where that average was taken
 
     @property
     def fired(self) -> bool:

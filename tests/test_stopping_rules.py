@@ -119,7 +119,7 @@ def test_a_restore_leaves_every_rule_as_if_the_undone_iterations_never_came():
     outs, noisy = stream(40), stream(1, seed=5)[0]
 
     def rules():
-        return stopping.make_rules(outs[0], window=5, patience=6, emv_alpha=0.1, sigma=0.2, tau=1.0)
+        return stopping.make_rules(outs[0], window=5, patience=6, emv_alpha=0.1, sigma=0.2, tau=1.0, ema=0.75)
 
     def trackers():
         return stopping.Trackers(outs[0], rules(), 40)
@@ -140,18 +140,45 @@ def test_a_restore_leaves_every_rule_as_if_the_undone_iterations_never_came():
     for name, rule in straight.rules.items():
         other = detour.rules[name]
         assert (other.choice.item(), other.fired_at.item()) == (rule.choice.item(), rule.fired_at.item()), name
-        assert torch.equal(other.image, rule.image), name
+        assert torch.equal(other.image, rule.image) and torch.equal(other.centred, rule.centred), name
+        assert other.centred_for.item() == rule.centred_for.item() == rule.choice.item(), name  # lag 3 reached
 
 
-def test_the_stop_rule_gives_denoised_png_and_stops_the_run(tiny_network):
+def test_the_centred_average_is_the_average_a_mean_age_after_the_choice_and_follows_a_later_choice():
+    assert stopping.average_lag(0.99) == 99 and stopping.average_lag(0.9) == 9 and stopping.average_lag(0.0) == 0
+    noisy = torch.zeros(1, 1, 2, 2)
+    values = [5, 4, 3, 4, 5, 6, 2, 3, 4, 5, 6, 7]  # minima at 2, then at 6 (patience 4: not fired before 6)
+    rule = stopping.Whiteness(noisy, patience=4, lag=2)
+    rule.value = lambda i, out, average, noisy: torch.tensor(float(values[i]))
+    averages = [torch.full((1, 1, 2, 2), float(k)) for k in range(len(values))]  # the average at k holds k
+    for i, average in enumerate(averages[:8]):
+        rule.observe(i, average, average, noisy)
+    assert rule.choice.item() == 6 and rule.centred_for.item() == 2  # taken at 4 for the first choice; 8 not yet
+    unreached = rule.chosen(7, averages[7], averages[7])
+    assert unreached.iteration == 6 and unreached.centred_iteration == 7 and unreached.centred.mean().item() == 7
+    for i in range(8, len(values)):
+        rule.observe(i, averages[i], averages[i], noisy)
+    choice = rule.chosen(len(values) - 1, averages[-1], averages[-1])
+    assert (choice.iteration, choice.fired_iteration, choice.centred_iteration) == (6, 10, 8)
+    assert choice.average.mean().item() == 6 and choice.centred.mean().item() == 8
+
+
+@pytest.mark.parametrize("candidate", ["discrepancy", "discrepancy_centred"])
+def test_the_stop_rule_gives_denoised_png_and_stops_the_run(tiny_network, candidate):
     clean = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(4))
     config = make_config(dip_denoise.Config, quick=True, progress=False, iterations=200, checkpoint_every=10,
-                         stop_window=5, stop_patience=20, stop_rule="discrepancy", sigma=0.2936, learning_rate=0.05)
+                         stop_window=5, stop_patience=20, stop_rule=candidate, sigma=0.2936, learning_rate=0.05,
+                         ema=0.9)
     noisy = dip_denoise.add_noise(clean, config, 1)
     (result,) = dip_denoise.denoise([dip_denoise.DIPRun(noisy, config, None, sigma=0.2936)])  # τσ² 0.0862: it. ~90
     choice = result.choices["discrepancy"]
-    assert result.stop is choice and choice.fired and torch.equal(result.denoised, choice.average)
-    assert result.iterations_run == (choice.fired_iteration // 10 + 1) * 10  # the first checkpoint after it fired
+    assert result.stop is choice and choice.fired
+    if candidate == "discrepancy":
+        assert torch.equal(result.denoised, choice.average)
+        assert result.iterations_run == (choice.fired_iteration // 10 + 1) * 10  # the first checkpoint after it fired
+    else:  # the run goes on to the average centred on the choice (9 iterations later) and stops after it
+        assert torch.equal(result.denoised, choice.centred) and choice.centred_iteration == choice.iteration + 9
+        assert result.iterations_run == ((choice.iteration + 9) // 10 + 1) * 10
     residual = result.curves["residual"]
     assert residual[choice.iteration] <= 0.2936 ** 2 < min(residual[: choice.iteration])
 
