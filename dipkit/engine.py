@@ -27,6 +27,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,6 +208,7 @@ def in_process(groups: list[list[Unit]], compute: Callable) -> Iterator[tuple[Un
 
 def _start_worker(threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle: it stops the workers itself
+    threading.Thread(target=_exit_with_driver, args=(os.getppid(),), daemon=True).start()
     from tqdm import tqdm
 
     # tqdm's default lock is a named semaphore, which a stopped worker would leave behind (and the resource
@@ -214,6 +216,14 @@ def _start_worker(threads: int) -> None:
     tqdm.set_lock(threading.RLock())
     torch.set_num_threads(threads)
     keep_freed_memory()
+
+
+def _exit_with_driver(driver: int, every: float = 1.0) -> None:
+    """A worker whose driver is gone (killed, so that it could not stop its workers) ends too, instead of
+    computing on for nobody: it has been given another parent."""
+    while os.getppid() == driver:
+        time.sleep(every)
+    os._exit(1)
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:

@@ -1,6 +1,8 @@
 """dipkit.engine on units of its own: kept as they finish, resumed (damaged files and changed inputs done again),
 failures named while the others go on, batches of one shape, the same outcomes here and in worker processes."""
 
+from pathlib import Path
+
 import torch
 
 from dipkit.engine import Kept, Unit, batches, group_runs, pool_runner, run_units, unit_file
@@ -88,3 +90,45 @@ def test_worker_processes_give_the_outcomes_computed_here_alone_and_in_batches(t
                       runner=pool_runner(2, threads=1), log=lambda line: None)
     assert there.records == here.records and [r["batch"] for r in there.records.values()] == [2, 2, 1]
     assert there.failed == here.failed == {"u-4": "a negative number"}  # a failure in a worker comes back named
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads process states from /proc")
+def test_the_workers_of_a_killed_driver_end_too(tmp_path):
+    """A driver killed outright (SIGKILL: no Ctrl-C handling) leaves no worker computing on: each ends within
+    seconds of being given another parent."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "import os, sys, time\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from dipkit.engine import Unit, pool_runner\n"
+        "def compute(tasks):\n"
+        "    print(os.getpid(), flush=True)\n"
+        "    time.sleep(120)\n"
+        "    return tasks\n"
+        "if __name__ == '__main__':\n"
+        "    for _ in pool_runner(1, threads=1)([[Unit('a', 1)]], compute):\n"
+        "        pass\n")
+    driver = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = int(driver.stdout.readline())
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    def running(pid):  # a process that ended but is not yet reaped (a zombie) has ended
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not running(worker):
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        raise AssertionError("the worker outlived its driver by 30 s")
