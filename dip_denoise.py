@@ -309,11 +309,15 @@ def write_image_outputs(folder: Path, name: str, noisy: torch.Tensor, clean: tor
         panels = [(clean, "PSNR / SSIM")] + panels + [(result.oracle_image, caption(result.oracle_image)
                                                        + f"\nit. {result.oracle_iteration}")]
         titles = ["clean"] + titles + ["oracle (uses the clean image)"]
-    for candidate in candidates(list(result.choices)):
-        panels.append((result.image(candidate), caption(result.image(candidate))
-                       + f"\n{result.summary(rule_of(candidate))}"))
-        titles.append(TITLES[candidate] + (" (stop rule)" if candidate == result.stop_rule else ""))
-    figures.image_grid(folder / "DIP.png", [panels], titles, [name])
+    rows, row_titles = [panels], [name]
+    for rule in result.choices:  # a row per rule: its image, the average at its choice, the centred average
+        kinds = {rule: dict(es_wmv="output at its choice", es_emv="its own moving average").get(
+                     rule, "average at its choice"), f"{rule}_average": "average at its choice",
+                 f"{rule}_centred": "centred average"}
+        rows.append([(result.image(c), f"{kinds[c]}{' (stop rule)' if c == result.stop_rule else ''}\n"
+                      f"{caption(result.image(c))}") for c in candidates([rule])])
+        row_titles.append(f"{TITLES[rule]}\n{result.summary(rule)}")
+    figures.image_grid(folder / "DIP.png", rows, titles, row_titles)
     its = list(range(len(result.curves["psnr_noisy"])))  # iterations from 0, as everywhere
     lines = [(its, result.curves["psnr_noisy"], "output vs noisy")]
     if clean is not None:

@@ -64,7 +64,8 @@ def image_grid(
     panel_size: float = 3.0,
     cmap: str = "gray",
 ) -> None:
-    """A grid of images, each with a caption below (for example its PSNR and SSIM); `cmap` for grey ones."""
+    """A grid of images, each with a caption below (for example its PSNR and SSIM); `cmap` for grey ones. Column
+    titles name the first row's panels; a row may be shorter than the first."""
     n_rows, n_cols = len(rows), len(column_titles)
     height, width = rows[0][0][0].shape[-2:]
     fig, axes = _subplots(
@@ -79,6 +80,8 @@ def image_grid(
             ax.set_xlabel(caption, fontsize=9)
             if i == 0:
                 ax.set_title(column_titles[j], fontsize=10)
+        for ax in axes[i, len(row):]:  # a shorter row leaves its last panels empty
+            ax.axis("off")
         _title_rows(axes, i, row_titles, 10)
     _save(fig, path)
 

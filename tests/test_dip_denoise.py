@@ -326,7 +326,8 @@ def test_one_iteration_numbering_in_metrics_csv_and_figures(tiny_network, monkey
 
     drawn = {}
     monkeypatch.setattr(dip_denoise.figures, "curves", lambda path, panels, n_cols: drawn.update(curves=panels))
-    monkeypatch.setattr(dip_denoise.figures, "image_grid", lambda path, rows, *a, **k: drawn.update(grid=rows))
+    monkeypatch.setattr(dip_denoise.figures, "image_grid",
+                        lambda path, rows, titles, row_titles, **k: drawn.update(grid=rows, row_titles=row_titles))
     path = tmp_path / "a.png"
     Image.fromarray((synthetic_clean(64)[0].permute(1, 2, 0) * 255).byte().numpy()).save(path)
     config = tiny_config(images=(str(path),), iterations=30, stop_patience=8, results_dir=str(tmp_path / "out"),
@@ -357,7 +358,8 @@ def test_one_iteration_numbering_in_metrics_csv_and_figures(tiny_network, monkey
                                                                      "whiteness"}
     es_wmv_panel = next(p for p in drawn["curves"] if p.get("title", "").startswith("ES-WMV"))
     assert list(es_wmv_panel["lines"][0][0]) == iterations and es_wmv_panel["marks"][0][0] == image["es_wmv_iteration"]
-    assert f"it. {image['es_wmv_iteration']}" in drawn["grid"][0][4][1]  # the ES-WMV panel, after the oracle
+    assert drawn["row_titles"][1].startswith(f"ES-WMV\nit. {image['es_wmv_iteration']}")  # a row per rule
+    assert [len(row) for row in drawn["grid"]] == [4, 3, 3, 2, 2]  # references; each rule's images
 
 
 def test_unreadable_image_stops_before_a_run_folder_exists(tmp_path):
