@@ -85,13 +85,14 @@ ENTRIES: dict[str, Entry] = {
         ("dip_denoise.py", "--quick", "--images", *STOPPING_IMAGES, "--size", str(size), "--noise_level",
          repr(level / 255), "--seed", str(seed), "--workers", "2"))
        for size in (64, 128) for level in (25, 50) for seed in (0, 1)},
-    "dip_denoise/stopping_study": Entry(("bench/stopping_study.py", "SCRATCH/dip_denoise", "--out",
-                                         "SCRATCH/stopping_study"),
-                                        produces=("SCRATCH/stopping_study/rules.csv",
-                                                  "SCRATCH/stopping_study/runs.csv",
-                                                  "SCRATCH/stopping_study/rules.md"),
-                                        after=tuple(f"dip_denoise/stopping_{size}_sigma{level}_seed{seed}"
-                                                    for size in (64, 128) for level in (25, 50) for seed in (0, 1))),
+    **{f"dip_denoise/stopping_study{suffix}": Entry(
+        ("bench/stopping_study.py", *(f"SCRATCH/dip_denoise/dip_denoise-stopping_{size}_sigma{level}_seed{seed}"
+                                      for size in sizes for level in (25, 50) for seed in (0, 1)),
+         "--out", f"SCRATCH/stopping_study{suffix}"),
+        produces=tuple(f"SCRATCH/stopping_study{suffix}/{name}" for name in ("rules.csv", "runs.csv", "rules.md")),
+        after=tuple(f"dip_denoise/stopping_{size}_sigma{level}_seed{seed}"
+                    for size in sizes for level in (25, 50) for seed in (0, 1)))
+       for suffix, sizes in (("_64", (64,)), ("", (64, 128)))},
     # selfdeblur.py and vdip.py: the reduced CPU study, merged
     "selfdeblur/cpu_study": Entry(("selfdeblur.py", *BLIND_STUDY, "--variants", "SelfDeblur")),
     "vdip/cpu_study": Entry(("vdip.py", *BLIND_STUDY, *VDIP_SCHEDULE, "--variants", "VDIP-Sparse", "VDIP-Extreme",

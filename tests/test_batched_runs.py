@@ -293,7 +293,8 @@ def test_a_dip_image_that_stops_early_in_a_batch_books_only_its_own_time(tmp_pat
     charged less than one that goes on."""
     import dip_denoise
 
-    config = tiny_dip(tmp_path, iterations=400, checkpoint_every=10, stop_window=4, stop_patience=4)
+    config = tiny_dip(tmp_path, iterations=400, checkpoint_every=10, stop_window=4, stop_patience=4,
+                      stop_rule="es_wmv_average")
     noisy = dip_denoise.load_clean("astronaut", config)
     runs = [dip_denoise.DIPRun(noisy, config), dip_denoise.DIPRun(noisy, config, noisy)]  # the first: no clean image
     first, second = dip_denoise.denoise(runs)

@@ -110,7 +110,7 @@ def test_a_psnr_drop_triggers_a_restore(monkeypatch, tiny_network):
 def test_the_stopping_rule_stops_without_a_clean_image():
     clean = synthetic_clean()
     config = make_config(dip_denoise.Config, quick=True, iterations=400, noise_level=0.2, stop_window=10,
-                         stop_patience=30, checkpoint_every=10, progress=False)
+                         stop_patience=30, checkpoint_every=10, progress=False, stop_rule="es_wmv")
     result = denoise(dip_denoise.add_noise(clean, config, 1), config)  # no clean image: stops early
     stop = result.stop
     assert stop.fired and result.iterations_run < 400 and stop is result.choices["es_wmv"]
@@ -216,7 +216,7 @@ def test_the_es_wmv_choice_is_frozen_when_the_rule_fires(tiny_network, monkeypat
     its choice stays 20, whether the run stops there or goes on (where a lower minimum comes later)."""
     scripted_variance(monkeypatch, 5, lambda k: 1 - 0.01 * k if k <= 20 else (1e-3 if k == 70 else 2.0))
     clean = synthetic_clean()
-    config = tiny_config(iterations=100, stop_patience=30)
+    config = tiny_config(iterations=100, stop_patience=30, stop_rule="es_wmv_average")
     noisy = dip_denoise.add_noise(clean, config, 1)
     going_on = denoise(noisy, config, clean)
     assert going_on.curves["variance"][70] == pytest.approx(1e-3) and len(going_on.curves["variance"]) == 100

@@ -187,7 +187,8 @@ def test_the_stop_rule_gives_denoised_png_and_stops_the_run(tiny_network, candid
     "arguments, message",
     [(["--sigma", "0"], "sigma must be in"), (["--sigma", "-0.1"], "sigma must be in"),
      (["--stop_rule", "oracle"], "stop_rule"),
-     (["--stop_rule", "discrepancy", "--no-estimate_sigma"], "stop_rule discrepancy needs σ")],
+     (["--stop_rule", "discrepancy", "--no-estimate_sigma"], "stop_rule discrepancy needs σ"),
+     (["--no-estimate_sigma"], "stop_rule discrepancy_centred needs σ")],  # the default rule
 )
 def test_bad_stopping_input_exits_with_code_2_and_one_line(refused, arguments, message):
     refused("dip_denoise.py", ["--quick", *arguments], message)
