@@ -66,7 +66,7 @@ def image_grid(
 ) -> None:
     """A grid of images, each with a caption below (for example its PSNR and SSIM); `cmap` for grey ones. Column
     titles name the first row's panels; a row may be shorter than the first."""
-    n_rows, n_cols = len(rows), len(column_titles)
+    n_rows, n_cols = len(rows), max(len(column_titles), *(len(row) for row in rows))
     height, width = rows[0][0][0].shape[-2:]
     fig, axes = _subplots(
         n_rows, n_cols, figsize=(panel_size * n_cols, panel_size * height / width * n_rows + 0.6 * n_rows),

@@ -183,6 +183,26 @@ def test_the_stop_rule_gives_denoised_png_and_stops_the_run(tiny_network, candid
     assert residual[choice.iteration] <= 0.2936 ** 2 < min(residual[: choice.iteration])
 
 
+def test_a_photo_without_a_clean_image_stops_at_its_rule_and_writes_every_file(tiny_dip, tmp_path):
+    """No clean image (--no-add_noise): the run ends once the stop rule's centred average is reached, and the
+    figures (whose first row is shorter than the rules' rows) and tables are written. (The one-layer network never
+    brings the residual down to σ², so the rule here is the whiteness's, which fires.)"""
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    noisy = dip_denoise.add_noise(torch.full((1, 3, 64, 64), 0.5), make_config(dip_denoise.Config), 1)
+    Image.fromarray((noisy[0].permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(photo)
+    out = dip_denoise.run(tiny_dip(tmp_path, images=(str(photo),), add_noise=False, iterations=400, ema=0.9,
+                                   checkpoint_every=10, stop_rule="whiteness_centred"))
+    (row,) = out["table"]
+    assert row["whiteness_fired"] and "psnr_oracle" not in row
+    assert row["whiteness_centred_iteration"] == row["whiteness_iteration"] + 9
+    assert row["iterations_run"] == (row["whiteness_centred_iteration"] // 10 + 1) * 10 < 400
+    assert row["sigma"] == row["sigma_estimate"] and row["sigma_true"] is None
+    for name in ("photo/DIP.png", "photo/curve.png", "photo/curve.csv", "photo/denoised.png", "table.csv"):
+        assert (out["folder"] / name).stat().st_size > 0, name
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [(["--sigma", "0"], "sigma must be in"), (["--sigma", "-0.1"], "sigma must be in"),
