@@ -368,7 +368,7 @@ def image_record(folder: Path, source: Source, run: DIPRun, result: DenoiseResul
               f"{m['oracle']['psnr']:.2f} dB (it. {result.oracle_iteration})")
     for candidate in candidates(list(result.choices)):
         score = f"{m[candidate]['psnr']:.2f} dB, " if clean is not None else ""
-        print(f"{'':>14}{TITLES[candidate] + (' (stop rule)' if candidate == result.stop_rule else ''):<30} "
+        print(f"{'':>14}{TITLES[candidate] + (' (stop rule)' if candidate == result.stop_rule else ''):<41} "
               f"{score}{result.summary(rule_of(candidate))}")
     return dict(row=row, item=dict(m, **facts, device=result.device))
 
