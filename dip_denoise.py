@@ -63,7 +63,8 @@ from dipkit.metrics import psnr, ssim
 from dipkit.networks import SkipNetwork
 from dipkit.runs import start_run, write_csv, write_metrics
 from dipkit.sources import Source, file_digest, image_sources
-from dipkit.stopping import TITLES, Choice, Trackers, candidates, estimate_sigma, make_rules, rule_of, rule_summary
+from dipkit.stopping import (RULE_TYPES, TITLES, Choice, Trackers, candidates, estimate_sigma, make_rules, rule_of,
+                             rule_summary)
 
 BUNDLED_SIZE = 512  # what size None gives a bundled image (the paper's images are 512x512)
 
@@ -313,8 +314,7 @@ def write_image_outputs(folder: Path, name: str, noisy: torch.Tensor, clean: tor
         titles = ["clean"] + titles + ["oracle (uses the clean image)"]
     rows, row_titles = [panels], [name]
     for rule in result.choices:  # a row per rule: its image, the average at its choice, the centred average
-        kinds = {rule: dict(es_wmv="output at its choice", es_emv="its own moving average").get(
-                     rule, "average at its choice"), f"{rule}_average": "average at its choice",
+        kinds = {rule: RULE_TYPES[rule].IMAGE, f"{rule}_average": "average at its choice",
                  f"{rule}_centred": "centred average"}
         rows.append([(result.image(c), f"{kinds[c]}{' (stop rule)' if c == result.stop_rule else ''}\n"
                       f"{caption(result.image(c))}") for c in candidates([rule])])
@@ -330,7 +330,7 @@ def write_image_outputs(folder: Path, name: str, noisy: torch.Tensor, clean: tor
         for rule, choice in result.choices.items()]
     panels = [dict(lines=lines, xlabel="iteration", ylabel="PSNR (dB)", marks=marks)]
     for rule, choice in result.choices.items():
-        key = Trackers.STATISTICS[rule]
+        key = RULE_TYPES[rule].STATISTIC
         panels.append(dict(lines=[(its, result.curves[key], key)], xlabel="iteration", ylabel=key, logy=True,
                            marks=[(choice.iteration, "choice")], title=f"{TITLES[rule]}: {result.summary(rule)}"))
     figures.curves(folder / "curve.png", panels, n_cols=min(len(panels), 3))

@@ -30,9 +30,6 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-RULES = ("es_wmv", "es_emv", "discrepancy", "whiteness")
-
-
 class Rule:
     """A stopping rule: reads a statistic off each output (`value`), chooses an iteration by it (`choose`: here the
     statistic's minimum, frozen once `patience` iterations bring no new one), and keeps its image and the run's
@@ -40,6 +37,8 @@ class Rule:
     own image is not the run's average, whose value at the choice is reported beside it (as <name>_average)."""
 
     name: ClassVar[str]
+    STATISTIC: ClassVar[str]  # its statistic's curve in curve.csv
+    IMAGE: ClassVar[str] = "average at its choice"  # what its own image is
     AVERAGE_TOO: ClassVar[bool] = False
     TENSORS: ClassVar[tuple[str, ...]] = ("choice", "fired_at", "best", "wait", "image", "average", "centred",
                                           "centred_for")
@@ -121,7 +120,7 @@ class Rule:
 class WindowVariance(Rule):
     """ES-WMV: the mean over pixels of the variance of the last W outputs (a ring: output k at k % W)."""
 
-    name = "es_wmv"
+    name, STATISTIC, IMAGE = "es_wmv", "variance", "output at its choice"
     AVERAGE_TOO = True
     TENSORS = Rule.TENSORS + ("ring",)
     COUNTERS = ("filled",)
@@ -140,7 +139,7 @@ class WindowVariance(Rule):
 class ExponentialVariance(Rule):
     """ES-EMV: the exponential moving variance of the outputs about their (clipped) exponential moving average."""
 
-    name = "es_emv"
+    name, STATISTIC, IMAGE = "es_emv", "emv", "its own moving average"
     AVERAGE_TOO = True
     TENSORS = Rule.TENSORS + ("moving", "variance")
     COUNTERS = ("seen",)
@@ -169,7 +168,7 @@ class ExponentialVariance(Rule):
 class Discrepancy(Rule):
     """The discrepancy principle: the first iteration where ‖y − x̄‖²/n ≤ τσ² (x̄ the run's average)."""
 
-    name = "discrepancy"
+    name, STATISTIC = "discrepancy", "residual"
 
     def __init__(self, image: torch.Tensor, sigma: float, tau: float, lag: int = 0):
         super().__init__(image, lag=lag)
@@ -191,7 +190,7 @@ class Whiteness(Rule):
     """The residual's whiteness: mean over channels of (ρ_across² + ρ_down²)/2, ρ the lag-1 correlation of the
     centred residual y − x̄; its minimum, frozen after P iterations without a new one."""
 
-    name = "whiteness"
+    name, STATISTIC = "whiteness", "whiteness"
 
     def value(self, i, out, average, noisy):
         return residual_correlation(noisy - average)
@@ -207,12 +206,11 @@ class Trackers:
 
     TENSORS = ("best_oracle", "oracle_iteration", "oracle_image")
     PSNR_CURVES = ("psnr_noisy", "psnr_clean", "psnr_clean_average")
-    STATISTICS = dict(es_wmv="variance", es_emv="emv", discrepancy="residual", whiteness="whiteness")
 
     def __init__(self, image: torch.Tensor, rules: list[Rule], iterations: int):
         device = image.device
         self.rules = {rule.name: rule for rule in rules}
-        names = self.PSNR_CURVES + tuple(self.STATISTICS[name] for name in self.rules)
+        names = self.PSNR_CURVES + tuple(rule.STATISTIC for rule in rules)
         self.curves = {key: torch.full((iterations,), float("nan"), device=device) for key in names}
         self.best_oracle = torch.tensor(-float("inf"), device=device)
         self.oracle_iteration = torch.tensor(-1, device=device)
@@ -245,7 +243,7 @@ class Trackers:
         for name, rule in self.rules.items():
             value = rule.observe(i, out, average, noisy)
             if value is not None:
-                self.curves[self.STATISTICS[name]][i] = value
+                self.curves[rule.STATISTIC][i] = value
 
 
 def make_rules(image: torch.Tensor, window: int, patience: int, emv_alpha: float, sigma: float | None,
@@ -268,11 +266,13 @@ def average_lag(ema: float) -> int:
 def candidates(rules: list[str]) -> list[str]:
     """The images the rules give, by name: each rule's own, the average at its choice where that is not its own
     (<rule>_average), and the average centred on its choice (<rule>_centred)."""
-    averaged = {rule.name for rule in (WindowVariance, ExponentialVariance, Discrepancy, Whiteness) if rule.AVERAGE_TOO}
-    return [name for rule in rules
-            for name in ((rule, f"{rule}_average") if rule in averaged else (rule,)) + (f"{rule}_centred",)]
+    return [name for rule in rules for name in ((rule, f"{rule}_average") if RULE_TYPES[rule].AVERAGE_TOO else (rule,))
+            + (f"{rule}_centred",)]
 
 
+RULE_TYPES: dict[str, type[Rule]] = {rule.name: rule for rule in (WindowVariance, ExponentialVariance, Discrepancy,
+                                                                   Whiteness)}
+RULES = tuple(RULE_TYPES)
 CANDIDATES = tuple(candidates(list(RULES)))
 
 
