@@ -59,8 +59,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "SimplerSDB": dict(simpler=True),
     "SelfDeblur+pre": dict(simpler=False, pretrain_iterations=500),
     "SimplerSDB+pre": dict(simpler=True, pretrain_iterations=500),
+    "SimplerSDB-b0.95": dict(simpler=True, beta1_image=0.95),
     "SimplerSDB-b0.99": dict(simpler=True, beta1_image=0.99),
     "SelfDeblur-SSIM2000": dict(simpler=False, loss_switch=2000),
+    "SelfDeblur+pre-SSIM2000": dict(simpler=False, pretrain_iterations=500, loss_switch=2000),
     "SelfDeblur-repo": dict(simpler=False, setting="repo"),
 }
 
@@ -105,7 +107,7 @@ def loss_switch(config: Config) -> int | None:
     """The first iteration with the 1 − SSIM loss, or None for MSE throughout."""
     if config.loss_switch is not None:
         return config.loss_switch
-    return 1000 if config.setting == "repo" and not config.simpler else None
+    return round(1000 * config.schedule_scale) if config.setting == "repo" and not config.simpler else None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -180,7 +182,7 @@ def run(config: Config) -> dict[str, Any]:
     variants = named_variants(config, VARIANTS, "SimplerSDB" if config.simpler else "SelfDeblur")
     problems = study_problems(config)
     headline = (f"{len(problems)} problem(s) x {len(variants)} variant(s) x {len(config.seeds)} seed(s), "
-                f"{config.iterations} iterations ({config.setting} setting)")
+                f"{next(iter(variants.values())).iterations} iterations ({config.setting} setting)")
     return run_study(config, script="selfdeblur", method="SelfDeblur", headline=headline, problems=problems,
                      variants=variants, deblur=deblur, footprint=footprint, batch_key=batch_key)
 

@@ -118,6 +118,7 @@ class Config(StudyConstants):
     original_bugs: tuple[str, ...] = ()  # the code's: first_order_twice, mixed_twice, bright_variance, nan_skip
     quick: bool = False  # the QUICK preset: one 64x64 image, 1000 iterations, every schedule scaled by 1/5
 
+    SCHEDULE: ClassVar[tuple[str, ...]] = StudyConstants.SCHEDULE + ("prior_decay_every",)
     QUICK: ClassVar[dict[str, Any]] = dict(iterations=1000, pretrain_iterations=100, loss_switch=400,
                                            prior_decay_every=200, milestones=(400, 600, 800), channels=32,
                                            skip_channels=8, kernel_hidden=200)
@@ -358,8 +359,9 @@ def run(config: Config) -> dict[str, Any]:
     """Check the constants and read the problems, then run every variant and seed on every problem; returns the
     rows and the folder."""
     problems, variants = check_config(config)
+    first = next(iter(variants.values()))
     headline = (f"{len(problems)} problem(s) x {len(variants)} variant(s) ({', '.join(variants)}) x "
-                f"{len(config.seeds)} seed(s), {config.pretrain_iterations} + {config.iterations} iterations")
+                f"{len(config.seeds)} seed(s), {first.pretrain_iterations} + {first.iterations} iterations")
     return run_study(config, script="vdip", method="VDIP", headline=headline, problems=problems, variants=variants,
                      deblur=deblur, footprint=footprint, batch_key=batch_key)
 

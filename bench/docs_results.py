@@ -33,6 +33,7 @@ from dipkit.errors import RunError  # noqa: E402
 from dipkit.runs import code_revision, environment, write_json  # noqa: E402
 
 DOCS_RESULTS = ROOT / "docs" / "results"
+FIGURES = ROOT / "docs" / "figures"
 SCRATCH = ROOT / "Results" / "docs_results"
 LEVIN = "LEVIN"  # stands for --levin in a command
 ORIGINAL = "ORIGINAL"  # stands for --original (a checkout of the ADP paper's repository)
@@ -48,6 +49,7 @@ class Entry:
     threads: int | None = None  # OMP_NUM_THREADS (None: the machine's default)
     produces: tuple[str, ...] = ()  # for a command without a run folder: the files it writes (relative to ROOT)
     after: tuple[str, ...] = field(default_factory=tuple)  # entries whose runs it reads (a merge)
+    figures: tuple[tuple[str, str], ...] = ()  # (a figure it writes, its name in docs/figures/): what the docs show
 
     @property
     def script_run(self) -> bool:
@@ -60,6 +62,14 @@ BLIND_STUDY = ("--images", "camera", "coffee", "chelsea", "--kernel_sizes", "13"
                "0", "1", "--max_shift", "10", "--wide_shift", "0", "--workers", "2")
 STOPPING_IMAGES = ("astronaut", "camera", "chelsea", "coffee", "rocket")
 VDIP_SCHEDULE = ("--pretrain_iterations", "200", "--loss_switch", "800", "--prior_decay_every", "400")
+# Brožová's study at the CPU study's scale: its three 128² problems, every schedule at 0.4 of the paper's (2000 of
+# 5000 iterations: the CPU study's own), three seeds; her variants on SelfDeblur's side and VDIP's
+BROZOVA = ("--images", "camera", "coffee", "chelsea", "--kernel_sizes", "13", "--size", "128", "--schedule_scale", "0.4",
+           "--channels", "32", "--skip_channels", "8", "--max_shift", "10", "--wide_shift", "0", "--workers", "2")
+BROZOVA_SELFDEBLUR = ("SelfDeblur", "SimplerSDB", "SimplerSDB-b0.95", "SimplerSDB-b0.99", "SelfDeblur+pre",
+                      "SelfDeblur+pre-SSIM2000")
+BROZOVA_REPEAT = ("--only", "camera_k13", "--seeds", "0", "--variants", "SelfDeblur", "SimplerSDB")
+BROZOVA_RUNS = ("SCRATCH/selfdeblur/selfdeblur-brozova", "SCRATCH/vdip/vdip-brozova")
 
 ENTRIES: dict[str, Entry] = {
     # ADP.py
@@ -102,6 +112,35 @@ ENTRIES: dict[str, Entry] = {
                                  produces=("SCRATCH/vdip/cpu_comparison/table.csv",
                                            "SCRATCH/vdip/cpu_comparison/summary.csv"),
                                  after=("selfdeblur/cpu_study", "vdip/cpu_study")),
+    # Brožová's study regenerated (about 3.5 hours on a 2-core CPU): the runs, the same runs made again (as run
+    # and deterministic), the variants' curves merged, her figures and conclusions
+    "selfdeblur/brozova": Entry(("selfdeblur.py", *BROZOVA, "--seeds", "0", "1", "2", "--variants",
+                                 *BROZOVA_SELFDEBLUR), TABLES + ("curve.csv",)),
+    "vdip/brozova": Entry(("vdip.py", *BROZOVA, "--seeds", "0", "1", "2", "--variants", "VDIP-Sparse", "VDIP-Extreme"),
+                          TABLES + ("curve.csv",)),
+    "selfdeblur/brozova_repeat": Entry(("selfdeblur.py", *BROZOVA, *BROZOVA_REPEAT)),
+    "selfdeblur/brozova_repeat_deterministic": Entry(("selfdeblur.py", *BROZOVA, *BROZOVA_REPEAT, "--deterministic")),
+    "selfdeblur/brozova_comparison": Entry(
+        ("-m", "dipkit.compare", *BROZOVA_RUNS, "--out", "SCRATCH/brozova_comparison"),
+        produces=tuple(f"SCRATCH/brozova_comparison/{name}" for name in ("table.csv", "summary.csv", "compare.md")),
+        after=("selfdeblur/brozova", "vdip/brozova"),
+        figures=(("SCRATCH/brozova_comparison/compare.png", "brozova_curves.png"),)),
+    "selfdeblur/brozova_study": Entry(
+        ("bench/brozova_study.py", *BROZOVA_RUNS, "--repeats", "SCRATCH/selfdeblur/selfdeblur-brozova_repeat",
+         "SCRATCH/selfdeblur/selfdeblur-brozova_repeat_deterministic", "--out", "SCRATCH/brozova_study"),
+        produces=tuple(f"SCRATCH/brozova_study/{name}" for name in ("runs.csv", "variants.csv", "stochasticity.csv",
+                                                                    "claims.md")),
+        after=("selfdeblur/brozova", "vdip/brozova", "selfdeblur/brozova_repeat",
+               "selfdeblur/brozova_repeat_deterministic"),
+        figures=(("SCRATCH/brozova_study/scatter.png", "brozova_scatter.png"),
+                 ("SCRATCH/brozova_study/beta1.png", "brozova_beta1.png"))),
+    # the same study at the papers' scale on Levin's 32 images (a GPU's commands: seeds batched, not yet measured)
+    "selfdeblur/brozova_levin": Entry(("selfdeblur.py", "--levin_dir", LEVIN, "--seeds", "0", "1", "2", "--variants",
+                                       *BROZOVA_SELFDEBLUR, "--batch", "3", "--workers", "4"),
+                                      TABLES + ("curve.csv",)),
+    "vdip/brozova_levin": Entry(("vdip.py", "--levin_dir", LEVIN, "--seeds", "0", "1", "2", "--variants",
+                                 "VDIP-Sparse", "VDIP-Extreme", "--batch", "3", "--workers", "4"),
+                                TABLES + ("curve.csv",)),
     "vdip/quick_bugs_sparse": Entry(("vdip.py", "--quick", "--variants", "VDIP-Sparse", "VDIP-Sparse-orig",
                                      "--seeds", "0", "1"), threads=1),
     "vdip/quick_bugs_extreme": Entry(("vdip.py", "--quick", "--variants", "VDIP-Extreme", "VDIP-Extreme-twice",
@@ -223,6 +262,9 @@ def run_entry(name: str, entry: Entry, levin: str, original: str, force: bool, r
     if target.exists():
         shutil.rmtree(target)
     partial.rename(target)
+    for figure, name in entry.figures:  # the figures the docs show
+        FIGURES.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(Path(resolve(figure, levin, original)), FIGURES / name)
     print(f"{name}: kept in {os.path.relpath(target, ROOT)} ({seconds:.0f} s)", flush=True)
 
 

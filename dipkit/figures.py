@@ -121,24 +121,30 @@ def curves(
     n_cols: int = 3,
     panel_size: tuple[float, float] = (4.2, 3.2),
 ) -> None:
-    """Line plots. Each panel: {'lines': [(x, y, label), ...], 'xlabel', 'ylabel', 'logx', 'logy', 'title',
-    'marks': [(x, label), ...] (vertical lines)}."""
+    """Line plots and point clouds. Each panel: {'lines': [(x, y, label), ...], 'points': [(x, y, label), ...]
+    (a marker per point; 'colours': {label: colour} keeps a label's colour across panels), 'xlabel', 'ylabel',
+    'logx', 'logy', 'title', 'marks': [(x, label), ...] (vertical lines), 'levels': [(y, label), ...] (horizontal
+    lines)}."""
     n_rows = -(-len(panels) // n_cols)
     fig, axes = _subplots(n_rows, n_cols, figsize=(panel_size[0] * n_cols, panel_size[1] * n_rows), squeeze=False)
     for ax, panel in zip(axes.flat, panels):
-        for x, y, label in panel["lines"]:
+        for x, y, label in panel.get("lines", []):
             ax.plot(x, y, label=label, marker="." if len(x) < 60 else None)
+        for x, y, label in panel.get("points", []):
+            ax.scatter(x, y, label=label, alpha=0.75, s=22, color=panel.get("colours", {}).get(label))
         for x, label in panel.get("marks", []):  # vertical lines at chosen iterations
             ax.axvline(x, linestyle="--", color="grey" if "oracle" in label else "black", lw=1, label=label)
+        for y, label in panel.get("levels", []):
+            ax.axhline(y, linestyle="--", color="grey", lw=1, label=label)
         ax.set_xlabel(panel.get("xlabel", ""))
         ax.set_ylabel(panel.get("ylabel", ""))
         ax.set_title(panel.get("title", ""), fontsize=10)
         if panel.get("logx"):
             ax.set_xscale("log")
-        if panel.get("logy") and _has_positive(y for _, y, _ in panel["lines"]):
+        if panel.get("logy") and _has_positive(y for _, y, _ in panel.get("lines", [])):
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        if len(panel["lines"]) + len(panel.get("marks", [])) > 1:
+        if sum(len(panel.get(key, [])) for key in ("lines", "points", "marks", "levels")) > 1:
             ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")

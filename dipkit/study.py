@@ -55,6 +55,7 @@ class StudyConstants(NetworkConstants):
     only: tuple[str, ...] = ()  # run only the problems of these names (e.g. im1_kernel4 camera_k27)
     variants: tuple[str, ...] = ()  # named variants (the script's VARIANTS) to run in one command; empty: the constants as set
     seeds: tuple[int, ...] = (0,)  # one run per seed: z_x, z_k, the initialisation and the random draws
+    schedule_scale: float = 1.0  # step counts (SCHEDULE), the variants' too, times this (0.4: 2000 of 5000 iterations)
     # evaluation
     crop: int = 15  # pixels cropped on each side before scoring (Levin's protocol)
     max_shift: float = 5  # sub-pixel shifts up to this many pixels are tried, in steps of 0.25 (SelfDeblur's table)
@@ -65,12 +66,15 @@ class StudyConstants(NetworkConstants):
     known_kernel_iterations: int = 200  # deconvSps's CG steps per solve (Levin's own scripts: 70)
     known_kernel_tv: float = 1e-3  # TV weight of the known-kernel deconvolution with known_kernel tv
 
+    # the step counts schedule_scale multiplies (a script adds its own): a study at a fraction of the paper's budget
+    # keeps every milestone, pretraining and switch at the same fraction of the run
+    SCHEDULE: ClassVar[tuple[str, ...]] = ("iterations", "milestones", "pretrain_iterations", "loss_switch")
     QUICK: ClassVar[dict[str, Any]] = dict(images=("camera",), kernel_sizes=(9,), size=64, crop=8, max_shift=4,
                                            wide_shift=0, curve_every=100)
     LIMITS: ClassVar[dict[str, str]] = dict(
-        kernel_sizes="[1, inf)", size="[1, inf)", noise_level="[0, 1)", data_seed="[0, inf)", kernel_size="[1, inf)",
-        seeds="[0, inf)", crop="[0, inf)", max_shift="[0, inf)", wide_shift="[0, inf)", curve_every="[0, inf)",
-        known_kernel_weight="(0, inf)", known_kernel_iterations="[1, inf)", known_kernel_tv="(0, inf)")
+        schedule_scale="(0, inf)", kernel_sizes="[1, inf)", size="[1, inf)", noise_level="[0, 1)", data_seed="[0, inf)",
+        kernel_size="[1, inf)", seeds="[0, inf)", crop="[0, inf)", max_shift="[0, inf)", wide_shift="[0, inf)",
+        curve_every="[0, inf)", known_kernel_weight="(0, inf)", known_kernel_iterations="[1, inf)", known_kernel_tv="(0, inf)")
 
 
 @dataclass(frozen=True)
@@ -110,15 +114,33 @@ def study_problems(constants: StudyConstants) -> list[Problem]:
     return problems
 
 
+def scaled(constants: Any) -> Any:
+    """The constants with every step count of their SCHEDULE times schedule_scale, rounded (a count of steps stays
+    at least 1, a switch or pretraining of 0 stays 0, None stays None); the constants themselves at scale 1."""
+    scale = constants.schedule_scale
+    if scale == 1:
+        return constants
+
+    def times(steps: int) -> int:
+        return max(round(steps * scale), 1 if steps > 0 else 0)
+
+    changes = {}
+    for name in type(constants).SCHEDULE:
+        value = getattr(constants, name)
+        if value is not None:
+            changes[name] = tuple(times(v) for v in value) if isinstance(value, tuple) else times(value)
+    return dataclasses.replace(constants, **changes)
+
+
 def named_variants(constants: Any, variants: dict[str, dict[str, Any]], alone: str, elsewhere: str = "") -> dict:
-    """The study's variants: name -> its constants (the constants as set, named `alone`, when none is asked for);
-    a RunError naming an unknown one."""
+    """The study's variants: name -> its constants (the constants as set, named `alone`, when none is asked for),
+    each with its schedule scaled (`scaled`); a RunError naming an unknown one."""
     if not constants.variants:
-        return {alone: constants}
+        return {alone: scaled(constants)}
     unknown = [v for v in constants.variants if v not in variants]
     if unknown:
         raise RunError(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(variants)}{elsewhere}")
-    return {name: dataclasses.replace(constants, **variants[name]) for name in constants.variants}
+    return {name: scaled(dataclasses.replace(constants, **variants[name])) for name in constants.variants}
 
 
 # the constants every run of one batch shares: they shape its networks, its loop and its device

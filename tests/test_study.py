@@ -154,3 +154,45 @@ def test_a_bad_input_error_in_a_ray_task_comes_back_as_its_failure_and_is_not_re
     ((unit, outcome),) = list(runner([[engine.Unit("a", task=0)]], refuses))
     assert outcome == Failed("the kernel is larger than the image") and calls == [0]
     assert ray.options["max_retries"] == 3  # a crashed worker is still retried by Ray
+
+
+def test_the_schedule_scale_multiplies_every_step_count_of_every_variant_and_nothing_else():
+    """A study at a fraction of the paper's budget: iterations, milestones, pretraining, the loss switch (and VDIP's
+    prior decay) times schedule_scale, a named variant's own step counts too; a None switch stays None."""
+    from dipkit.study import named_variants
+
+    config = make_config(selfdeblur.Config, schedule_scale=0.4, variants=("SelfDeblur", "SelfDeblur+pre-SSIM2000"))
+    plain, pre_ssim = named_variants(config, selfdeblur.VARIANTS, "SelfDeblur").values()
+    assert (plain.iterations, plain.milestones, plain.pretrain_iterations, plain.loss_switch) == (
+        2000, (800, 1200, 1600), 0, None)
+    assert (pre_ssim.pretrain_iterations, pre_ssim.loss_switch, pre_ssim.lr_image, pre_ssim.beta1_image) == (
+        200, 800, config.lr_image, config.beta1_image)
+    repo = named_variants(make_config(selfdeblur.Config, schedule_scale=0.4, setting="repo"), {}, "SelfDeblur")
+    assert selfdeblur.loss_switch(repo["SelfDeblur"]) == 400  # the repository's SSIM at 1000, scaled
+    ([extreme],) = [named_variants(make_config(vdip.Config, schedule_scale=0.4), vdip.VARIANTS, "x").values()]
+    assert (extreme.iterations, extreme.pretrain_iterations, extreme.loss_switch, extreme.prior_decay_every,
+            extreme.milestones) == (2000, 200, 800, 400, (800, 1200, 1600))
+    tiny = make_config(selfdeblur.Config, schedule_scale=1e-4)
+    assert named_variants(tiny, {}, "x")["x"].iterations == 1  # a step count stays at least one step
+    same = make_config(selfdeblur.Config)
+    assert named_variants(same, {}, "x")["x"] is same
+
+
+def test_a_scaled_run_is_the_run_with_its_scaled_constants_written_out(tmp_path):
+    """--schedule_scale 0.5 gives the table of the same run with the halved step counts given explicitly."""
+    common = dict(TINY_STUDY, iterations=8, curve_every=2, pretrain_iterations=4, loss_switch=4,
+                  results_dir=str(tmp_path))
+    scaled = selfdeblur.run(make_config(selfdeblur.Config, **common, schedule_scale=0.5, milestones=(6,),
+                                        run_name="scaled"))
+    written = selfdeblur.run(make_config(selfdeblur.Config, **{**common, "iterations": 4, "pretrain_iterations": 2,
+                                                               "loss_switch": 2}, milestones=(3,), run_name="written"))
+    for a, b in zip(scaled["rows"], written["rows"], strict=True):
+        assert a["psnr_gt"] == b["psnr_gt"] and a["psnr_nb"] == b["psnr_nb"]
+
+
+def test_a_schedule_scale_that_is_not_positive_is_one_line_and_no_run_folder(tmp_path, capsys):
+    from dipkit.cli import run_main
+
+    with pytest.raises(SystemExit) as stop:
+        run_main(lambda: selfdeblur.main(["--quick", "--schedule_scale", "0", "--results_dir", str(tmp_path)]))
+    assert stop.value.code == 2 and "schedule_scale" in capsys.readouterr().err and not any(tmp_path.iterdir())
