@@ -6,7 +6,8 @@ of her conclusions held against the numbers.
 
 A. Brožová, "Blind image deconvolution based on deep image prior" (CTU 2023; Brožová & Šmídl, ICPRAM 2024). The
 study's folders are run folders of selfdeblur.py and vdip.py (or a folder of `python -m dipkit.compare` that merged
-them); --repeats are runs made again of some of the same (problem, variant, seed), with or without --deterministic.
+them); --repeats are runs made again of some of the same (problem, variant, seed), with or without --deterministic, on
+this machine or another (as their config.json records it).
 Writes to --out:
   runs.csv          one row per run: problem, variant, seed, PSNR-GT, PSNR-NB, ISNR, SSIM and its mode (below)
   variants.csv      per variant: runs, mean ± std of ISNR, PSNR-GT, PSNR-NB and SSIM, the seed-to-seed spread (the
@@ -202,24 +203,36 @@ def claims(rows: list[dict], table: list[dict], repeats: list[dict], reference: 
         for label in dict.fromkeys(r["repeat"] for r in repeats):
             mine = [r for r in repeats if r["repeat"] == label]
             largest = max(abs(r["psnr_gt_difference"]) for r in mine)
+            mean = statistics.fmean(abs(r["psnr_gt_difference"]) for r in mine)
             identical = sum(r["identical"] for r in mine)
             spread = ", ".join(f"{v} {by[v]['isnr_seed_spread']:.2f} dB"
                                for v in dict.fromkeys(r["variant"] for r in mine) if v in by)
             out.append(f"- **stochasticity, {label}**: {len(mine)} run(s) made again with the same seed: "
                        f"{identical} identical to the study's (PSNR-GT, PSNR-NB and SSIM to the last digit), the "
-                       f"largest PSNR-GT difference {largest:.2g} dB; against the seed-to-seed spread of ISNR "
-                       f"{spread}.")
+                       f"PSNR-GT difference {mean:.2g} dB on average, at most {largest:.2g}; against the seed-to-seed "
+                       f"spread of ISNR {spread}.")
     return out
 
 
-def repeat_rows(folders: list[Path], rows: list[dict]) -> list[dict]:
-    """Each run of the repeat folders beside the study's run of the same (problem, variant, seed)."""
+def machine(folder: Path) -> tuple:
+    """The machine a run folder's runs were made on, as its config.json records it (platform, processor, device)."""
+    record = folder / "config.json"
+    environment = json.loads(record.read_text()).get("environment", {}) if record.is_file() else {}
+    return tuple(environment.get(key) for key in ("platform", "processor", "device"))
+
+
+def repeat_rows(folders: list[Path], rows: list[dict], study_folders: list[Path] = ()) -> list[dict]:
+    """Each run of the repeat folders beside the study's run of the same (problem, variant, seed); a repeat made on
+    a machine other than the study's (its recorded platform, processor or device differ) is labelled so."""
     study = {(r["problem"], r["variant"], r["seed"]): r for r in rows}
+    machines = {machine(folder) for folder in study_folders}
     out = []
     for folder in folders:
         record = folder / "config.json"
         config = json.loads(record.read_text())["config"] if record.is_file() else {}
         label = "repeated with --deterministic" if config.get("deterministic") else "repeated as it was run"
+        if machines and machine(folder) not in machines:
+            label = "made again on another machine" + (" with --deterministic" if config.get("deterministic") else "")
         again, _ = study_rows([folder])
         for row in again:
             first = study.get((row["problem"], row["variant"], row["seed"]))
@@ -271,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
         if not folder.is_dir():
             raise RunError(f"{folder} is not a folder")
     rows, reference = study_rows(folders)
-    repeats = repeat_rows(repeat_folders, rows)
+    repeats = repeat_rows(repeat_folders, rows, folders)
     table = variant_table(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

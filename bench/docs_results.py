@@ -127,7 +127,9 @@ ENTRIES: dict[str, Entry] = {
         figures=(("SCRATCH/brozova_comparison/compare.png", "brozova_curves.png"),)),
     "selfdeblur/brozova_study": Entry(
         ("bench/brozova_study.py", *BROZOVA_RUNS, "--repeats", "SCRATCH/selfdeblur/selfdeblur-brozova_repeat",
-         "SCRATCH/selfdeblur/selfdeblur-brozova_repeat_deterministic", "--out", "SCRATCH/brozova_study"),
+         "SCRATCH/selfdeblur/selfdeblur-brozova_repeat_deterministic",
+         # the reduced CPU study's SelfDeblur and VDIP runs: seeds 0 and 1 with the same settings, another machine
+         "docs/results/selfdeblur/cpu_study", "docs/results/vdip/cpu_study", "--out", "SCRATCH/brozova_study"),
         produces=tuple(f"SCRATCH/brozova_study/{name}" for name in ("runs.csv", "variants.csv", "stochasticity.csv",
                                                                     "claims.md")),
         after=("selfdeblur/brozova", "vdip/brozova", "selfdeblur/brozova_repeat",

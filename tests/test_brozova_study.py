@@ -102,3 +102,29 @@ def test_a_folder_without_a_study_is_one_line_and_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         run_main(lambda: study.main([str(tmp_path), "--out", str(tmp_path / "out")]))
     assert stop.value.code == 2 and "no table.csv" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_a_repeat_made_on_another_machine_is_labelled_by_its_recorded_environment(tmp_path):
+    """The same run's rows in a folder whose config.json records another platform count as a repeat on another
+    machine (mean and largest |ΔPSNR-GT|), one from the study's machine as a repeat as it was run."""
+    import json
+
+    study_module = load_study()
+
+    def folder(name: str, platform: str, psnr_gt: float):
+        path = tmp_path / name
+        path.mkdir()
+        (path / "table.csv").write_text("problem,variant,seed,psnr_gt,psnr_nb,isnr,ssim\n"
+                                        f"p,SelfDeblur,0,{psnr_gt},24.0,{psnr_gt - 22.0},0.7\n")
+        record = dict(config=dict(deterministic=False),
+                      environment=dict(platform=platform, processor="AMD EPYC", device="cpu"))
+        (path / "config.json").write_text(json.dumps(record))
+        return path
+
+    study, here, there = folder("study", "vm-1", 26.0), folder("here", "vm-1", 26.0), folder("there", "vm-2", 25.0)
+    rows, _ = study_module.study_rows([study])
+    repeats = study_module.repeat_rows([here, there], rows, [study])
+    assert [(r["repeat"], r["identical"], r["psnr_gt_difference"]) for r in repeats] == [
+        ("repeated as it was run", True, 0.0), ("made again on another machine", False, -1.0)]
+    lines = study_module.claims(rows, study_module.variant_table(rows), repeats, {})
+    assert any("another machine**: 1 run(s)" in line and "1 dB on average, at most 1" in line for line in lines)
