@@ -27,7 +27,6 @@ not hold* when more than two on the other side, and *cannot be told apart from t
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -39,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dipkit import figures  # noqa: E402
 from dipkit.cli import run_main  # noqa: E402
 from dipkit.errors import RunError  # noqa: E402
-from dipkit.runs import read_csv, write_csv  # noqa: E402
+from dipkit.runs import read_config, read_csv, write_csv  # noqa: E402
 
 GAIN_ISNR = 1.0  # dB: a run below this gained nothing worth the name
 NO_BLUR_PSNR_NB = 30.0  # dB: an estimate this close to the blurred input is the no-blur solution
@@ -214,10 +213,15 @@ def claims(rows: list[dict], table: list[dict], repeats: list[dict], reference: 
     return out
 
 
-def machine(folder: Path) -> tuple:
-    """The machine a run folder's runs were made on, as its config.json records it (platform, processor, device)."""
+def recorded(folder: Path) -> dict:
+    """A run folder's config.json (read and checked by dipkit.runs.read_config), or nothing where it has none."""
     record = folder / "config.json"
-    environment = json.loads(record.read_text()).get("environment", {}) if record.is_file() else {}
+    return read_config(record) if record.is_file() else {}
+
+
+def machine(record: dict) -> tuple:
+    """The machine a run was made on, as its record names it (platform, processor, device)."""
+    environment = record.get("environment", {})
     return tuple(environment.get(key) for key in ("platform", "processor", "device"))
 
 
@@ -225,14 +229,14 @@ def repeat_rows(folders: list[Path], rows: list[dict], study_folders: list[Path]
     """Each run of the repeat folders beside the study's run of the same (problem, variant, seed); a repeat made on
     a machine other than the study's (its recorded platform, processor or device differ) is labelled so."""
     study = {(r["problem"], r["variant"], r["seed"]): r for r in rows}
-    machines = {machine(folder) for folder in study_folders}
+    machines = {machine(recorded(folder)) for folder in study_folders}
     out = []
     for folder in folders:
-        record = folder / "config.json"
-        config = json.loads(record.read_text())["config"] if record.is_file() else {}
-        label = "repeated with --deterministic" if config.get("deterministic") else "repeated as it was run"
-        if machines and machine(folder) not in machines:
-            label = "made again on another machine" + (" with --deterministic" if config.get("deterministic") else "")
+        record = recorded(folder)
+        deterministic = record.get("config", {}).get("deterministic")
+        label = "repeated with --deterministic" if deterministic else "repeated as it was run"
+        if machines and machine(record) not in machines:
+            label = "made again on another machine" + (" with --deterministic" if deterministic else "")
         again, _ = study_rows([folder])
         for row in again:
             first = study.get((row["problem"], row["variant"], row["seed"]))

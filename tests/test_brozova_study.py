@@ -2,6 +2,7 @@
 study regenerated end to end from tiny runs through bench/docs_results.py (figures into docs/figures)."""
 
 import importlib.util
+import json
 import math
 import sys
 
@@ -107,8 +108,6 @@ def test_a_folder_without_a_study_is_one_line_and_exit_2(tmp_path, capsys):
 def test_a_repeat_made_on_another_machine_is_labelled_by_its_recorded_environment(tmp_path):
     """The same run's rows in a folder whose config.json records another platform count as a repeat on another
     machine (mean and largest |ΔPSNR-GT|), one from the study's machine as a repeat as it was run."""
-    import json
-
     study_module = load_study()
 
     def folder(name: str, platform: str, psnr_gt: float):
