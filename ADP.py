@@ -50,8 +50,8 @@ from dipkit.device import choose_device, keep_freed_memory, seed_everything, to_
 from dipkit.engine import EngineConstants, Unit, make_runner, run_units, runs_here
 from dipkit.images import load_image, resolve_image, source_name
 from dipkit.metrics import psnr, ssim
-from dipkit.runs import mean_scores, start_run, write_csv, write_metrics
-from dipkit.sources import file_digest, item_names
+from dipkit.runs import mean_scores, start_run, unit_settings, write_csv, write_metrics
+from dipkit.sources import digest_of, item_names
 from dipkit.adp_original import ORIGINAL_BUGS, OriginalSettings, paper_columns
 from dipkit.maid import MAIDSettings, maid
 from dipkit.solvers import conjugate_gradient, fista, lbfgs
@@ -411,6 +411,13 @@ def solve(tasks: list[ImageTask]) -> list[dict[str, Any]]:
     return results
 
 
+def image_key(image: str, index: int, config: Config) -> str:
+    """An image's key: the problem it is (the truth, b0 and the observation y, whose noise depends on its place in
+    the list), made here on the CPU, and the resolved constants."""
+    x_true, b0, _, y = image_problem(image, index, config, torch.device("cpu"), getattr(torch, config.dtype))
+    return digest_of(x_true, b0, y, unit_settings(config, ("images",)))
+
+
 def run(config: Config) -> dict[str, Any]:
     """Run ADP-β-MAID on every image of the config (each a unit of the engine, kept as soon as it is done; with
     `resume`, the images of run `run_name` made from the same files are read back); write the run folder; return
@@ -423,9 +430,10 @@ def run(config: Config) -> dict[str, Any]:
     folder = start_run(config, "ADP", device, resume=config.resume, also_resumable=("images",))
     tic = time.perf_counter()
     task_config = config if runs_here(config) else dataclasses.replace(config, progress=False)
-    units = [Unit(name, ImageTask(image, i, name, task_config), file_digest(resolve_image(image)))
+    units = [Unit(name, ImageTask(str(resolve_image(image)), i, name, task_config), image_key(image, i, config))
              for i, (image, name) in enumerate(zip(config.images, names))]
     kept = run_units(folder, units, solve, lambda unit, result: result, resume=config.resume, runner=runner,
+                     script="ADP", keep_other_code=config.keep_other_code,
                      expects=("name", "x_true", "y", "b0", "b", "log", "methods", "metrics"))
     results = list(kept.records.values())
     seconds = time.perf_counter() - tic

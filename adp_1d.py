@@ -45,7 +45,6 @@ units/, config.json, metrics.json (the table, the grid, MAID's speed-ups over th
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 from dataclasses import dataclass
@@ -59,7 +58,8 @@ from dipkit import figures
 from dipkit.cli import RunError, parse_config, run_main
 from dipkit.device import choose_device, seed_everything, to_cpu
 from dipkit.engine import RunConstants, Unit, run_units
-from dipkit.runs import start_run, write_csv, write_metrics
+from dipkit.runs import cpu_name, start_run, unit_settings, write_csv, write_metrics
+from dipkit.sources import digest_of
 from dipkit.signals import forward_operator, grid, test_signal
 from dipkit.solvers import conjugate_gradient, fista, soft_threshold
 
@@ -382,18 +382,21 @@ def run(config: Config) -> dict[str, Any]:
     print(f"1-D ADP on {device}: {config.signal} signal, {config.operator} operator, "
           f"α₁ = {problem.l1_weight}, α₂ = {problem.l2_weight}, β = {config.operator_weight}")
     folder = start_run(config, "adp_1d", device, resume=config.resume, also_resumable=("solvers",))
-    data = hashlib.sha256(a.cpu().numpy().tobytes() + y.cpu().numpy().tobytes()).hexdigest()
+    # the solvers are timed against each other: a solver made on another device or processor is made again
+    machine = dict(device=str(device), processor=cpu_name(), threads=torch.get_num_threads(),
+                   gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None)
+    settings = unit_settings(config, ("solvers",))
     unit = lambda name, target=None: Unit(name, SolverTask(name, problem, config, target),  # noqa: E731
-                                          f"{data} {target!r}")
-    expects = ("b", "x", "log", "stop_reason")
+                                          digest_of(a, y, settings, machine, target))
+    expects, code = ("b", "x", "log", "stop_reason"), dict(script="adp_1d", keep_other_code=config.keep_other_code)
     # the tuned IFT runs last: its grid stops at 1% above the best final loss of the solvers before it
     kept = run_units(folder, [unit(n) for n in config.solvers if n != "ift_tuned"], solve, lambda u, r: r,
-                     resume=config.resume, expects=expects)
+                     resume=config.resume, expects=expects, **code)
     results = dict(kept.records)
     if "ift_tuned" in config.solvers and not kept.failed:
         finals = [res["log"][-1]["loss"] for res in results.values()]
         tuned = run_units(folder, [unit("ift_tuned", 1.01 * min(finals) if finals else None)], solve,
-                          lambda u, r: r, resume=config.resume, expects=expects)
+                          lambda u, r: r, resume=config.resume, expects=expects, **code)
         results.update(tuned.records)
         kept.failed.update(tuned.failed)
     kept.check(folder, "solver")

@@ -61,8 +61,8 @@ from dipkit.images import load_image, source_name
 from dipkit.memory import batch_that_fits, check_fits, training_footprint
 from dipkit.metrics import psnr, ssim
 from dipkit.networks import SkipNetwork
-from dipkit.runs import start_run, write_csv, write_metrics
-from dipkit.sources import Source, file_digest, image_sources
+from dipkit.runs import start_run, unit_settings, write_csv, write_metrics
+from dipkit.sources import Source, digest_of, image_sources
 from dipkit.stopping import (RULE_TYPES, TITLES, Choice, Trackers, candidates, estimate_sigma, make_rules, rule_of,
                              rule_summary)
 
@@ -419,8 +419,10 @@ def run(config: Config) -> dict[str, Any]:
           + (f", up to {batch} images of one size at a time in a batch" if batch > 1 else ""))
     folder = start_run(config, "dip_denoise", device, resume=config.resume, also_resumable=("images", "folder"))
     task_config = config if runs_here(config) else dataclasses.replace(config, progress=False)
-    units = [Unit(s.name, runs[s.name]._replace(config=task_config), file_digest(s.path), tuple(runs[s.name].noisy.shape))
-             for s in sources]
+    settings = unit_settings(config, ("images", "folder"))
+    units = [Unit(s.name, runs[s.name]._replace(config=task_config),  # the key: the noisy image it sees, σ, settings
+                  digest_of(runs[s.name].noisy, runs[s.name].clean, runs[s.name].sigma, settings),
+                  tuple(runs[s.name].noisy.shape)) for s in sources]
     sources_of, results = {s.name: s for s in sources}, {}
 
     def keep(unit: Unit, result: DenoiseResult) -> dict:
@@ -428,6 +430,7 @@ def run(config: Config) -> dict[str, Any]:
         return image_record(folder, sources_of[unit.name], unit.task, result)
 
     kept = run_units(folder, units, denoise, keep, resume=config.resume, batch=batch, runner=runner,
+                     script="dip_denoise", keep_other_code=config.keep_other_code,
                      expects=("row", "item"), update=lambda records: write_csv(
                          folder / "table.csv", [record["row"] for record in records.values()]))
     kept.check(folder, "image")

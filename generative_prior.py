@@ -36,7 +36,6 @@ config.json, metrics.json; weights_dir/: the generators, their loss histories an
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import os
 import time
@@ -59,7 +58,8 @@ from dipkit.generative import (GeneratorSettings, best_of_restarts, blurred_obse
 from dipkit.kernels import camera_shake_kernels
 from dipkit.metrics import psnr, ssim
 from dipkit.networks import SkipNetwork
-from dipkit.runs import start_run, write_csv, write_metrics
+from dipkit.runs import start_run, unit_settings, write_csv, write_metrics
+from dipkit.sources import digest_of
 from dipkit.tv import anisotropic_tv, tv_deconvolution
 
 
@@ -417,12 +417,14 @@ def run(config: Config) -> dict[str, Any]:
     runner = make_runner(config)  # Ray connected before anything is written
     # only now, every input read and checked; a resumed run may add noise levels
     folder = start_run(config, "generative_prior", device, resume=config.resume, also_resumable=("noise_levels",))
-    data = hashlib.sha256(truth.numpy().tobytes() + true_kernels.numpy().tobytes()).hexdigest()
+    data = digest_of(truth, true_kernels, {kind: model.state_dict() for kind, model in models.items()}, range_images,
+                     unit_settings(config, ("noise_levels",)))
     task_config = config if runs_here(config) else dataclasses.replace(config, progress=False)
     units = [Unit(f"noise_{level:g}", LevelTask(level, level == config.noise_level, truth, true_kernels, models,
-                                                range_images.cpu(), task_config), f"{data} {level!r}")
+                                                range_images.cpu(), task_config), digest_of(data, level))
              for level in dict.fromkeys((config.noise_level, *config.noise_levels))]
     kept = run_units(folder, units, deblur_levels, lambda unit, record: record, resume=config.resume, runner=runner,
+                     script="generative_prior", keep_other_code=config.keep_other_code,
                      expects=("results",))
     kept.check(folder, "noise level")
     sweep, table, all_results = [], [], {}

@@ -146,7 +146,7 @@ def deblur(runs: list[BlindRun]) -> list[Estimate | Failed]:
         z = torch.stack([batch.z_x[r] + reg_noise[r] * torch.randn(batch.z_x.shape[1:], generator=batch.noise[r],
                                                                    device=device) if reg_noise[r] else batch.z_x[r]
                          for r in chosen])
-        return batch.image_nets(z, chosen), batch.kernel_nets(batch.z_k[chosen], chosen)
+        return batch.image_nets(z, chosen), batch.kernel_nets(batch.z_k[batch.image_nets.index(chosen)], chosen)
 
     for step in batch.steps:  # negative steps: the pretraining
         batch.adam.zero_grad()

@@ -297,10 +297,11 @@ def deblur(runs: list[BlindRun]) -> list[Estimate | Failed]:
         active = batch.active
         batch.adam.zero_grad()
         (out, k), losses = forward_backward(active, batch.image_nets.vectorise, lambda rs: (
-            batch.image_nets(batch.z_x[rs], rs), batch.kernel_nets(batch.z_k[rs], rs)), lambda i, r, o: loss(step, i, r, o))
+            batch.image_nets(batch.z_x[batch.image_nets.index(rs)], rs),  # the runs' inputs gathered on the device
+            batch.kernel_nets(batch.z_k[batch.image_nets.index(rs)], rs)), lambda i, r, o: loss(step, i, r, o))
         take = active
         if any(skip_nan):  # the code's checkNaN in its main loop: a step whose gradient holds a NaN is dropped
-            nan, finite = gradient_checks(batch.adam, active)
+            nan, finite = gradient_checks(batch.adam, batch.image_nets.index(active))
             take = [r for r, bad in zip(active, nan) if not (skip_nan[r] and step >= 0 and bad)]
             for r, bad, ok in zip(active, nan, finite):
                 skipped[r] += skip_nan[r] and step >= 0 and bad
@@ -328,17 +329,16 @@ def estimate_of(config: Config, out: torch.Tensor, k: torch.Tensor, sigma_map: t
                     curve=curve, seconds=seconds, extra=extra, stats=stats)
 
 
-def gradient_checks(adam: StackedAdam, runs: list[int]) -> tuple[list[bool], list[bool]]:
-    """For each of `runs`: whether its gradient holds a NaN (the code's checkNaN), and whether it is all finite."""
-    nan = torch.zeros(len(runs), dtype=torch.bool)
-    finite = torch.ones(len(runs), dtype=torch.bool)
-    for group in adam.groups:
-        for p in group["params"]:
-            if p.grad is not None:
-                g = p.grad[runs].flatten(1)
-                nan |= g.isnan().any(1).cpu()
-                finite &= g.isfinite().all(1).cpu()
-    return nan.tolist(), finite.tolist()
+def gradient_checks(adam: StackedAdam, index: torch.Tensor) -> tuple[list[bool], list[bool]]:
+    """For each run of `index` (on the device): whether its gradient holds a NaN (the code's checkNaN), and whether
+    it is all finite (reduced on the device, one transfer to the host for all the parameters)."""
+    grads = [p.grad for group in adam.groups for p in group["params"] if p.grad is not None]
+    if not grads:
+        return [False] * len(index), [True] * len(index)
+    nan = torch.stack([g[index].flatten(1).isnan().any(1) for g in grads]).any(0)
+    finite = torch.stack([g[index].flatten(1).isfinite().all(1) for g in grads]).all(0)
+    nan, finite = torch.stack([nan, finite]).cpu().tolist()
+    return nan, finite
 
 
 def batch_key(problem: Problem, config: Config) -> tuple:

@@ -14,7 +14,6 @@ How estimates are scored (Levin's protocol) is dipkit/levin.py.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +40,6 @@ class Problem:
     kernel_orientation_known: bool = True  # False for Levin's PNG kernels (some are stored flipped)
     colour: torch.Tensor | None = None  # a colour photo, (1, 3, H, W): its chroma goes back onto the estimate
     source: str = ""  # its file: a bundled image's name, a photo's path, a Levin PNG's name within levin_dir
-
-    @property
-    def digest(self) -> str:
-        """SHA-256 of the blurred image's values: what a resumed run checks it was made on."""
-        return hashlib.sha256(self.blurred.float().contiguous().numpy().tobytes()).hexdigest()
 
 
 def check_kernel_size(name: str, image_size: tuple[int, int], kernel_size: tuple[int, int]) -> None:

@@ -6,14 +6,22 @@ computes a list of them (`compute(tasks) -> outcomes`, one outcome per task; sev
 batches units of one shape, `Unit.shape`) and what to keep of each outcome (`keep(unit, outcome) -> record`, which
 also writes the unit's own files). The engine
 
-  * keeps each unit as soon as it is done: units/<name>.pt holds its record and the digest of its inputs, written
-    to a temporary file and renamed, so that a killed process leaves the file whole or not at all;
-  * with `resume`, reads back every unit whose file is whole and was made from the same inputs (the same digest),
-    and computes the others: a damaged file or a changed input is said in one line and the unit done again;
-  * runs the units here one after another, in a pool of spawned processes of this machine (workers > 1), or as Ray
-    tasks on a local Ray or a cluster (engine "ray"), units of one shape in batches of up to `batch`;
+  * keeps each unit as soon as it is done: units/<name>.pt holds its record, its key (`Unit.digest`: the digest of
+    everything that decides its result, the input tensors it sees and its resolved settings, made by
+    dipkit.sources.digest_of) and the code that computed it (`code_identity`: the digest of the script's file and
+    of dipkit's, with the git revision and whether the tree was clean), written to a temporary file and renamed,
+    so that a killed process leaves the file whole or not at all; units.json lists each unit's code;
+  * with `resume`, reads back every unit whose file is whole, whose key is the same and which the same code
+    computed, and computes the others, saying how many of each: a damaged file, another key or other code is said
+    in one line per unit and the unit done again (`keep_other_code` keeps the units of other code instead, and
+    units.json names them);
+  * runs the units here one after another, in worker processes of this machine (workers > 1), or as Ray tasks on
+    a local Ray or a cluster (engine "ray"), units of one shape in batches of up to `batch`;
   * names a unit that fails (its method raised a RunError: a loss turned NaN, a solver diverged) and goes on with
-    the others; the caller ends the run with Kept.check, a RunError naming the failed units (exit code 2).
+    the others; a worker that dies (killed for memory, a crash) costs only its own batch, which a fresh worker
+    runs again; a batch that fails for good fails its units with one line naming the cause, its traceback kept
+    in failures/<unit>.txt; the caller ends the run with Kept.check, a RunError naming the failed units (exit
+    code 2).
 
 It knows no method: units, tasks, outcomes and records are the scripts' own. The constants every script shares
 for this (RunConstants, EngineConstants) are here too, so that --resume, --workers, --engine and --ray_address
@@ -22,14 +30,18 @@ mean the same in every script. The run folder, its lock and its config.json are 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing
 import os
 import signal
 import socket
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+import traceback
+from collections import deque
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Hashable, Iterator, Literal, Sequence, TypeVar
 
@@ -37,7 +49,7 @@ import torch
 
 from .device import keep_freed_memory
 from .errors import Failed, RunError
-from .runs import read_kept, save_atomically
+from .runs import code_revision, read_kept, save_atomically, write_json
 
 T = TypeVar("T")
 
@@ -52,6 +64,7 @@ class RunConstants:
     run_name: str = ""  # folder name of this run (default: a time stamp); never overwrites an existing one
     resume: bool = False  # go on with the run <run_name>: its finished units are read back, the others computed
     progress: bool = True  # show progress bars
+    keep_other_code: bool = False  # with resume: keep units another version of the code computed (units.json names them)
 
     LIMITS: ClassVar[dict[str, str]] = {}
 
@@ -89,7 +102,8 @@ def concurrent_units(constants: Any) -> int:
 @dataclass(frozen=True)
 class Unit:
     """One unit of a run: `name` is unique within the run (its file is units/<name>.pt), `task` what the script's
-    compute takes (sent to a worker as it is), `digest` the digest of its inputs (a kept unit is read back only
+    compute takes (sent to a worker as it is), `digest` its key: the digest of everything that decides its result
+    (dipkit.sources.digest_of of the input tensors it sees and its resolved settings; a kept unit is read back only
     while it is the same), `shape` what units that may share a batch have in common (None: always alone)."""
 
     name: str
@@ -117,8 +131,30 @@ def unit_file(folder: Path, name: str) -> Path:
     return folder / "units" / f"{name}.pt"
 
 
-def kept_record(folder: Path, unit: Unit, expects: Sequence[str], log: Callable[[str], None]) -> dict | None:
-    """The record an earlier run kept of `unit`, or None (none there; damaged; made from other inputs: said)."""
+def code_identity(script: str = "") -> dict[str, Any]:
+    """The code that computes a script's units: the digest of the script's file and of every dipkit module (what a
+    unit's result depends on, whatever git says), with the git revision and whether the tree was clean (for the
+    reader). A commit that changes neither (the docs, another script) keeps the same digest."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    files = sorted(Path(__file__).resolve().parent.glob("*.py")) + ([root / f"{script}.py"] if script else [])
+    for path in files:
+        if path.is_file():
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return dict(digest=digest.hexdigest(), **code_revision())
+
+
+def _code_label(code: Any) -> str:
+    if not isinstance(code, dict):
+        return "code older than code records"
+    revision = code.get("revision")
+    return (f"revision {revision[:10]}" if revision else "code outside git") + (
+        " with uncommitted changes" if code.get("dirty") else "") + f" (code {str(code.get('digest'))[:10]})"
+
+
+def kept_unit(folder: Path, unit: Unit, expects: Sequence[str], log: Callable[[str], None]) -> tuple[dict | None, str]:
+    """What an earlier run kept of `unit`: (its saved file's content, "") or (None, why it is to be computed: "new",
+    "damaged", "key"; said in one line unless new)."""
     def read(path: Path) -> dict:
         saved = torch.load(path, weights_only=True)
         if not (isinstance(saved, dict) and isinstance(saved.get("record"), dict) and "digest" in saved
@@ -126,46 +162,88 @@ def kept_record(folder: Path, unit: Unit, expects: Sequence[str], log: Callable[
             raise ValueError("not a unit this script keeps")
         return saved
 
-    saved = read_kept(unit_file(folder, unit.name), read, unit.name, log)
+    path = unit_file(folder, unit.name)
+    if not path.is_file():
+        return None, "new"
+    saved = read_kept(path, read, unit.name, log)
     if saved is None:
-        return None
+        return None, "damaged"
     if saved["digest"] != unit.digest:
-        log(f"{unit.name}: its input changed since the earlier run; computing it again")
-        return None
-    return saved["record"]
+        log(f"{unit.name}: its input or settings changed since the earlier run; computing it again")
+        return None, "key"
+    return saved, ""
 
 
 def run_units(folder: Path, units: list[Unit], compute: Callable[[list], list], keep: Callable[[Unit, Any], dict], *,
               resume: bool = False, batch: int = 1, runner: Runner | None = None, expects: Sequence[str] = (),
-              update: Callable[[dict[str, dict]], None] | None = None, log: Callable[[str], None] = print) -> Kept:
+              update: Callable[[dict[str, dict]], None] | None = None, script: str = "",
+              keep_other_code: bool = False, log: Callable[[str], None] = print) -> Kept:
     """Compute the units of a run into `folder`, or read them back (see the module's docstring). `compute` must be
     a module-level function where `runner` sends the units to other processes; `expects`: the keys a kept
-    record must have; `update(records)` is called after each unit is kept (the script's tables, rewritten)."""
+    record must have; `update(records)` is called after each unit is kept (the script's tables, rewritten);
+    `script`: whose code computes the units (code_identity)."""
     names = [unit.name for unit in units]
     twice = next((name for i, name in enumerate(names) if name in names[:i]), None)
     if twice is not None:
         raise RunError(f"the unit {twice} would be made twice; give each input once")
     (folder / "units").mkdir(parents=True, exist_ok=True)
+    code = code_identity(script)
     done: dict[str, dict] = {}
+    codes = _read_codes(folder)  # units.json: the code of each unit kept in the folder (several calls may share it)
+    why: dict[str, int] = {}
     for unit in units if resume else ():
-        record = kept_record(folder, unit, expects, log)
-        if record is not None:
-            done[unit.name] = record
-            log(f"{unit.name}: kept from the earlier run")
+        saved, reason = kept_unit(folder, unit, expects, log)
+        if saved is not None and (saved.get("code") or {}).get("digest") != code["digest"]:
+            if keep_other_code:
+                log(f"{unit.name}: kept from the earlier run, made by other code ({_code_label(saved.get('code'))})")
+                codes[unit.name] = dict(code=saved.get("code"), other_code=True)
+                done[unit.name] = saved["record"]
+                continue
+            log(f"{unit.name}: made by other code ({_code_label(saved.get('code'))}); computing it again "
+                "(--keep_other_code keeps it)")
+            saved, reason = None, "code"
+        if saved is None:
+            why[reason] = why.get(reason, 0) + 1
+            codes.pop(unit.name, None)
+            continue
+        done[unit.name] = saved["record"]
+        codes[unit.name] = dict(code=saved.get("code"), other_code=False)
+        log(f"{unit.name}: kept from the earlier run")
+    if resume:
+        reasons = dict(new="new", damaged="damaged", key="changed input or settings", code="other code")
+        again = ", ".join(f"{why[r]} {text}" for r, text in reasons.items() if why.get(r))
+        log(f"resume: {len(done)} unit(s) kept, {len(units) - len(done)} to compute" + (f" ({again})" if again else ""))
     kept = Kept()
     todo = [unit for unit in units if unit.name not in done]
     for unit, outcome in (runner or in_process)(batches(todo, batch), compute):
+        failure = folder / "failures" / f"{unit.name}.txt"
         if isinstance(outcome, Failed):
             kept.failed[unit.name] = outcome.message
-            log(f"{unit.name}: failed: {outcome.message}")
+            if outcome.traceback:
+                failure.parent.mkdir(exist_ok=True)
+                failure.write_text(outcome.traceback)
+            log(f"{unit.name}: failed: {outcome.message}" + (f" (traceback: {failure})" if outcome.traceback else ""))
             continue
         record = keep(unit, outcome)
-        save_atomically(unit_file(folder, unit.name), dict(digest=unit.digest, record=record))
+        save_atomically(unit_file(folder, unit.name), dict(digest=unit.digest, code=code, record=record))
+        failure.unlink(missing_ok=True)
         done[unit.name] = record
+        codes[unit.name] = dict(code=code, other_code=False)
+        write_json(folder / "units.json", codes)
         if update is not None:
             update({name: done[name] for name in names if name in done})
+    if resume:
+        write_json(folder / "units.json", codes)
     kept.records = {name: done[name] for name in names if name in done}
     return kept
+
+
+def _read_codes(folder: Path) -> dict[str, dict]:
+    try:
+        codes = json.loads((folder / "units.json").read_text())
+        return codes if isinstance(codes, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def group_runs(items: Sequence[T], key: Callable[[T], Hashable], most: int) -> list[list[T]]:
@@ -206,7 +284,9 @@ def in_process(groups: list[list[Unit]], compute: Callable) -> Iterator[tuple[Un
         yield from zip(units, compute_batch(compute, units))
 
 
-def _start_worker(threads: int) -> None:
+def _worker(connection: Any, threads: int) -> None:
+    """A worker process: batches in from the driver, outcomes out (or the error and its traceback), until told to
+    stop or its driver is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle: it stops the workers itself
     threading.Thread(target=_exit_with_driver, args=(os.getppid(),), daemon=True).start()
     from tqdm import tqdm
@@ -216,6 +296,20 @@ def _start_worker(threads: int) -> None:
     tqdm.set_lock(threading.RLock())
     torch.set_num_threads(threads)
     keep_freed_memory()
+    while True:
+        try:
+            job = connection.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        compute, units = job
+        try:
+            answer = ("done", compute_batch(compute, units))
+        except BaseException as error:  # a bug, or memory: the driver decides; the traceback goes with it
+            answer = ("error", f"{type(error).__name__}: {error}", traceback.format_exc(),
+                      isinstance(error, (MemoryError, torch.OutOfMemoryError)))
+        connection.send(answer)
 
 
 def _exit_with_driver(driver: int, every: float = 1.0) -> None:
@@ -226,45 +320,97 @@ def _exit_with_driver(driver: int, every: float = 1.0) -> None:
     os._exit(1)
 
 
-def _stop_workers(pool: ProcessPoolExecutor) -> None:
-    """Stop a pool now: queued batches cancelled, running ones ended (not kept: --resume computes them)."""
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
-        process.terminate()
-    pool.shutdown(wait=True, cancel_futures=True)
+class _Workers:
+    """Worker processes of this machine, each computing one batch at a time, so that a worker that dies is known
+    by its batch: it is replaced by a fresh one and the others go on."""
+
+    def __init__(self, threads: int):
+        self.context, self.threads = multiprocessing.get_context("spawn"), threads
+        self.idle: list[tuple[Any, Any]] = []
+        self.busy: dict[Any, tuple[Any, int]] = {}  # connection -> (process, batch index)
+
+    def start(self, compute: Callable, units: list[Unit], index: int) -> None:
+        if self.idle:
+            process, connection = self.idle.pop()
+        else:
+            connection, theirs = self.context.Pipe()
+            process = self.context.Process(target=_worker, args=(theirs, self.threads), daemon=True)
+            process.start()
+            theirs.close()
+        connection.send((compute, units))
+        self.busy[connection] = (process, index)
+
+    def finished(self) -> Iterator[tuple[int, tuple]]:
+        """(batch index, answer) for each batch that ended: ("done", outcomes), ("error", cause, traceback,
+        retryable) or ("died", cause, "", True) for a worker that died with its batch."""
+        sentinels = {process.sentinel: connection for connection, (process, _) in self.busy.items()}
+        for ready in wait(list(self.busy) + list(sentinels)):
+            connection = sentinels.get(ready, ready)
+            if connection not in self.busy:
+                continue
+            process, index = self.busy.pop(connection)
+            try:
+                answer = connection.recv()
+            except (EOFError, OSError):  # the worker died: its pipe closed unanswered
+                process.join(timeout=5)
+                connection.close()
+                yield index, ("died", f"the worker died ({_death(process.exitcode)})", "", True)
+                continue
+            self.idle.append((process, connection))
+            yield index, answer
+
+    def stop(self) -> None:
+        """Idle workers told to end, busy ones ended now (their batches are not kept: --resume computes them)."""
+        for _, connection in self.idle:
+            try:
+                connection.send(None)
+            except OSError:
+                pass
+        for process, _ in self.busy.values():
+            process.terminate()
+        for process in [process for process, _ in self.busy.values()] + [process for process, _ in self.idle]:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+        self.idle, self.busy = [], {}
+
+
+def _death(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else str(-exitcode)
+        return f"killed by {name}" + (": out of memory?" if -exitcode == signal.SIGKILL else "")
+    return f"exit code {exitcode}"
 
 
 def pool_runner(workers: int, threads: int | None = None, retries: int = 1) -> Runner:
     """Batches `workers` at a time in spawned processes of this machine, each with `threads` CPU threads (default:
-    its share of the cores) or all sharing the GPU; a batch whose worker crashes is run again up to `retries`
-    times, then its units fail with the error named."""
+    its share of the cores) or all sharing the GPU. A batch whose worker dies (killed for memory, a crash) or
+    runs out of memory is run again, in a fresh worker, up to `retries` times, while the other batches go on; a
+    batch that still fails, or raises an error that is not the user's (a bug), fails its units with one line
+    naming the cause (Failed, with the traceback)."""
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
 
     def run(groups: list[list[Unit]], compute: Callable) -> Iterator[tuple[Unit, Any]]:
-        if not groups:
-            return
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                 initargs=(threads,)) as pool:
-            tries = [0] * len(groups)
-            pending = {pool.submit(compute_batch, compute, units): i for i, units in enumerate(groups)}
-            try:
-                while pending:
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        i = pending.pop(future)
-                        try:
-                            outcomes = future.result()
-                        except Exception as error:  # a crashed worker, or a bug: try again, then fail the units
-                            tries[i] += 1
-                            if tries[i] <= retries:
-                                print(f"{groups[i][0].name}: the worker failed ({error}); running it again", flush=True)
-                                pending[pool.submit(compute_batch, compute, groups[i])] = i
-                                continue
-                            outcomes = [Failed(f"failed {tries[i]} times in a worker: {error}")] * len(groups[i])
-                        yield from zip(groups[i], outcomes)
-            except BaseException:  # Ctrl-C, or an error: the pool must not go on with (or wait for) the rest
-                _stop_workers(pool)
-                raise
+        pool, waiting, tries = _Workers(threads), deque(range(len(groups))), [0] * len(groups)
+        try:
+            while waiting or pool.busy:
+                while waiting and len(pool.busy) < workers:
+                    i = waiting.popleft()
+                    pool.start(compute, groups[i], i)
+                for i, answer in list(pool.finished()):
+                    if answer[0] == "done":
+                        yield from zip(groups[i], answer[1])
+                        continue
+                    _, cause, trace, retryable = answer
+                    tries[i] += 1
+                    if retryable and tries[i] <= retries:
+                        print(f"{groups[i][0].name}: {cause}; running its batch again", flush=True)
+                        waiting.appendleft(i)
+                        continue
+                    times = f" ({tries[i]} tries)" if tries[i] > 1 else ""
+                    yield from zip(groups[i], [Failed(f"{cause}{times}", trace)] * len(groups[i]))
+        finally:  # done, Ctrl-C or an error: no worker goes on with (or waits for) the rest
+            pool.stop()
 
     return run
 
@@ -281,16 +427,25 @@ def connect_ray(workers: int = 1, address: str = "") -> tuple[Any, bool]:
         return ray, False
     if address and address != "auto":
         _check_reachable(address)
-    root = str(Path(__file__).resolve().parent.parent)  # the workers import the scripts and dipkit from here
-    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     try:
         ray.init(address=address or None, num_cpus=None if address else workers, include_dashboard=False,
-                 runtime_env=dict(env_vars=dict(PYTHONPATH=path)), log_to_driver=False)
+                 runtime_env=ray_environment(), log_to_driver=False)
     except Exception as error:  # Ray's own errors differ by version; each means: no Ray to run on
         lines = str(error).strip().splitlines()
         raise RunError(f"cannot start Ray{f' at {address}' if address else ''}: "
                        f"{lines[-1] if lines else type(error).__name__}") from None
     return ray, True
+
+
+# what the workers need of the checkout: the scripts, dipkit and the bundled images; not the runs, the docs, git
+SHIPPED_AWAY = [".git", ".venv", "Results", "docs", "tests", "bench", ".data", "*.pyc", "__pycache__"]
+
+
+def ray_environment() -> dict[str, Any]:
+    """Ray's runtime environment for the units: this checkout's code shipped to every worker, on this machine or
+    a cluster's others (its `working_dir`: the scripts, dipkit and images/, the workers' current folder and first
+    import path), so that a node needs no copy of the code at the driver's path."""
+    return dict(working_dir=str(Path(__file__).resolve().parent.parent), excludes=SHIPPED_AWAY)
 
 
 def _check_reachable(address: str) -> None:

@@ -14,3 +14,4 @@ class Failed:
     batch's other runs went on (dipkit.batch, dipkit.engines)."""
 
     message: str
+    traceback: str = ""  # where the failure was an error in the code: its traceback (kept in the run folder)

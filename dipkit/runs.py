@@ -165,21 +165,28 @@ def read_kept(path: Path, read: Callable[[Path], Any], what: str, log: Callable[
 
 # constants that may differ when a run is resumed: which units, where and how they run, not what a unit computes
 RESUMABLE = {"seeds", "variants", "only", "resume", "workers", "engine", "ray_address", "gpus_per_run", "progress",
-             "device", "quick", "batch"}
+             "device", "quick", "batch", "keep_other_code"}
+
+
+def unit_settings(config: Any, also_resumable: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The resolved constants a unit computes with, for its key: every constant but those that only select or
+    place units (RESUMABLE, `also_resumable`, the run's name and folder)."""
+    left_out = RESUMABLE | set(also_resumable) | {"run_name", "results_dir"}
+    return {key: value for key, value in _plain(dataclasses.asdict(config)).items() if key not in left_out}
 
 
 def start_run(config: Any, script: str, device: torch.device, resume: bool = False,
-              also_resumable: tuple[str, ...] = ()) -> Path:
+              also_resumable: tuple[str, ...] = (), **records: Any) -> Path:
     """A fresh folder <config.results_dir>/<script>/<config.run_name> holding config.json: every constant, the
     environment, the code's revision and the command line. With `resume`, the folder of that name is reused if it
     exists, after checking that its constants differ only in RESUMABLE ones and `also_resumable` (a RunError
     otherwise, nothing written); its earlier config.json records are kept in the new one under "earlier"; where
     there is no run of that name yet, this is said and the run starts afresh under it. The folder is held
-    (locked) by this process from here on."""
+    (locked) by this process from here on. `records`: more that config.json holds (a study's variants' settings)."""
     check_run_name(config.run_name)
     if resume and not config.run_name:
         raise RunError("resume needs the run_name of the run to go on with")
-    record = dict(config=dataclasses.asdict(config), **run_record(device))
+    record = dict(config=dataclasses.asdict(config), **records, **run_record(device))
     folder = Path(config.results_dir).expanduser() / script / config.run_name
     try:
         earlier_run = resume and (folder / "config.json").is_file()

@@ -4,15 +4,23 @@ tells whether a file changed.
 Items of a run (an image's folder, a problem's rows, a metrics.json entry) are named after their file's stem. Two
 different files with the same stem (a/rgb.png and b/rgb.png, photo.png and photo.jpg) get names that tell them
 apart, made from the end of their paths (a-rgb and b-rgb; photo-png and photo-jpg); the same file given twice
-is refused. A resumed item is kept only while its file's digest is the one recorded when it was made.
+is refused. A resumed unit is kept only while its key is the one recorded when it was made: `digest_of` the
+input tensors it sees (the noisy image, the blurred image: not the file, whose noise may depend on its place in the
+list) and its resolved settings (dipkit.runs.unit_settings: a variant's values, not its name).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
 
 from .errors import RunError
 from .images import resolve_image
@@ -78,10 +86,36 @@ def _tail(path: Path, depth: int, with_suffix: bool) -> str:
     return "-".join([*folders, end])
 
 
-def file_digest(path: str | Path) -> str:
-    """The SHA-256 of a file's bytes, in hex (what a resume compares to know the file is the one it ran on)."""
+def digest_of(*values: Any) -> str:
+    """The SHA-256, in hex, of values: tensors and arrays by their dtype, shape and bytes (on the CPU), mappings
+    by their sorted items, dataclasses as mappings, sequences item by item, anything else by its JSON (or repr).
+    Two values with the same digest are the same to the last bit: what a resume compares."""
     digest = hashlib.sha256()
-    with Path(path).open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().contiguous()
+            digest.update(f"tensor {value.dtype} {tuple(value.shape)}|".encode())
+            digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        elif isinstance(value, np.ndarray):
+            digest.update(f"array {value.dtype} {value.shape}|".encode() + np.ascontiguousarray(value).tobytes())
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            feed(dataclasses.asdict(value))
+        elif isinstance(value, dict):
+            digest.update(f"dict {len(value)}|".encode())
+            for key in sorted(value, key=str):
+                feed(str(key))
+                feed(value[key])
+        elif isinstance(value, (list, tuple)):
+            digest.update(f"seq {len(value)}|".encode())
+            for item in value:
+                feed(item)
+        else:
+            try:
+                digest.update(json.dumps(value).encode() + b"|")
+            except TypeError:
+                digest.update(repr(value).encode() + b"|")
+
+    for value in values:
+        feed(value)
     return digest.hexdigest()

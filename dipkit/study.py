@@ -35,7 +35,8 @@ from .figures import save_kernel_png, save_png
 from .levin import KnownKernel, Scorer, check_scoring, known_kernel_baseline, quantise_8bit
 from .memory import Footprint, batch_that_fits, check_fits, training_footprint
 from .report import describe, problem_figures, summary_lines, write_tables
-from .runs import start_run, write_metrics
+from .runs import start_run, unit_settings, write_metrics
+from .sources import digest_of
 
 
 @dataclass
@@ -185,7 +186,7 @@ def run_study(constants: StudyConstants, *, script: str, method: str, headline: 
     runner = make_runner(constants)  # Ray connected before anything is written
     keep_freed_memory()
     print(f"{method} on {device}: {headline}" + (f"; up to {batch} runs at a time in a batch" if batch > 1 else ""))
-    folder = start_run(constants, script, device, resume=constants.resume)
+    folder = start_run(constants, script, device, resume=constants.resume, variants=variant_settings(constants, variants))
     scoring = Scoring.of(constants)
     (folder / "estimates").mkdir(exist_ok=True)
     baseline_rows, scorers, knowns, baseline_scores = [], {}, {}, {}
@@ -197,7 +198,7 @@ def run_study(constants: StudyConstants, *, script: str, method: str, headline: 
     runs = {f"{p.name}__{variant}__seed{seed}": (p, variant, seed) for p in problems for variant in variants
             for seed in constants.seeds}
     units = [Unit(name, BlindRun(p, config if here else dataclasses.replace(config, progress=False), seed,
-                                 scorers[p.name]), p.digest, batch_key(p, config))
+                                 scorers[p.name]), run_key(p, config, seed), batch_key(p, config))
              for name, (p, variant, seed) in runs.items() for config in (variants[variant],)]
 
     def keep(unit: Unit, estimate: Estimate) -> dict:
@@ -206,7 +207,7 @@ def run_study(constants: StudyConstants, *, script: str, method: str, headline: 
         return record
 
     kept = run_units(folder, units, deblur, keep, resume=constants.resume, batch=batch, runner=runner,
-                     expects=RECORD_KEYS, update=lambda records: write_tables(
+                     expects=RECORD_KEYS, script=script, keep_other_code=constants.keep_other_code, update=lambda records: write_tables(
                          folder, *_rows_and_curves(runs, records, baseline_rows), figures_too=False))
     for problem in problems:
         panels: dict[str, list] = {}
@@ -226,6 +227,21 @@ def run_study(constants: StudyConstants, *, script: str, method: str, headline: 
                   str(device))
     print(f"wrote {folder}")
     return dict(rows=rows, summary=summary, curves=curves, folder=folder)
+
+
+def variant_settings(constants: Any, variants: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each variant's resolved settings where they differ from the run's constants (its schedule scaled): what
+    config.json records of the variants, so that a variant's name can be read back as what it meant."""
+    base = unit_settings(constants)
+    return {name: {key: value for key, value in unit_settings(config).items() if base.get(key) != value}
+            for name, config in variants.items()}
+
+
+def run_key(problem: Problem, config: Any, seed: int) -> str:
+    """A run's key: the problem's tensors (the blurred image it fits, the truth and kernel it is scored against),
+    its variant's resolved settings (the scoring's among them) and its seed."""
+    tensors = [problem.blurred, problem.truth, problem.true_kernel, problem.colour, problem.kernel_size]
+    return digest_of([t for t in tensors if t is not None], unit_settings(config), seed)
 
 
 def check_memory(problems: list[Problem], variants: dict[str, Any],

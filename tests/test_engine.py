@@ -1,11 +1,15 @@
 """dipkit.engine on units of its own: kept as they finish, resumed (damaged files and changed inputs done again),
 failures named while the others go on, batches of one shape, the same outcomes here and in worker processes."""
 
+import json
+import os
+import signal
 from pathlib import Path
 
 import torch
 
-from dipkit.engine import Kept, Unit, batches, group_runs, pool_runner, run_units, unit_file
+from dipkit import engine
+from dipkit.engine import Kept, Unit, batches, code_identity, group_runs, pool_runner, run_units, unit_file
 from dipkit.errors import Failed, RunError
 
 import pytest
@@ -31,12 +35,13 @@ def test_each_unit_is_kept_as_it_finishes_and_read_back_on_a_resume(tmp_path):
     kept = run_units(tmp_path, units(1, 2, 3), square, keep, update=lambda records: seen.append(list(records)))
     assert {name: r["value"] for name, r in kept.records.items()} == dict(u1=1, u2=4, u3=9)
     assert seen == [["u1"], ["u1", "u2"], ["u1", "u2", "u3"]]  # the tables rewritten after each unit
-    assert torch.load(unit_file(tmp_path, "u2"), weights_only=True) == dict(digest="2", record=kept.records["u2"])
+    saved = torch.load(unit_file(tmp_path, "u2"), weights_only=True)
+    assert saved == dict(digest="2", code=code_identity(), record=kept.records["u2"])
     calls, said = [], []
     again = run_units(tmp_path, units(1, 2, 3, 4), lambda tasks: calls.extend(tasks) or square(tasks), keep,
                       resume=True, log=said.append)
     assert calls == [4] and list(again.records) == ["u1", "u2", "u3", "u4"]
-    assert said.count("u1: kept from the earlier run") == 1
+    assert said.count("u1: kept from the earlier run") == 1 and "resume: 3 unit(s) kept, 1 to compute (1 new)" in said
 
 
 def test_a_damaged_file_or_a_changed_input_is_done_again_and_said(tmp_path):
@@ -49,7 +54,31 @@ def test_a_damaged_file_or_a_changed_input_is_done_again_and_said(tmp_path):
                       expects=("value",), log=said.append)
     assert calls == [1, 5, 3] and again.records["u2"]["value"] == 25
     assert any("u1.pt is damaged" in line for line in said) and any("u3.pt is damaged" in line for line in said)
-    assert any("u2: its input changed" in line for line in said)
+    assert any("u2: its input or settings changed" in line for line in said)
+    assert "resume: 0 unit(s) kept, 3 to compute (2 damaged, 1 changed input or settings)" in said
+
+
+def test_units_of_other_code_are_computed_again_unless_kept_by_choice_and_then_named(tmp_path, monkeypatch):
+    run_units(tmp_path, units(1, 2), square, keep, script="selfdeblur")
+    assert code_identity("selfdeblur") != code_identity("vdip") != code_identity()  # each script's own code
+    other = dict(code_identity("selfdeblur"), digest="another")
+    torch.save(dict(torch.load(unit_file(tmp_path, "u2"), weights_only=True), code=other), unit_file(tmp_path, "u2"))
+    calls, said = [], []
+    compute = lambda tasks: calls.extend(tasks) or square(tasks)  # noqa: E731
+    run_units(tmp_path, units(1, 2), compute, keep, resume=True, script="selfdeblur", log=said.append)
+    assert calls == [2] and any(line.startswith("u2: made by other code") for line in said)
+    assert "resume: 1 unit(s) kept, 1 to compute (1 other code)" in said
+    torch.save(dict(torch.load(unit_file(tmp_path, "u2"), weights_only=True), code=other), unit_file(tmp_path, "u2"))
+    calls.clear()
+    kept = run_units(tmp_path, units(1, 2), compute, keep, resume=True, script="selfdeblur", keep_other_code=True,
+                     log=said.append)
+    assert calls == [] and list(kept.records) == ["u1", "u2"]
+    named = json.loads((tmp_path / "units.json").read_text())
+    assert named["u2"] == dict(code=other, other_code=True) and named["u1"]["other_code"] is False
+    monkeypatch.setattr(engine, "code_identity", lambda script="": dict(other))  # a commit changed the code
+    calls.clear()
+    run_units(tmp_path, units(1, 2), compute, keep, resume=True, script="selfdeblur", log=said.append)
+    assert calls == [1]  # exactly the unit another code made
 
 
 def test_a_failing_unit_is_named_and_the_others_are_kept(tmp_path):
@@ -90,6 +119,40 @@ def test_worker_processes_give_the_outcomes_computed_here_alone_and_in_batches(t
                       runner=pool_runner(2, threads=1), log=lambda line: None)
     assert there.records == here.records and [r["batch"] for r in there.records.values()] == [2, 2, 1]
     assert there.failed == here.failed == {"u-4": "a negative number"}  # a failure in a worker comes back named
+
+
+def dies_on_seven(tasks):
+    """A method whose worker dies (SIGKILL, as the kernel's out-of-memory killer sends) on 7, every time; on 5 the
+    first time only (a marker file beside says it was tried); 9 is a bug (a plain Python error)."""
+    marker = Path(os.environ["ENGINE_TEST_MARKER"])
+    for t in tasks:
+        if t == 5 and not marker.exists():
+            marker.write_text("tried")
+            os.kill(os.getpid(), signal.SIGKILL)
+        if t == 7:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if t == 9:
+            raise KeyError("a bug")
+    return square(tasks)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="kills a worker with SIGKILL")
+def test_a_killed_worker_costs_only_its_own_batch_and_a_resume_computes_it_alone(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ENGINE_TEST_MARKER", str(tmp_path / "marker"))  # the workers inherit it
+    said = []
+    kept = run_units(tmp_path, units(1, 5, 7, 9, 3), dies_on_seven, keep, runner=pool_runner(2, threads=1),
+                     log=said.append)
+    assert list(kept.records) == ["u1", "u5", "u3"]  # u5's worker died once: run again, in a fresh worker
+    assert kept.failed["u7"] == "the worker died (killed by SIGKILL: out of memory?) (2 tries)"
+    assert kept.failed["u9"] == "KeyError: 'a bug'"  # a bug is not run again; its traceback is kept
+    assert "raise KeyError" in (tmp_path / "failures" / "u9.txt").read_text()
+    assert not (tmp_path / "failures" / "u7.txt").exists() and (tmp_path / "marker").exists()
+    assert "u5: the worker died (killed by SIGKILL: out of memory?); running its batch again" in capsys.readouterr().out
+    calls = []
+    again = run_units(tmp_path, units(1, 5, 7, 9, 3), lambda tasks: calls.extend(tasks) or square(tasks), keep,
+                      resume=True, log=said.append)
+    assert calls == [7, 9] and list(again.records) == ["u1", "u5", "u7", "u9", "u3"] and not again.failed
+    assert not (tmp_path / "failures" / "u9.txt").exists()
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads process states from /proc")

@@ -151,11 +151,11 @@ def test_with_the_nan_skip_bug_a_step_is_skipped_on_nan_only_as_the_codes_checkn
     weights, biases = torch.zeros(3, 2, 2, requires_grad=True), torch.zeros(3, 2, requires_grad=True)
     adam = StackedAdam([([weights, biases], [1e-3] * 3, [0.9] * 3)])
     weights.grad, biases.grad = torch.ones(3, 2, 2), torch.ones(3, 2)
-    assert vdip.gradient_checks(adam, [0, 1, 2]) == ([False] * 3, [True] * 3)
+    assert vdip.gradient_checks(adam, torch.tensor([0, 1, 2])) == ([False] * 3, [True] * 3)
     weights.grad[1, 0, 0] = float("inf")  # taken, as torch.isnan lets it through
     biases.grad[2, 1] = float("nan")
-    assert vdip.gradient_checks(adam, [0, 1, 2]) == ([False, False, True], [True, False, False])
-    assert vdip.gradient_checks(adam, [2]) == ([True], [False])
+    assert vdip.gradient_checks(adam, torch.tensor([0, 1, 2])) == ([False, False, True], [True, False, False])
+    assert vdip.gradient_checks(adam, torch.tensor([2])) == ([True], [False])
 
 
 def test_the_orig_variants_are_the_code_and_the_others_name_what_they_change():
