@@ -37,20 +37,19 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 from tqdm import tqdm
 
-from dipkit import figures, kernels
+from dipkit import adp_report, kernels
 from dipkit.blur import blur, blur_adjoint, operator_norm_squared
 from dipkit.cli import RunError, parse_config, run_main
 from dipkit.device import choose_device, keep_freed_memory, seed_everything, to_cpu
 from dipkit.engine import EngineConstants, Unit, make_runner, run_units, runs_here
 from dipkit.images import load_image, resolve_image, source_name
 from dipkit.metrics import psnr, ssim
-from dipkit.runs import mean_scores, start_run, unit_settings, write_csv, write_metrics
+from dipkit.runs import mean_scores, start_run, unit_settings, write_metrics
 from dipkit.sources import digest_of, item_names
 from dipkit.adp_original import ORIGINAL_BUGS, OriginalSettings, paper_columns
 from dipkit.maid import MAIDSettings, maid
@@ -355,44 +354,6 @@ def run_image(name: str, index: int, config: Config, device: torch.device, dtype
         kernel_change_max=(b - theta0).abs().max().item(), **facts))
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Outputs
-
-
-METHOD_TITLES = {"blurry": "blurry + noisy", "tv": "TV (same λ, converged)",
-                 "paper_tv": "TV, the paper's code (100 steps of step 1/L₁₀₀)", "x_b0_same_budget": "x(b0), ADP's budget",
-                 "tv_oracle": "TV (λ tuned on truth: oracle)", "adp": "ADP-β-MAID"}
-ORIGINAL_TITLES = {"blurry": "blurry + noisy", "paper_tv": "TV, the paper's code",
-                   "paper_adp": "ADP-β-MAID, the paper's code", "tv": "TV (same λ, converged)"}
-
-
-def write_outputs(folder: Path, results: list[dict[str, Any]], config: Config) -> None:
-    """ADP.png (the images and each method's reconstruction), kernel.png (b0, b* and |b* − b0| per channel),
-    curve.png and curve.csv (MAID's log), table.csv."""
-    caption = lambda m: f"{m['psnr']:.2f} dB / {m['ssim']:.3f}"  # noqa: E731
-    titles = ORIGINAL_TITLES if config.original_code else METHOD_TITLES
-    shown = ("blurry", "paper_tv", "paper_adp", "tv") if config.original_code else ("blurry", "paper_tv", "tv", "adp")
-    names, colours, c = [r["name"] for r in results], "RGB" if config.channels == 3 else "I", range(config.channels)
-    figures.image_grid(folder / "ADP.png", [[(r["x_true"], "PSNR / SSIM")] + [
-        (r["methods"][m]["x"], caption(r["metrics"][m])) for m in shown] for r in results],
-        ["ground truth"] + [titles[m] for m in shown], names)
-    figures.kernel_grid(folder / "kernel.png", [[(r["b0"][0], "b0")] + [(r["b"][i], f"b* ({colours[i]})") for i in c]
-                                                + [((r["b"][i] - r["b0"][i]).abs(), f"|b* − b0| ({colours[i]})")
-                                                   for i in c] for r in results],
-                        names, log_scale=[False] * (1 + config.channels) + [True] * config.channels)
-    panels = [dict(lines=[([row[x] for row in r["log"]], [row[key] for row in r["log"]], r["name"]) for r in results],
-                   xlabel=x_label, ylabel=label, logy=key == "upper_loss")
-              for key, label in (("psnr", "PSNR (dB)"), ("upper_loss", "upper loss F"))
-              for x, x_label in (("iteration", "upper iteration"), ("cumulative_lower_evaluations",
-                                 "cumulative lower-level gradient evaluations"), ("seconds", "wall time (s)"))]
-    figures.curves(folder / "curve.png", panels)
-    write_csv(folder / "curve.csv", [row for r in results for row in r["log"]])
-    write_csv(folder / "table.csv", [dict(image=r["name"], method=m, psnr=r["metrics"][m]["psnr"],
-                                          ssim=r["metrics"][m]["ssim"], tv_weight=r["metrics"][m].get("tv_weight", ""),
-                                          lower_iterations=r["metrics"][m].get("iterations", ""))
-                                     for r in results for m in titles])
-
-
 class ImageTask(NamedTuple):  # one image of a run, as the engine hands it to `solve`
     given: str  # the name or path given
     index: int
@@ -438,16 +399,12 @@ def run(config: Config) -> dict[str, Any]:
     results = list(kept.records.values())
     seconds = time.perf_counter() - tic
     if results:
-        write_outputs(folder, results, config)
+        adp_report.write_deblurring(folder, results, config.channels, config.original_code)
     kept.check(folder, "image")
     items = {r["name"]: r["metrics"] for r in results}
     write_metrics(folder, "ADP", mean_scores(items), items, seconds, str(device))
-    for r in results:
-        m = r["metrics"]
-        shown = [(label, key) for label, key in (("blurry", "blurry"), ("paper TV", "paper_tv"), ("paper ADP",
-                 "paper_adp"), ("TV", "tv"), ("TV-oracle", "tv_oracle"), ("ADP", "adp")) if key in m]
-        scores = "  ".join(f"{label} {m[key]['psnr']:.2f}" for label, key in shown)
-        print(f"{r['name']:>12}: {scores} dB  ({m['stop_reason']})")
+    for line in adp_report.deblurring_lines(results):
+        print(line)
     print(f"wrote {folder} in {seconds:.1f} s")
     return dict(folder=folder, results=results, metrics=dict(items=items, seconds=seconds))
 

@@ -54,11 +54,11 @@ import torch
 from tqdm import tqdm
 
 from dipkit.maid import MAIDSettings, fixed_step_ift, maid, sync_clock
-from dipkit import figures
+from dipkit import adp_report
 from dipkit.cli import RunError, parse_config, run_main
 from dipkit.device import choose_device, seed_everything, to_cpu
 from dipkit.engine import RunConstants, Unit, run_units
-from dipkit.runs import cpu_name, start_run, unit_settings, write_csv, write_metrics
+from dipkit.runs import cpu_name, start_run, unit_settings, write_metrics
 from dipkit.sources import digest_of
 from dipkit.signals import forward_operator, grid, test_signal
 from dipkit.solvers import conjugate_gradient, fista, soft_threshold
@@ -260,7 +260,7 @@ def tune_ift(problem: ElasticNetADP, x0: torch.Tensor, config: Config, target: f
     if target is None:
         target = 1.01 * min(row["loss"] for path in paths.values() for row in path["log"])
     return [dict(step=step, accuracy=accuracy, diverged=path["stop_reason"] == "diverged", target=target,
-                 **{f"{k}_to_1pct": v for k, v in time_to_target(path["log"], target).items()},
+                 **{f"{k}_to_1pct": v for k, v in adp_report.time_to_target(path["log"], target).items()},
                  upper_iterations=len(path["log"]) - 1, stop_reason=path["stop_reason"])
             for (step, accuracy), path in paths.items()]
 
@@ -311,36 +311,6 @@ SOLVERS = {"maid": ("MAID", run_maid, "upper_iterations"),
            "ift": ("IFT", run_ift, "ift_iterations"),
            "ift_tuned": ("IFT, tuned", run_ift_tuned, "ift_iterations"),
            "lista": ("LISTA L=∞", run_lista, "lista_epochs")}
-
-
-def time_to_target(log: list[dict[str, Any]], target: float) -> dict[str, Any]:
-    """The first logged point with loss ≤ target: its time and lower-level iterations (None if never)."""
-    for row in log:
-        if row["loss"] <= target:
-            return dict(seconds=row["seconds"], lower_iterations=row["lower_iterations"], linear_work=row["linear_work"])
-    return dict(seconds=None, lower_iterations=None, linear_work=None)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Outputs
-
-
-def write_outputs(folder, t, truth, y, a, results: dict[str, dict[str, Any]], table: list[dict[str, Any]]) -> None:
-    lines = lambda key: [([r[key] for r in res["log"]], [r["loss"] for r in res["log"]], SOLVERS[n][0])  # noqa: E731
-                         for n, res in results.items()]
-    figures.curves(folder / "curve.png", [
-        dict(lines=lines("seconds"), xlabel="wall time (s)", ylabel="upper loss ½‖Ax − y‖²", logy=True),
-        dict(lines=[(x[1:], l[1:], n) for x, l, n in lines("lower_iterations")],
-             xlabel="cumulative lower-level iterations", ylabel="upper loss ½‖Ax − y‖²", logx=True, logy=True),
-    ], n_cols=2)
-    write_csv(folder / "curve.csv", [dict(solver=n, **row) for n, res in results.items() for row in res["log"]])
-    reconstructions = [(t, truth, "truth"), (t, y, "noisy data")] + [
-        (t, res["x"], f"{SOLVERS[n][0]} (ℓ1 error {(res['x'] - truth).abs().sum().item() * 2 / len(t):.3f})")
-        for n, res in results.items()
-    ]
-    figures.curves(folder / "reconstructions.png", [dict(lines=reconstructions, xlabel="t", ylabel="signal")], n_cols=1)
-    figures.kernel_grid(folder / "B_minus_A.png", [[(res["b"] - a, f"B − A, {SOLVERS[n][0]}") for n, res in results.items()]])
-    write_csv(folder / "table.csv", table)
 
 
 class SolverTask(NamedTuple):
@@ -404,50 +374,24 @@ def run(config: Config) -> dict[str, Any]:
     t, truth, a, y = (v.cpu() for v in (t, truth, a, y))
     # the best final loss: a path's intermediate losses, measured at inexact x̃, can dip below the bilevel minimum
     best = min(res["log"][-1]["loss"] for res in results.values())
-    table = []
-    for name, res in results.items():
-        reached = time_to_target(res["log"], 1.01 * best)
-        table.append(dict(solver=SOLVERS[name][0], final_loss=res["log"][-1]["loss"],
-                          seconds=res["log"][-1]["seconds"], lower_iterations=res["log"][-1]["lower_iterations"],
-                          linear_work=res["log"][-1]["linear_work"],
-                          seconds_to_1pct=reached["seconds"], lower_iterations_to_1pct=reached["lower_iterations"],
-                          l1_error=(res["x"] - truth).abs().sum().item() * 2 / config.points,
-                          stop_reason=res["stop_reason"]))
-    write_outputs(folder, t, truth, y, a, results, table)
-    rows = {name: row for name, row in zip(results, table)}
-    speedups = speedup(rows.get("maid"), rows.get("ift"))
-    tuned_speedups = speedup(rows.get("maid"), rows.get("ift_tuned"))
+    labels = {name: SOLVERS[name][0] for name in results}
+    table = adp_report.solver_table(results, labels, truth, best)
     grid_rows = results["ift_tuned"]["grid"] if "ift_tuned" in results else []
-    if grid_rows:
-        write_csv(folder / "grid.csv", grid_rows)
+    adp_report.write_comparison(folder, t, truth, y, a, results, labels, table, grid_rows)
+    rows = {name: row for name, row in zip(results, table)}
+    speedups = adp_report.speedup(rows.get("maid"), rows.get("ift"))
+    tuned_speedups = adp_report.speedup(rows.get("maid"), rows.get("ift_tuned"))
     write_metrics(
         folder, "adp_1d", {row["solver"]: row for row in table}, table, sum(row["seconds"] for row in table),
         str(device), best_loss=best, initial_loss=results[config.solvers[0]]["log"][0]["loss"],
         maid_speedup_over_ift_to_1pct=speedups, maid_speedup_over_tuned_ift_to_1pct=tuned_speedups,
         ift_tuned=results["ift_tuned"]["tuned"] if "ift_tuned" in results else {}, ift_tuning_grid=grid_rows,
     )
-    print(f"best upper loss {best:.5g}; to within 1% of it:")
-    for row in table:
-        when = "never" if row["seconds_to_1pct"] is None else \
-            f"{row['seconds_to_1pct']:.2f} s, {row['lower_iterations_to_1pct']} lower iterations"
-        print(f"  {row['solver']:>10}: final {row['final_loss']:.5g} in {row['seconds']:.1f} s; 1%: {when}")
-    for label, ratios in (("IFT", speedups), ("the tuned IFT", tuned_speedups)):
-        if ratios:
-            print(f"MAID over {label}: {ratios['time']:.1f}x in time, {ratios['lower_iterations']:.1f}x in lower iterations")
+    for line in adp_report.comparison_lines(table, best, {"IFT": speedups, "the tuned IFT": tuned_speedups}):
+        print(line)
     print(f"wrote {folder}")
     return dict(folder=folder, results=results, table=table, best_loss=best, speedups=speedups,
                 tuned_speedups=tuned_speedups)
-
-
-def speedup(fast: dict[str, Any] | None, slow: dict[str, Any] | None) -> dict[str, float]:
-    """How many times faster `fast` came within 1% of the best loss than `slow`, in time and in lower iterations
-    (empty when either row is missing or never got there)."""
-    if not (fast and slow) or None in (fast["seconds_to_1pct"], slow["seconds_to_1pct"]):
-        return {}
-    if not (fast["seconds_to_1pct"] > 0 and fast["lower_iterations_to_1pct"] > 0):  # there at the start: no ratio
-        return {}
-    return dict(time=slow["seconds_to_1pct"] / fast["seconds_to_1pct"],
-                lower_iterations=slow["lower_iterations_to_1pct"] / fast["lower_iterations_to_1pct"])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -47,7 +47,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from dipkit import figures
+from dipkit import generative_report
 from dipkit.blur import circular_blur
 from dipkit.cli import RunError, check_limits, parse_config, run_main
 from dipkit.device import choose_device, seed_everything, synchronize
@@ -58,7 +58,7 @@ from dipkit.generative import (GeneratorSettings, best_of_restarts, blurred_obse
 from dipkit.kernels import camera_shake_kernels
 from dipkit.metrics import psnr, ssim
 from dipkit.networks import SkipNetwork
-from dipkit.runs import start_run, unit_settings, write_csv, write_metrics
+from dipkit.runs import start_run, unit_settings, write_metrics
 from dipkit.sources import digest_of
 from dipkit.tv import anisotropic_tv, tv_deconvolution
 
@@ -325,38 +325,6 @@ def deblur_all(y: torch.Tensor, truth: torch.Tensor, true_kernels: torch.Tensor,
     return results
 
 
-def _summary(results: dict[str, dict], noise_level: float) -> list[dict]:
-    rows = []
-    for method, entry in results.items():
-        row = dict(method=method, oracle=method in ORACLES, noise_level=noise_level,
-                   psnr=sum(entry["psnr"]) / len(entry["psnr"]),
-                   ssim=sum(entry["ssim"]) / len(entry["ssim"]), seconds=entry["seconds"])
-        if "kernel_ncc" in entry:
-            row["kernel_ncc"] = sum(entry["kernel_ncc"]) / len(entry["kernel_ncc"])
-        rows.append(row)
-    return rows
-
-
-def _figures(folder: Path, results: dict[str, dict], truth: torch.Tensor, true_kernels: torch.Tensor,
-             rows: int) -> None:
-    methods = list(results)
-    grid = []
-    for n in range(min(rows, len(truth))):
-        row = [(results[m]["image"][n : n + 1], f"{results[m]['psnr'][n]:.2f} / {results[m]['ssim'][n]:.3f}")
-               for m in methods]
-        grid.append(row + [(truth[n : n + 1], "PSNR / SSIM")])
-    figures.image_grid(folder / "deblurring.png", grid, methods + ["truth"], [f"test {n}" for n in range(len(grid))],
-                       panel_size=1.9)
-    with_kernels = [m for m in methods if results[m]["kernel"] is not None and m != "Alg. 2, G(z)"]
-    kernel_rows = []
-    for n in range(min(rows, len(truth))):
-        row = [(true_kernels[n, 0], "true")]
-        row += [(results[m]["kernel"][n, 0], f"{m}" + (f"\nNCC {results[m]['kernel_ncc'][n]:.2f}"
-                                                      if m != ORACLES[1] else "")) for m in with_kernels]
-        kernel_rows.append(row)
-    figures.kernel_grid(folder / "kernels.png", kernel_rows, [f"test {n}" for n in range(len(kernel_rows))])
-
-
 def train_only(config: Config, device: torch.device) -> dict[str, Any]:
     digits, labels = mnist_digits()
     _, train = held_out(config.test_images, labels)
@@ -367,10 +335,7 @@ def train_only(config: Config, device: torch.device) -> dict[str, Any]:
         images = models["image"].decode(latents(8, config.image_latent, device, generator)).cpu()
         kernels = kernel_of(models["kernel"], latents(8, config.kernel_latent, device, generator)).cpu()
         shake = camera_shake_kernels(8, seed=config.kernel_seed)
-    figures.image_grid(folder / "samples.png", [[(im[None], "") for im in images]], [f"G_I sample {i}" for i in
-                                                                                      range(8)], panel_size=1.6)
-    figures.kernel_grid(folder / "kernel_samples.png", [[(k[0], "G_K") for k in kernels],
-                                                        [(k, "Boracchi–Foi") for k in shake]])
+    generative_report.sample_figures(folder, images, kernels, shake)
     print(f"generators ready in {folder} (samples.png, kernel_samples.png)")
     return dict(models=models, folder=folder)
 
@@ -430,33 +395,18 @@ def run(config: Config) -> dict[str, Any]:
     sweep, table, all_results = [], [], {}
     for unit in units:
         results = kept.records[unit.name]["results"]
-        sweep += _summary(results, unit.task.noise_level)
+        sweep += generative_report.summary_rows(results, unit.task.noise_level, ORACLES)
         if unit.task.main:
             all_results = results
-            for method, entry in results.items():
-                for n in range(len(truth)):
-                    row = dict(image=n, digit=int(labels[test[n]]), method=method, psnr=entry["psnr"][n],
-                               ssim=entry["ssim"][n])
-                    if "kernel_ncc" in entry:
-                        row["kernel_ncc"] = entry["kernel_ncc"][n]
-                    table.append(row)
-            _figures(folder, results, truth, true_kernels, config.figure_rows)
+            table = generative_report.image_rows(results, labels[test].tolist())
+            generative_report.deblurring_figures(folder, results, truth, true_kernels, config.figure_rows,
+                                                 known_kernel=ORACLES[1], repeated=("Alg. 2, G(z)",))
     summary = [row for row in sweep if row["noise_level"] == config.noise_level]
-    write_csv(folder / "table.csv", table, ("image", "digit", "method", "psnr", "ssim", "kernel_ncc"))
-    write_csv(folder / "summary.csv", summary, ("method", "oracle", "psnr", "ssim", "kernel_ncc", "seconds"))
-    write_csv(folder / "noise.csv", sweep, ("noise_level", "method", "psnr", "ssim", "kernel_ncc"))
-    if len({r["noise_level"] for r in sweep}) > 1:
-        methods = dict.fromkeys(r["method"] for r in sweep if r["noise_level"] != config.noise_level)
-        lines = [([r["noise_level"] for r in sweep if r["method"] == m], [r["psnr"] for r in sweep if r["method"] == m],
-                  m) for m in methods]
-        figures.curves(folder / "noise.png", [dict(lines=lines, xlabel="noise σ", ylabel="PSNR (dB)",
-                                                   title="PSNR against the noise level", logx=True)], n_cols=1)
+    generative_report.write_tables(folder, table, summary, sweep, config.noise_level)
     write_metrics(folder, "generative_prior", summary, table, sum(r["seconds"] for r in summary), str(device),
                   noise_sweep=sweep)
-    for row in summary:
-        print(f"{row['method']:>20}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.3f}"
-              + (f", kernel NCC {row['kernel_ncc']:.3f}" if "kernel_ncc" in row else "")
-              + (f", {row['seconds']:.1f} s" if row["seconds"] else ""))
+    for line in generative_report.summary_lines(summary):
+        print(line)
     print(f"wrote {folder}")
     return dict(summary=summary, sweep=sweep, table=table, results=all_results, folder=folder)
 
