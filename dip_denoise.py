@@ -40,7 +40,6 @@ From Python: `denoise([DIPRun(noisy, config, clean)])`.
 from __future__ import annotations
 
 import dataclasses
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple, Optional
@@ -49,21 +48,19 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from dipkit import figures
 from dipkit.backtracking import Backtracking, RunState
 from dipkit.batch import Clock, NetworkConstants, StackedAdam, forward_backward, run_generator, stack, vectorised
 from dipkit.cli import RunError, parse_config, run_main
-from dipkit.device import choose_device, seed_everything
+from dipkit.device import choose_device, seed_everything, to_cpu
 from dipkit.engine import Unit, concurrent_units, make_runner, run_units, runs_here
 from dipkit.errors import Failed
-from dipkit.figures import save_png
+from dipkit.dip_report import image_record, scores, write_summary
 from dipkit.images import load_image, source_name
-from dipkit.memory import batch_that_fits, check_fits, training_footprint
-from dipkit.metrics import psnr, ssim
+from dipkit.memory import batch_that_fits, check_fits, held_bytes, training_footprint
 from dipkit.networks import SkipNetwork
-from dipkit.runs import start_run, unit_settings, write_csv, write_metrics
+from dipkit.runs import start_run, unit_settings, write_csv
 from dipkit.sources import Source, digest_of, image_sources
-from dipkit.stopping import (RULE_TYPES, TITLES, Choice, Trackers, candidates, estimate_sigma, make_rules, rule_of,
+from dipkit.stopping import (Choice, Trackers, estimate_sigma, make_rules, rule_of,
                              rule_summary)
 
 BUNDLED_SIZE = 512  # what size None gives a bundled image (the paper's images are 512x512)
@@ -193,86 +190,137 @@ class DenoiseResult:
         return rule_summary(self.choices[rule], len(self.curves["psnr_noisy"]))
 
 
+@dataclass
+class ImageRun:
+    """One image in the DIP loop: its images, its slice of the stacked networks and of Adam with its average
+    (state), what it reads off its outputs (trackers), its checkpoint (backtracking), its noise and its stop."""
+
+    index: int  # its place in the batch
+    noisy: torch.Tensor
+    clean: torch.Tensor | None
+    state: RunState
+    trackers: Trackers
+    backtracking: Backtracking
+    noise: torch.Generator  # the fresh perturbations of its input
+    stop_early: bool  # ends when the stop rule fires (always without a clean image)
+    steps_run: int = 0  # steps taken, redone ones included
+    failure: str | None = None
+
+    def take(self, out: torch.Tensor, ema: float) -> None:
+        """After a step: the exponential average of the outputs, and everything read off them."""
+        if self.state.steps == 0:
+            self.state.average.copy_(out)
+        else:
+            self.state.average.mul_(ema).add_(out, alpha=1 - ema)
+        self.trackers.observe(self.state.steps, out, self.state.average, self.noisy, self.clean)
+        self.state.steps, self.steps_run = self.state.steps + 1, self.steps_run + 1
+
+    def goes_on(self, config: Config) -> bool:
+        """At a checkpoint: back to the last one if its output's PSNR against y dropped (the block is redone);
+        otherwise the run ends (its iterations done, its stop rule settled, or its output not finite) or saves
+        this checkpoint and goes on."""
+        try:
+            if self.backtracking.restored(self.state, self.trackers):
+                return True
+        except RunError as error:
+            self.failure = str(error)
+            return False
+        if self.state.steps >= config.iterations:
+            return False
+        if self.stop_early and self.trackers.rules[rule_of(config.stop_rule)].settled(
+                self.state.steps, config.stop_rule.endswith("_centred")):
+            return False
+        self.backtracking.save(self.state, self.trackers)
+        return True
+
+
+def start(runs: list[DIPRun], config: Config, device: torch.device) -> tuple:
+    """The runs' networks stacked, their Adam, their inputs z0 and each one's ImageRun, on `device`."""
+    networks, z0, noise = [], [], []
+    for _ in runs:  # each run draws what it draws alone: the network, then z0 from its own generator
+        torch.manual_seed(config.seed)
+        networks.append(SkipNetwork(config.input_depth, runs[0].noisy.shape[1]))
+        generator = torch.Generator().manual_seed(config.seed)
+        z0.append(torch.rand((1, config.input_depth, *runs[0].noisy.shape[-2:]), generator=generator)
+                  * config.input_scale)
+        noise.append(run_generator(device, config.seed))
+    stacked = stack(networks, device, config)
+    adam = StackedAdam([(stacked.parameters(), [config.learning_rate] * len(runs), [0.9] * len(runs))])
+    z0 = torch.stack(z0).to(device)
+    images = []
+    for r, run in enumerate(runs):
+        noisy = run.noisy.to(device=device, dtype=torch.float32)
+        clean = None if run.clean is None else run.clean.to(device=device, dtype=torch.float32)
+        state = RunState(stacked, adam, r, z0[r], noisy)
+        trackers = Trackers(state.average, make_rules(state.average, config.stop_window, config.stop_patience,
+                                                      config.emv_alpha, run.sigma, config.discrepancy_tau, config.ema),
+                            config.iterations)
+        backtracking = Backtracking(state, trackers, config.backtrack_drop, config.max_restores)
+        images.append(ImageRun(r, noisy, clean, state, trackers, backtracking, noise[r],
+                               config.stop_early or clean is None))
+    return stacked, adam, z0, images
+
+
+def held_per_pixel(config: Config, channels: int) -> float:
+    """Bytes per pixel that one run holds besides its network's optimisation step (training_footprint): its images
+    and z0, what its trackers keep (ES-WMV's window among them), its checkpoint (the average and the trackers
+    again) and its result's images. Measured on the objects `start` makes, on two small images (with a clean
+    image and σ: every rule), so that what does not grow with the pixels cancels."""
+    def held(side: int) -> int:
+        image = torch.zeros(1, channels, side, side)
+        run = DIPRun(image, dataclasses.replace(config, iterations=1), image.clone(), 1.0)
+        *_, (one,) = start([run], run.config, torch.device("cpu"))
+        results = 3 + 3 * len(one.trackers.rules)  # the final output and average, the oracle, each rule's three
+        return held_bytes(one) + results * image.numel() * image.element_size()
+    return (held(16) - held(8)) / (16**2 - 8**2)
+
+
 def denoise(runs: list[DIPRun]) -> list[DenoiseResult | Failed]:
     """Denoise noisy images of one size (a run alone: a list of one) by DIP, each image with its own network, Adam,
     average, stopping rules, backtracking (a run that goes back to its checkpoint redoes its block while the others go
     on) and stop; each gives what it gives alone. With a clean image, PSNR curves against it and the oracle best
     iteration are reported too. The rules that need no clean image always run; with `stop_early` or without a
     clean image a run ends at the first checkpoint after the stop rule fires. A run whose output turns NaN fails alone
-    (Failed). Iterations are counted from 0."""
+    (Failed). Iterations are counted from 0. The results' images are on the CPU."""
     config, n = runs[0].config, len(runs)  # the constants are the first run's: images of one size, one run
     runs = [run if run.sigma is not None else run._replace(sigma=noise_sigma(run.noisy, config)) for run in runs]
     device = choose_device(config.device)
-    noisies = [run.noisy.to(device=device, dtype=torch.float32) for run in runs]
-    cleans = [None if run.clean is None else run.clean.to(device=device, dtype=torch.float32) for run in runs]
-    networks, z0, noise = [], [], []
-    for _ in range(n):  # each run draws what it draws alone: the network, then z0 from its own generator
-        torch.manual_seed(config.seed)
-        networks.append(SkipNetwork(config.input_depth, noisies[0].shape[1]))
-        generator = torch.Generator().manual_seed(config.seed)
-        z0.append(torch.rand((1, config.input_depth, *noisies[0].shape[-2:]), generator=generator) * config.input_scale)
-        noise.append(run_generator(device, config.seed))
-    stacked = stack(networks, device, config)
-    adam = StackedAdam([(stacked.parameters(), [config.learning_rate] * n, [0.9] * n)])
-    z0 = torch.stack(z0).to(device)
-    states = [RunState(stacked, adam, r, z0[r], noisies[r]) for r in range(n)]
-    trackers = [Trackers(s.average, make_rules(s.average, config.stop_window, config.stop_patience, config.emv_alpha,
-                                               run.sigma, config.discrepancy_tau, config.ema), config.iterations)
-                for s, run in zip(states, runs)]
-    backtracking = [Backtracking(s, t, config.backtrack_drop, config.max_restores) for s, t in zip(states, trackers)]
-    stop_early = [config.stop_early or clean is None for clean in cleans]
-    active, failures, steps_run = list(range(n)), {}, [0] * n
+    stacked, adam, z0, images = start(runs, config, device)
+    active = list(images)
     bar = tqdm(total=config.iterations, disable=not config.progress, leave=False,
                desc="DIP" if n == 1 else f"DIP batch of {n}")
 
     def forward(chosen: list[int]) -> tuple[torch.Tensor]:  # f_θ(z0 + σ_r n_k), a fresh n_k for each run and step
-        return (stacked(torch.stack([z0[r] + config.reg_noise_std * torch.randn(z0.shape[1:], generator=noise[r],
-                                                                                device=device) for r in chosen]),
-                        chosen),)
+        return (stacked(torch.stack([z0[r] + config.reg_noise_std * torch.randn(
+            z0.shape[1:], generator=images[r].noise, device=device) for r in chosen]), chosen),)
 
     clock = Clock(n, device)
     while active:  # the DIP step of every active run: min_θ ‖f_θ(z0 + σ_r n_k) − y‖², Adam, then the average
         adam.zero_grad()
-        stepped = list(active)
+        stepped = [image.index for image in active]
         (out,), losses = forward_backward(stepped, stacked.vectorise, forward,
-                                          lambda i, r, outputs: F.mse_loss(outputs[0][i], noisies[r]))
+                                          lambda i, r, outputs: F.mse_loss(outputs[0][i], images[r].noisy))
         adam.step(stepped)
         with torch.no_grad():
-            for i, r in enumerate(stepped):
-                state = states[r]
-                if state.steps == 0:
-                    state.average.copy_(out[i])
-                else:
-                    state.average.mul_(config.ema).add_(out[i], alpha=1 - config.ema)
-                trackers[r].observe(state.steps, out[i], state.average, noisies[r], cleans[r])
-                state.steps, steps_run[r] = state.steps + 1, steps_run[r] + 1
-        for r in list(active):  # at its checkpoints: backtrack, stop, or save the checkpoint
-            state = states[r]
-            if state.steps % config.checkpoint_every and state.steps < config.iterations:
+            for i, image in enumerate(active):
+                image.take(out[i], config.ema)
+        for i, image in enumerate(list(active)):  # at its checkpoints: backtrack, stop, or save the checkpoint
+            if image.state.steps % config.checkpoint_every and image.state.steps < config.iterations:
                 continue
-            try:
-                if backtracking[r].restored(state, trackers[r]):
-                    continue
-            except RunError as error:
-                failures[r] = str(error)
-            if r not in failures and state.steps < config.iterations and not (
-                    stop_early[r] and trackers[r].rules[rule_of(config.stop_rule)].settled(
-                        state.steps, config.stop_rule.endswith("_centred"))):
-                backtracking[r].save(state, trackers[r])
-                bar.set_postfix(psnr_y=f"{backtracking[r].reference:.2f}", loss=f"{losses[stepped.index(r)].item():.2e}")
-                continue
-            active.remove(r)
-            clock.stop(r)
-        bar.update(min((states[r].steps for r in active), default=config.iterations) - bar.n)
+            if image.goes_on(config):
+                bar.set_postfix(psnr_y=f"{image.backtracking.reference:.2f}", loss=f"{losses[i].item():.2e}")
+            else:
+                active.remove(image)
+                clock.stop(image.index)
+        bar.update(min((image.state.steps for image in active), default=config.iterations) - bar.n)
     bar.close()
-    return [Failed(failures[r]) if r in failures else
-            _result(states[r], trackers[r], backtracking[r], runs[r], noisies[r], cleans[r], steps_run[r],
-                    clock.stop(r), device)
-            for r in range(n)]
+    return [Failed(image.failure) if image.failure else _result(image, runs[image.index], clock.stop(image.index),
+                                                                device) for image in images]
 
 
-def _result(state: RunState, trackers: Trackers, backtracking: Backtracking, run: DIPRun, noisy: torch.Tensor,
-            clean: torch.Tensor | None, steps_run: int, seconds: float, device: torch.device) -> DenoiseResult:
+def _result(image: ImageRun, run: DIPRun, seconds: float, device: torch.device) -> DenoiseResult:
+    """A run's result, scored on the device, its images moved to the CPU (what crosses processes)."""
+    state, trackers, clean = image.state, image.trackers, image.clean
     with torch.no_grad():
         final_output = state.net(state.z0)
     choices = {name: rule.chosen(state.steps - 1, final_output, state.average) for name, rule in
@@ -281,96 +329,21 @@ def _result(state: RunState, trackers: Trackers, backtracking: Backtracking, run
         stop_rule=run.config.stop_rule, choices=choices, final_output=final_output,
         final_average=state.average.clone(), curves={key: curve[: state.steps].tolist() for key, curve in
                                                      trackers.curves.items()}, sigma=run.sigma,
-        backtracks=backtracking.restores, restores_exhausted=backtracking.exhausted, iterations_run=steps_run,
-        seconds=seconds, device=str(device))
+        backtracks=image.backtracking.restores, restores_exhausted=image.backtracking.exhausted,
+        iterations_run=image.steps_run, seconds=seconds, device=str(device))
     if clean is not None:
         result.oracle_iteration = trackers.oracle_iteration.item()
         result.oracle_image = trackers.oracle_image
-        scores = lambda x: dict(psnr=psnr(x, clean), ssim=ssim(x, clean))  # noqa: E731
-        result.metrics = dict(noisy=scores(noisy), final_output=scores(final_output),
-                              final_average=scores(state.average),
-                              oracle=dict(scores(result.oracle_image), iteration=result.oracle_iteration))
-        for candidate in candidates(list(result.choices)):
-            choice = result.choices[rule_of(candidate)]
-            result.metrics[candidate] = dict(scores(result.image(candidate)), iteration=choice.iteration,
-                                             fired=choice.fired, fired_iteration=choice.fired_iteration)
-    return result
+        result.metrics = scores(result, image.noisy, clean)
+    return dataclasses.replace(result, final_output=final_output.cpu(), final_average=result.final_average.cpu(),
+                               oracle_image=to_cpu(result.oracle_image), choices={
+                                   name: dataclasses.replace(choice, image=choice.image.cpu(),
+                                                             average=choice.average.cpu(), centred=choice.centred.cpu())
+                                   for name, choice in choices.items()})
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Outputs and the command line
-
-
-def write_image_outputs(folder: Path, name: str, noisy: torch.Tensor, clean: torch.Tensor | None,
-                        result: DenoiseResult) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    save_png(folder / "denoised.png", result.denoised)
-    caption = lambda x: "" if clean is None else f"{psnr(x, clean):.2f} dB / {ssim(x, clean):.3f}"  # noqa: E731
-    panels = [(noisy, caption(noisy)), (result.final_average, caption(result.final_average))]
-    titles = ["noisy", "averaged DIP, end"]
-    if clean is not None:
-        panels = [(clean, "PSNR / SSIM")] + panels + [(result.oracle_image, caption(result.oracle_image)
-                                                       + f"\nit. {result.oracle_iteration}")]
-        titles = ["clean"] + titles + ["oracle (uses the clean image)"]
-    rows, row_titles = [panels], [name]
-    for rule in result.choices:  # a row per rule: its image, the average at its choice, the centred average
-        kinds = {rule: RULE_TYPES[rule].IMAGE, f"{rule}_average": "average at its choice",
-                 f"{rule}_centred": "centred average"}
-        rows.append([(result.image(c), f"{kinds[c]}{' (stop rule)' if c == result.stop_rule else ''}\n"
-                      f"{caption(result.image(c))}") for c in candidates([rule])])
-        row_titles.append(f"{TITLES[rule]}\n{result.summary(rule)}")
-    figures.image_grid(folder / "DIP.png", rows, titles, row_titles)
-    its = list(range(len(result.curves["psnr_noisy"])))  # iterations from 0, as everywhere
-    lines = [(its, result.curves["psnr_noisy"], "output vs noisy")]
-    if clean is not None:
-        lines += [(its, result.curves["psnr_clean"], "output vs clean"),
-                  (its, result.curves["psnr_clean_average"], "average vs clean")]
-    marks = ([(result.oracle_iteration, "oracle best (uses the clean image)")] if clean is not None else []) + [
-        (choice.iteration, f"{TITLES[rule]} ({'fired' if choice.fired else 'did not fire'})")
-        for rule, choice in result.choices.items()]
-    panels = [dict(lines=lines, xlabel="iteration", ylabel="PSNR (dB)", marks=marks)]
-    for rule, choice in result.choices.items():
-        key = RULE_TYPES[rule].STATISTIC
-        panels.append(dict(lines=[(its, result.curves[key], key)], xlabel="iteration", ylabel=key, logy=True,
-                           marks=[(choice.iteration, "choice")], title=f"{TITLES[rule]}: {result.summary(rule)}"))
-    figures.curves(folder / "curve.png", panels, n_cols=min(len(panels), 3))
-    write_csv(folder / "curve.csv", [dict(iteration=k, **{key: values[k] for key, values in result.curves.items()})
-                                     for k in its])
-
-
-def image_record(folder: Path, source: Source, run: DIPRun, result: DenoiseResult) -> dict:
-    """Write an image's folder; what the run keeps of it: its table row and its metrics.json entry."""
-    stem, noisy, clean, config = source.name, run.noisy, run.clean, run.config
-    write_image_outputs(folder / stem, stem, noisy, clean, result)
-    m = result.metrics
-    facts = dict(source=source_name(source.path), height=noisy.shape[-2], width=noisy.shape[-1],
-                 stop_rule=result.stop_rule, oracle_iteration=result.oracle_iteration, sigma=result.sigma,
-                 sigma_true=config.noise_level if config.add_noise else None,
-                 sigma_estimate=run.sigma if config.sigma is None else None)
-    for rule, choice in result.choices.items():
-        facts.update({f"{rule}_iteration": choice.iteration, f"{rule}_fired": choice.fired,
-                      f"{rule}_fired_iteration": choice.fired_iteration,
-                      f"{rule}_centred_iteration": choice.centred_iteration})
-    facts.update(backtracks=result.backtracks, restores_exhausted=result.restores_exhausted,
-                 iterations_run=result.iterations_run, seconds=result.seconds,
-                 seconds_per_iteration=result.seconds / max(result.iterations_run, 1))
-    row = dict(image=stem, **facts)
-    if clean is not None:
-        row.update(psnr_noisy=m["noisy"]["psnr"], psnr_final=m["final_output"]["psnr"],
-                   psnr_final_average=m["final_average"]["psnr"], psnr_oracle=m["oracle"]["psnr"],
-                   ssim_oracle=m["oracle"]["ssim"])
-        for candidate in candidates(list(result.choices)):
-            row.update({f"psnr_{candidate}": m[candidate]["psnr"], f"ssim_{candidate}": m[candidate]["ssim"]})
-    print(f"{stem:>12} ({noisy.shape[-2]}x{noisy.shape[-1]}): {result.seconds:.1f} s, {result.backtracks} backtracks"
-          + ("" if result.sigma is None else f", σ {result.sigma * 255:.1f}/255"), flush=True)
-    if clean is not None:
-        print(f"{'':>14}noisy {m['noisy']['psnr']:.2f}, final average {m['final_average']['psnr']:.2f}, oracle "
-              f"{m['oracle']['psnr']:.2f} dB (it. {result.oracle_iteration})")
-    for candidate in candidates(list(result.choices)):
-        score = f"{m[candidate]['psnr']:.2f} dB, " if clean is not None else ""
-        print(f"{'':>14}{TITLES[candidate] + (' (stop rule)' if candidate == result.stop_rule else ''):<41} "
-              f"{score}{result.summary(rule_of(candidate))}")
-    return dict(row=row, item=dict(m, **facts, device=result.device))
 
 
 def noise_sigma(noisy: torch.Tensor, config: Config, name: str = "the image") -> float | None:
@@ -387,7 +360,8 @@ def images_of(sources: list[Source], config: Config, device: torch.device) -> tu
     """Every image read once before anything is written (bad input stops the run with no folder): each one's DIPRun
     (the noise of the index-th image seeded by seed + 1 + index: images may be added at the end on a resume), and
     the batch size that fits the device's memory (config.batch, or fewer, said); an image that does not fit is
-    refused. A run holds its network's footprint, ES-WMV's window and about two dozen images (the rules' among them).
+    refused. A run holds its network's footprint and what held_per_pixel measures (ES-WMV's window twice, with
+    its checkpoint, and about three dozen images).
     σ for the discrepancy principle: the given one, or each noisy image's estimate."""
     runs, needs, at_once = {}, [], concurrent_units(config)
     for index, source in enumerate(sources):
@@ -396,9 +370,9 @@ def images_of(sources: list[Source], config: Config, device: torch.device) -> tu
         runs[source.name] = DIPRun(noisy, config, clean if config.add_noise else None,
                                    noise_sigma(noisy, config, source.name))
         c, h, w = clean.shape[1:]
-        footprint, images = training_footprint(SkipNetwork(config.input_depth, c), config.input_depth), \
-            (config.stop_window + 24) * c * h * w * 4
-        needs.append(lambda n, f=footprint, h=h, w=w, i=images: at_once * (
+        footprint, held = training_footprint(SkipNetwork(config.input_depth, c), config.input_depth), \
+            held_per_pixel(config, c) * h * w
+        needs.append(lambda n, f=footprint, h=h, w=w, i=held: at_once * (
             f.bytes(h, w, n, n if vectorised(config.batch_mode) else 1) + n * i))
         advice = "give a smaller --size (e.g. 512)" if not config.size or config.size > 512 else "use a larger device"
         check_fits(needs[-1](1), device, f"denoising {source.name} ({h}x{w})", advice)
@@ -408,8 +382,9 @@ def images_of(sources: list[Source], config: Config, device: torch.device) -> tu
 
 def run(config: Config) -> dict[str, Any]:
     """Denoise every image of the config; write the run folder; return the results and the table. Each image is a
-    unit of the engine, kept as soon as it is done (units/<image>.pt, with its file's digest; table.csv
-    rewritten); with `resume`, the images of the run `run_name` made from the same files are read back."""
+    unit of the engine, kept as soon as it is done (units/<image>.pt, under the key of the noisy image, σ and the
+    constants; table.csv rewritten); with `resume`, the images of the run `run_name` of the same key and code are
+    read back."""
     sources = check_config(config)
     device = choose_device(config.device)
     runs, batch = images_of(sources, config, device)
@@ -427,20 +402,17 @@ def run(config: Config) -> dict[str, Any]:
 
     def keep(unit: Unit, result: DenoiseResult) -> dict:
         results[unit.name] = result
-        return image_record(folder, sources_of[unit.name], unit.task, result)
+        run = unit.task
+        return image_record(folder, unit.name, source_name(sources_of[unit.name].path), run.noisy, run.clean,
+                            result, config.noise_level if config.add_noise else None,
+                            run.sigma if config.sigma is None else None)
 
     kept = run_units(folder, units, denoise, keep, resume=config.resume, batch=batch, runner=runner,
                      script="dip_denoise", keep_other_code=config.keep_other_code,
                      expects=("row", "item"), update=lambda records: write_csv(
                          folder / "table.csv", [record["row"] for record in records.values()]))
     kept.check(folder, "image")
-    table = [record["row"] for record in kept.records.values()]
-    summary = {key: statistics.fmean(row[key] for row in table) for key in table[0]
-               if key.startswith(("psnr_", "ssim_")) and all(key in row for row in table)}
-    write_metrics(folder, "dip_denoise", summary, {name: record["item"] for name, record in kept.records.items()},
-                  sum(row["seconds"] for row in table), str(device), iterations_counted_from=0)
-    print(f"wrote {folder}")
-    return dict(folder=folder, results=results, table=table)
+    return dict(folder=folder, results=results, table=write_summary(folder, kept.records, device))
 
 
 def main(argv: list[str] | None = None) -> None:

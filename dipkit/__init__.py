@@ -18,18 +18,24 @@ maid         MAID, adaptive inexact bilevel descent, and the fixed-step IFT it i
              problem (MAIDSettings, BilevelProblem)
 signals      the 1-D ADP experiments' data: the grid, the three test signals, the two forward operators
 adp_original the ADP paper's code, reproduced (ADP.py --original_code)
+adp_report   the analytic deep prior experiments' outputs: ADP.py's reconstructions, kernels, MAID curves and table;
+             adp_1d.py's solver comparison (loss curves, time to within 1% of the best loss, speed-ups, tuning grid)
 generative   the generative priors' data, observation, generators, their training and the trained files on disk
              (GeneratorSettings, trained_generator), latent search helpers and the baselines (range images, blind TV)
+generative_report  the generative priors' outputs: the deblurred digits and kernels, the per-image table, each
+             method's summary at each noise level and the noise figure, the generators' samples
 networks     the DIP skip network (and non-local blocks)
 runs         run folders: plain run names, config.json (constants, environment, git revision, command line),
              metrics.json in one shape for every script, CSV tables, the lock of a folder in use, reading back what
              a resumed run kept (a damaged file is redone)
 engine       the one engine every script runs its units on (an image, a problem x variant x seed, a noise level,
-             a solver): each kept with its inputs' digest as it finishes, --resume, here / a process pool / Ray,
-             batches of one shape, failed units named; the run constants every script shares
-sources      the input files of a run: the images given (or a folder's), unique item names, the digest a resume checks
+             a solver): each kept as it finishes under a key of its inputs and settings, with its code; --resume
+             (what another key or other code made is done again); here / worker processes (a dead one costs only its
+             batch) / Ray; batches of one shape, failed units named; the run constants every script shares
+sources      the input files of a run: the images given (or a folder's), unique item names; digest_of, a unit's key
 images       image loading (bundled name or path; grey, RGBA, 16-bit, EXIF-rotated), a source's portable name
-memory       what a run needs in memory, estimated before it starts, against what the device has free
+memory       what a run needs in memory, estimated before it starts (and measured on a state's tensors), against
+             what the device has free
 figures      image grids, kernel panels, curves, the PSNR-GT against PSNR-NB scatter, 8-bit PNGs
 blind        blind-deblurring problems: the synthetic benchmark, a folder in Levin's layout, a user's photos
 levin        Levin's evaluation protocol: the shift search, PSNR and Wang's SSIM, error ratios and their cumulative
@@ -44,6 +50,8 @@ study        a blind-deblurring study on the engine: problems x variants x seeds
              selfdeblur.py and vdip.py share (StudyConstants)
 report       a blind study's tables, figures and printed lines
 stopping     what a DIP run reads off its outputs on the device: curves, the stopping rules, the oracle
+dip_report   a DIP denoising run's outputs: each image's folder (denoised image, every rule's images, curves), its
+             scores, table row and printed lines, metrics.json
 backtracking DIP's safeguard: a run's checkpoints on the device and the restore after a PSNR drop
 compare      any runs of any script side by side, and runs made apart merged: curves, a table of final and best
              values, one merged table (python -m dipkit.compare RUN ...)

@@ -50,6 +50,7 @@ class Backtracking:
         self.save(state, trackers)
 
     def save(self, state: RunState, trackers: Trackers) -> None:
+        self.saved = None  # the last checkpoint let go first: a run never holds two (ES-WMV's window is in each)
         self.saved = (state.checkpoint(), trackers.checkpoint())
 
     def restored(self, state: RunState, trackers: Trackers) -> int:

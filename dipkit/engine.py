@@ -438,7 +438,8 @@ def connect_ray(workers: int = 1, address: str = "") -> tuple[Any, bool]:
 
 
 # what the workers need of the checkout: the scripts, dipkit and the bundled images; not the runs, the docs, git
-SHIPPED_AWAY = [".git", ".venv", "Results", "docs", "tests", "bench", ".data", "*.pyc", "__pycache__"]
+SHIPPED_AWAY = [".git", ".venv", "Results", "docs", "tests", "bench", ".data", ".whl", ".pytest_cache", "*.pyc",
+                "__pycache__"]
 
 
 def ray_environment() -> dict[str, Any]:

@@ -76,6 +76,28 @@ def training_footprint(net: torch.nn.Module, in_channels: int, probe: int = 64) 
     return Footprint(4 * parameters, 1.25 * sum(storages.values()) / probe**2)
 
 
+def held_bytes(*objects: object) -> int:
+    """The bytes of the tensors that `objects` hold (through their attributes, dicts, lists and tuples), each
+    storage counted once: what a run's state keeps, measured on the state itself."""
+    storages: dict[int, int] = {}
+    seen: set[int] = set()
+    stack = list(objects)
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, torch.Tensor):
+            storages[item.untyped_storage().data_ptr()] = item.untyped_storage().nbytes()
+        elif isinstance(item, dict):
+            stack += item.values()
+        elif isinstance(item, (list, tuple, set)):
+            stack += item
+        elif hasattr(item, "__dict__") and not isinstance(item, (type, torch.nn.Module, torch.Generator)):
+            stack += vars(item).values()
+    return sum(storages.values())
+
+
 def check_fits(need: int, device: torch.device, what: str, advice: str) -> None:
     """A RunError when `need` bytes exceed what `device` has free (nothing is checked where that is unknown)."""
     free = available_bytes(device)

@@ -96,7 +96,7 @@ def digest_of(*values: Any) -> str:
         if isinstance(value, torch.Tensor):
             value = value.detach().cpu().contiguous()
             digest.update(f"tensor {value.dtype} {tuple(value.shape)}|".encode())
-            digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+            digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
         elif isinstance(value, np.ndarray):
             digest.update(f"array {value.dtype} {value.shape}|".encode() + np.ascontiguousarray(value).tobytes())
         elif dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -195,3 +195,16 @@ def test_the_workers_of_a_killed_driver_end_too(tmp_path):
     else:
         os.kill(worker, signal.SIGKILL)
         raise AssertionError("the worker outlived its driver by 30 s")
+
+
+def test_a_key_tells_apart_what_differs_in_one_bit_and_no_more():
+    from dipkit.sources import digest_of
+
+    x = torch.rand(2, 3, 4)
+    flipped = x.clone()
+    flipped.view(torch.int32)[1, 2, 3] ^= 1  # the last bit of one value
+    assert digest_of(x) == digest_of(x.clone()) != digest_of(flipped)
+    assert digest_of(x) != digest_of(x.double()) and digest_of(x) != digest_of(x.reshape(3, 2, 4))  # dtype, shape
+    assert digest_of(torch.tensor(160)) != digest_of(torch.tensor(161))  # a 0-dim tensor (BatchNorm's counter)
+    assert digest_of(dict(a=1, b=x)) == digest_of(dict(b=x.clone(), a=1)) != digest_of(dict(a=2, b=x))
+    assert digest_of([1, 2]) != digest_of([12]) and digest_of("1") != digest_of(1)

@@ -146,7 +146,7 @@ def test_dip_resume_redoes_an_image_whose_file_changed(tiny_dip, tmp_path, capsy
     save_picture(photo, seed=2)  # another picture under the same name
     again = dip_denoise.run(tiny_dip(tmp_path, images=(str(photo),), resume=True))
     out = capsys.readouterr().out
-    assert "its input changed since the earlier run" in out and "kept from the earlier run" not in out
+    assert "its input or settings changed since the earlier run" in out and "kept from the earlier run" not in out
     assert again["folder"] == first["folder"] and again["table"][0]["psnr_noisy"] != first["table"][0]["psnr_noisy"]
     unchanged = dip_denoise.run(tiny_dip(tmp_path, images=(str(photo),), resume=True))
     assert "kept from the earlier run" in capsys.readouterr().out
@@ -291,7 +291,7 @@ def test_a_truncated_noise_level_is_redone_not_kept(tmp_path, capsys):
     computed = run_units(tmp_path, level, lambda tasks: [dict(results={"m": dict(psnr=[1.0])})], lambda u, r: r,
                          resume=True, expects=("results",))
     out = capsys.readouterr().out
-    assert "is damaged" in out and "kept" not in out and computed.records["noise_0.01"]["results"]["m"]["psnr"] == [1.0]
+    assert "is damaged" in out and "kept from" not in out and computed.records["noise_0.01"]["results"]["m"]["psnr"] == [1.0]
     kept = run_units(tmp_path, level, lambda tasks: pytest.fail("recomputed"), lambda u, r: r, resume=True,
                      expects=("results",))
     assert kept.records == computed.records and "kept from the earlier run" in capsys.readouterr().out

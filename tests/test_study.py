@@ -196,3 +196,24 @@ def test_a_schedule_scale_that_is_not_positive_is_one_line_and_no_run_folder(tmp
     with pytest.raises(SystemExit) as stop:
         run_main(lambda: selfdeblur.main(["--quick", "--schedule_scale", "0", "--results_dir", str(tmp_path)]))
     assert stop.value.code == 2 and "schedule_scale" in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+def test_editing_a_variants_settings_recomputes_exactly_its_runs_and_config_json_records_what_it_meant(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(selfdeblur.VARIANTS, "SimplerSDB", dict(simpler=True))
+    first = selfdeblur.run(tiny(tmp_path, variants=("SelfDeblur", "SimplerSDB")))
+    record = json.loads((first["folder"] / "config.json").read_text())
+    assert record["variants"] == dict(SelfDeblur={}, SimplerSDB=dict(simpler=True))  # as they differ from the constants
+    monkeypatch.setitem(selfdeblur.VARIANTS, "SimplerSDB", dict(simpler=True, lr_image=0.02))  # the script edited
+    calls = []
+    original = selfdeblur.deblur
+    monkeypatch.setattr(selfdeblur, "deblur", lambda runs: calls.extend(r.config.simpler for r in runs) or original(runs))
+    capsys.readouterr()
+    again = selfdeblur.run(tiny(tmp_path, variants=("SelfDeblur", "SimplerSDB"), resume=True))
+    said = capsys.readouterr().out
+    assert calls == [True] and "resume: 1 unit(s) kept, 1 to compute (1 changed input or settings)" in said
+    assert [r for r in rows_of(again["folder"]) if r["variant"] == "SelfDeblur"] == \
+        [r for r in rows_of(first["folder"]) if r["variant"] == "SelfDeblur"]
+    record = json.loads((again["folder"] / "config.json").read_text())
+    assert record["variants"]["SimplerSDB"] == dict(simpler=True, lr_image=0.02)
+    assert record["earlier"][0]["variants"]["SimplerSDB"] == dict(simpler=True)
