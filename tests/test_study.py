@@ -3,6 +3,8 @@ or on Ray."""
 
 import csv
 import json
+import os
+import signal
 
 import pytest
 from conftest import TINY_STUDY
@@ -217,3 +219,34 @@ def test_editing_a_variants_settings_recomputes_exactly_its_runs_and_config_json
     record = json.loads((again["folder"] / "config.json").read_text())
     assert record["variants"]["SimplerSDB"] == dict(simpler=True, lr_image=0.02)
     assert record["earlier"][0]["variants"]["SimplerSDB"] == dict(simpler=True)
+
+
+def deblur_or_die(runs):
+    """SelfDeblur, except that the worker given seed 1 is killed (SIGKILL, as the out-of-memory killer does), every
+    time: in a spawned worker, this module's function is what runs."""
+    if any(run.seed == 1 for run in runs):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return selfdeblur.deblur(runs)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="kills a worker with SIGKILL")
+def test_a_worker_killed_mid_study_costs_only_its_run_and_a_resume_computes_it_alone(tmp_path, monkeypatch):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each of two workers of a 2-core machine: the same numbers here and there
+    try:
+        whole = selfdeblur.run(tiny(tmp_path / "whole", seeds=(0, 1, 2)))
+        original = selfdeblur.deblur
+        monkeypatch.setattr(selfdeblur, "deblur", deblur_or_die)
+        with pytest.raises(RunError, match=r"1 run\(s\) failed.*seed1: the worker died \(killed by SIGKILL"):
+            selfdeblur.run(tiny(tmp_path / "cut", seeds=(0, 1, 2), workers=2))
+        folder = tmp_path / "cut" / "selfdeblur" / "study"
+        assert [r["seed"] for r in rows_of(folder) if r["seed"]] == ["0", "2"]  # the others kept
+        monkeypatch.setattr(selfdeblur, "deblur", original)
+        calls = []
+        counting(monkeypatch, calls)
+        resumed = selfdeblur.run(tiny(tmp_path / "cut", seeds=(0, 1, 2), resume=True))
+    finally:
+        torch.set_num_threads(threads)
+    assert calls == [1]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(rows_of(resumed["folder"])) == strip(rows_of(whole["folder"]))
