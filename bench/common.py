@@ -57,15 +57,18 @@ def write_bench(name: str, device: Any, **content: Any) -> Path:
     return path
 
 
-def speed_switches(device: Any) -> dict[str, dict[str, bool]]:
+def speed_switches(device: Any, cpu_compile: bool = False) -> dict[str, dict[str, bool]]:
     """The speed switches every network benchmark reports, float32 (the baseline, measured first) included. On a
     CPU without bfloat16 arithmetic, bf16 autocast is emulated and very slow (on the 2-core Xeon VM six DIP
     iterations at 256² did not finish in 8 minutes, against 3 s each in float32): it is measured there only with
-    BENCH_CPU_BF16=1. torch.compile only on a GPU (on a CPU its compilation alone outlasts a benchmark)."""
+    BENCH_CPU_BF16=1. torch.compile on a GPU, and on a CPU where `cpu_compile` (its compilation takes minutes there:
+    bench_dip.py --cpu_compile reports it apart, as a warm-up run)."""
     switches = {"float32": {}, "channels-last": dict(channels_last=True)}
     cuda = _on_gpu(device)
     if cuda or os.environ.get("BENCH_CPU_BF16") == "1":
         switches["bf16 autocast"] = dict(bf16=True)
+    if not cuda and cpu_compile:
+        switches["compile"] = dict(compile=True)
     if cuda:
         switches.update({"compile": dict(compile=True),
                          "bf16 + channels-last + compile": dict(bf16=True, channels_last=True, compile=True)})

@@ -171,6 +171,8 @@ ENTRIES: dict[str, Entry] = {
        for name, arguments in (("selfdeblur", ("--iterations", "3", "--switch_iterations", "5")),
                                ("vdip", ("--iterations", "3", "--switch_iterations", "5")), ("dip", ()))
        for threads in (1, 2)},
+    # torch.compile on the CPU (two threads): its compilation time and its steps, against float32 in one process
+    "bench/dip_compile": Entry(("bench/bench_dip.py", "--cpu_compile"), produces=("Results/bench/dip.json",)),
     "bench/selfdeblur_packing": Entry(("bench/bench_selfdeblur.py", "--iterations", "3", "--switch_iterations", "5",
                                        "--pack", "2", "--pack_iterations", "20"),
                                       produces=("Results/bench/selfdeblur.json",)),
