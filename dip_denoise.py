@@ -51,7 +51,7 @@ from tqdm import tqdm
 from dipkit.backtracking import Backtracking, RunState
 from dipkit.batch import Clock, NetworkConstants, StackedAdam, forward_backward, run_generator, stack, vectorised
 from dipkit.cli import RunError, parse_config, run_main
-from dipkit.device import choose_device, seed_everything, to_cpu
+from dipkit.device import choose_device, seed_everything, to_cpu, warn_if_emulated_bf16
 from dipkit.engine import Unit, concurrent_units, make_runner, run_units, runs_here
 from dipkit.errors import Failed
 from dipkit.dip_report import image_record, scores, write_summary
@@ -390,6 +390,7 @@ def run(config: Config) -> dict[str, Any]:
     runs, batch = images_of(sources, config, device)
     runner = make_runner(config)  # Ray connected before anything is written
     seed_everything(config.seed, config.deterministic)
+    warn_if_emulated_bf16(config.bf16, device)
     print(f"DIP denoising on {device}: {len(sources)} image(s), {config.iterations} iterations"
           + (f", up to {batch} images of one size at a time in a batch" if batch > 1 else ""))
     folder = start_run(config, "dip_denoise", device, resume=config.resume, also_resumable=("images", "folder"))

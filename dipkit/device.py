@@ -42,6 +42,39 @@ def choose_device(name: str = "auto") -> torch.device:
     return device
 
 
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # the x86 flags of native bfloat16 arithmetic (Linux's names)
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux lists them (/proc/cpuinfo); empty where they cannot be read."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith(("flags", "Features")):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes in bfloat16 natively: CUDA's is_bf16_supported, a CPU with avx512_bf16 or
+    amx_bf16 (elsewhere torch emulates bfloat16 on the CPU, several times slower than float32), Apple MPS no."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(cpu_flags() & set(BF16_CPU_FLAGS))
+    return False
+
+
+def warn_if_emulated_bf16(bf16: bool, device: torch.device) -> None:
+    """One line on stderr when bf16 is asked of a device without native bfloat16: it runs, emulated and slow."""
+    if bf16 and not native_bf16(device):
+        import sys
+
+        print(f"warning: bf16 on {device}, which has no native bfloat16 arithmetic ({' or '.join(BF16_CPU_FLAGS)} "
+              "on a CPU): it is emulated, and slower than float32", file=sys.stderr, flush=True)
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed Python, NumPy and torch (all devices); `deterministic` also asks torch for deterministic kernels."""
     random.seed(seed)

@@ -31,6 +31,7 @@ from typing import IO, Any, Callable
 import numpy as np
 import torch
 
+from .device import native_bf16
 from .errors import RunError
 
 RUN_NAME = re.compile(r"[\w+=,@-][\w.+=,@-]*")  # letters, digits, _ . - + = , @; no path, not hidden
@@ -266,6 +267,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         "processor": cpu_name(),
         "cpu_cores": os.cpu_count(),
         "cpu_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the vector instructions torch's kernels use
+        "native_bf16": native_bf16(device),
         "device": str(device),
     }
     if device.type == "cuda":

@@ -28,7 +28,7 @@ import torch
 from .batch import NetworkConstants, vectorised
 from .blind import Problem, problems_of, with_chroma
 from .blind_loop import BlindRun, Estimate
-from .device import choose_device, keep_freed_memory
+from .device import choose_device, keep_freed_memory, warn_if_emulated_bf16
 from .engine import Unit, concurrent_units, make_runner, run_units, runs_here
 from .errors import RunError
 from .figures import save_kernel_png, save_png
@@ -185,6 +185,7 @@ def run_study(constants: StudyConstants, *, script: str, method: str, headline: 
                          vectorised(constants.batch_mode))
     runner = make_runner(constants)  # Ray connected before anything is written
     keep_freed_memory()
+    warn_if_emulated_bf16(constants.bf16, device)
     print(f"{method} on {device}: {headline}" + (f"; up to {batch} runs at a time in a batch" if batch > 1 else ""))
     folder = start_run(constants, script, device, resume=constants.resume, variants=variant_settings(constants, variants))
     scoring = Scoring.of(constants)

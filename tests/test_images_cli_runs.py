@@ -143,3 +143,25 @@ def test_a_percent_sign_in_a_constant_comment_does_not_break_help(capsys):
 @dataclasses.dataclass
 class PercentConfig:
     target: float = 0.01  # stop within 1% of the best loss ("quoted" too)
+
+
+def test_bf16_is_native_only_where_the_cpu_lists_it_and_asking_for_it_elsewhere_warns_once(monkeypatch, capsys):
+    import torch
+
+    from dipkit import device as devices
+    from dipkit.runs import environment
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2", "fma", "avx512f", "avx512_bf16"})
+    assert devices.native_bf16(cpu)
+    devices.warn_if_emulated_bf16(True, cpu)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2", "fma", "avx512f"})  # AVX-512 without its bf16
+    assert not devices.native_bf16(cpu) and not devices.native_bf16(torch.device("mps"))
+    devices.warn_if_emulated_bf16(False, cpu)
+    assert capsys.readouterr().err == ""  # float32: nothing to say
+    devices.warn_if_emulated_bf16(True, cpu)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "emulated, and slower than float32" in err
+    record = environment(cpu)
+    assert record["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and "native_bf16" in record
