@@ -58,7 +58,7 @@ from dipkit import adp_report
 from dipkit.cli import RunError, parse_config, run_main
 from dipkit.device import choose_device, seed_everything, to_cpu
 from dipkit.engine import RunConstants, Unit, run_units
-from dipkit.runs import cpu_name, start_run, unit_settings, write_metrics
+from dipkit.runs import environment, start_run, unit_settings, write_metrics
 from dipkit.sources import digest_of
 from dipkit.signals import forward_operator, grid, test_signal
 from dipkit.solvers import conjugate_gradient, fista, soft_threshold
@@ -353,8 +353,8 @@ def run(config: Config) -> dict[str, Any]:
           f"α₁ = {problem.l1_weight}, α₂ = {problem.l2_weight}, β = {config.operator_weight}")
     folder = start_run(config, "adp_1d", device, resume=config.resume, also_resumable=("solvers",))
     # the solvers are timed against each other: a solver made on another device or processor is made again
-    machine = dict(device=str(device), processor=cpu_name(), threads=torch.get_num_threads(),
-                   gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None)
+    machine = {key: value for key, value in environment(device).items()
+               if key in ("device", "processor", "cpu_threads", "gpu")}
     settings = unit_settings(config, ("solvers",))
     unit = lambda name, target=None: Unit(name, SolverTask(name, problem, config, target),  # noqa: E731
                                           digest_of(a, y, settings, machine, target))

@@ -335,11 +335,7 @@ def _result(image: ImageRun, run: DIPRun, seconds: float, device: torch.device) 
         result.oracle_iteration = trackers.oracle_iteration.item()
         result.oracle_image = trackers.oracle_image
         result.metrics = scores(result, image.noisy, clean)
-    return dataclasses.replace(result, final_output=final_output.cpu(), final_average=result.final_average.cpu(),
-                               oracle_image=to_cpu(result.oracle_image), choices={
-                                   name: dataclasses.replace(choice, image=choice.image.cpu(),
-                                                             average=choice.average.cpu(), centred=choice.centred.cpu())
-                                   for name, choice in choices.items()})
+    return to_cpu(result)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -363,15 +359,17 @@ def images_of(sources: list[Source], config: Config, device: torch.device) -> tu
     refused. A run holds its network's footprint and what held_per_pixel measures (ES-WMV's window twice, with
     its checkpoint, and about three dozen images).
     σ for the discrepancy principle: the given one, or each noisy image's estimate."""
-    runs, needs, at_once = {}, [], concurrent_units(config)
+    runs, needs, at_once, per_channels = {}, [], concurrent_units(config), {}
     for index, source in enumerate(sources):
         clean = load_clean(source.given, config)
         noisy = add_noise(clean, config, config.seed + 1 + index) if config.add_noise else clean
         runs[source.name] = DIPRun(noisy, config, clean if config.add_noise else None,
                                    noise_sigma(noisy, config, source.name))
         c, h, w = clean.shape[1:]
-        footprint, held = training_footprint(SkipNetwork(config.input_depth, c), config.input_depth), \
-            held_per_pixel(config, c) * h * w
+        if c not in per_channels:  # measured once per channel count, not once per image
+            per_channels[c] = (training_footprint(SkipNetwork(config.input_depth, c), config.input_depth),
+                               held_per_pixel(config, c))
+        footprint, held = per_channels[c][0], per_channels[c][1] * h * w
         needs.append(lambda n, f=footprint, h=h, w=w, i=held: at_once * (
             f.bytes(h, w, n, n if vectorised(config.batch_mode) else 1) + n * i))
         advice = "give a smaller --size (e.g. 512)" if not config.size or config.size > 512 else "use a larger device"

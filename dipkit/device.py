@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 import random
 import re
@@ -110,10 +111,13 @@ def keep_freed_memory() -> None:
 
 
 def to_cpu(value: Any) -> Any:
-    """Every tensor in `value` (nested dicts, lists, tuples) moved to the CPU: what a run keeps, or sends back from a
-    worker."""
+    """Every tensor in `value` (nested dicts, lists, tuples, dataclasses) moved to the CPU: what a run keeps, or sends
+    back from a worker."""
     if isinstance(value, torch.Tensor):
         return value.cpu()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: to_cpu(getattr(value, f.name))
+                                             for f in dataclasses.fields(value) if f.init})
     if isinstance(value, dict):
         return {k: to_cpu(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

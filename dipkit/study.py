@@ -187,7 +187,9 @@ def run_study(constants: StudyConstants, *, script: str, method: str, headline: 
     keep_freed_memory()
     warn_if_emulated_bf16(constants.bf16, device)
     print(f"{method} on {device}: {headline}" + (f"; up to {batch} runs at a time in a batch" if batch > 1 else ""))
-    folder = start_run(constants, script, device, resume=constants.resume, variants=variant_settings(constants, variants))
+    settings = {name: unit_settings(config) for name, config in variants.items()}  # each variant's, resolved
+    folder = start_run(constants, script, device, resume=constants.resume,
+                       variants=variant_settings(unit_settings(constants), settings))
     scoring = Scoring.of(constants)
     (folder / "estimates").mkdir(exist_ok=True)
     baseline_rows, scorers, knowns, baseline_scores = [], {}, {}, {}
@@ -198,9 +200,10 @@ def run_study(constants: StudyConstants, *, script: str, method: str, headline: 
     here = runs_here(constants)
     runs = {f"{p.name}__{variant}__seed{seed}": (p, variant, seed) for p in problems for variant in variants
             for seed in constants.seeds}
+    inputs = {p.name: problem_digest(p) for p in problems}
     units = [Unit(name, BlindRun(p, config if here else dataclasses.replace(config, progress=False), seed,
-                                 scorers[p.name]), run_key(p, config, seed), batch_key(p, config))
-             for name, (p, variant, seed) in runs.items() for config in (variants[variant],)]
+                                 scorers[p.name]), digest_of(inputs[p.name], settings[variant], seed),  # the run's key
+                  batch_key(p, config)) for name, (p, variant, seed) in runs.items() for config in (variants[variant],)]
 
     def keep(unit: Unit, estimate: Estimate) -> dict:
         record = _keep(folder, unit.name, estimate, unit.task.problem, scorers[unit.task.problem.name])
@@ -208,8 +211,9 @@ def run_study(constants: StudyConstants, *, script: str, method: str, headline: 
         return record
 
     kept = run_units(folder, units, deblur, keep, resume=constants.resume, batch=batch, runner=runner,
-                     expects=RECORD_KEYS, script=script, keep_other_code=constants.keep_other_code, update=lambda records: write_tables(
-                         folder, *_rows_and_curves(runs, records, baseline_rows), figures_too=False))
+                     expects=RECORD_KEYS, script=script, keep_other_code=constants.keep_other_code,
+                     update=lambda records: write_tables(folder, *_rows_and_curves(runs, records, baseline_rows),
+                                                         figures_too=False))
     for problem in problems:
         panels: dict[str, list] = {}
         for name, (p, variant, seed) in runs.items():
@@ -230,19 +234,19 @@ def run_study(constants: StudyConstants, *, script: str, method: str, headline: 
     return dict(rows=rows, summary=summary, curves=curves, folder=folder)
 
 
-def variant_settings(constants: Any, variants: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each variant's resolved settings where they differ from the run's constants (its schedule scaled): what
-    config.json records of the variants, so that a variant's name can be read back as what it meant."""
-    base = unit_settings(constants)
-    return {name: {key: value for key, value in unit_settings(config).items() if base.get(key) != value}
-            for name, config in variants.items()}
+def variant_settings(base: dict[str, Any], settings: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each variant's resolved settings (`settings`, by name) where they differ from the run's constants (`base`;
+    a variant's schedule scaled): what config.json records of the variants, so that a variant's name can be read
+    back as what it meant."""
+    return {name: {key: value for key, value in own.items() if base.get(key) != value}
+            for name, own in settings.items()}
 
 
-def run_key(problem: Problem, config: Any, seed: int) -> str:
-    """A run's key: the problem's tensors (the blurred image it fits, the truth and kernel it is scored against),
-    its variant's resolved settings (the scoring's among them) and its seed."""
+def problem_digest(problem: Problem) -> str:
+    """What a run sees of its problem, for its key (with its variant's resolved settings, the scoring's among
+    them, and its seed): the blurred image it fits, the truth and kernel it is scored against, the colour photo."""
     tensors = [problem.blurred, problem.truth, problem.true_kernel, problem.colour, problem.kernel_size]
-    return digest_of([t for t in tensors if t is not None], unit_settings(config), seed)
+    return digest_of([t for t in tensors if t is not None])
 
 
 def check_memory(problems: list[Problem], variants: dict[str, Any],

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import adp_1d
-from dipkit import signals
+from dipkit import runs, signals
 from dipkit.cli import make_config
 
 
@@ -193,7 +193,7 @@ def test_the_smallest_grid_runs_to_its_end_and_a_cut_run_resumes_its_finished_so
     assert solved == ["lista"] and again["folder"] == first["folder"]
     assert again["table"][:2] == first["table"]
     # the solvers are timed against each other: on another processor every one is solved again
-    monkeypatch.setattr(adp_1d, "cpu_name", lambda: "another processor")
+    monkeypatch.setattr(runs, "cpu_name", lambda: "another processor")
     solved.clear()
     adp_1d.run(make_config(adp_1d.Config, solvers=("maid", "ift", "lista"), resume=True, **common))
     assert solved == ["maid", "ift", "lista"]
