@@ -48,10 +48,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from dipkit import speed
 from dipkit.backtracking import Backtracking, RunState
 from dipkit.batch import Clock, NetworkConstants, StackedAdam, forward_backward, run_generator, stack, vectorised
 from dipkit.cli import RunError, parse_config, run_main
-from dipkit.device import choose_device, seed_everything, to_cpu, warn_if_emulated_bf16
+from dipkit.device import choose_device, seed_everything, to_cpu
 from dipkit.engine import Unit, concurrent_units, make_runner, run_units, runs_here
 from dipkit.errors import Failed
 from dipkit.dip_report import image_record, scores, write_summary
@@ -244,7 +245,8 @@ def start(runs: list[DIPRun], config: Config, device: torch.device) -> tuple:
         z0.append(torch.rand((1, config.input_depth, *runs[0].noisy.shape[-2:]), generator=generator)
                   * config.input_scale)
         noise.append(run_generator(device, config.seed))
-    stacked = stack(networks, device, config)
+    shape = runs[0].noisy.shape[-2:]  # precision and memory format as run() resolved them (or resolved here)
+    stacked = stack(networks, device, speed.resolve(config, device, *shape, speed.widest(networks[0]))[0])
     adam = StackedAdam([(stacked.parameters(), [config.learning_rate] * len(runs), [0.9] * len(runs))])
     z0 = torch.stack(z0).to(device)
     images = []
@@ -388,15 +390,20 @@ def run(config: Config) -> dict[str, Any]:
     runs, batch = images_of(sources, config, device)
     runner = make_runner(config)  # Ray connected before anything is written
     seed_everything(config.seed, config.deterministic)
-    warn_if_emulated_bf16(config.bf16, device)
     print(f"DIP denoising on {device}: {len(sources)} image(s), {config.iterations} iterations"
           + (f", up to {batch} images of one size at a time in a batch" if batch > 1 else ""))
-    folder = start_run(config, "dip_denoise", device, resume=config.resume, also_resumable=("images", "folder"))
     task_config = config if runs_here(config) else dataclasses.replace(config, progress=False)
-    settings = unit_settings(config, ("images", "folder"))
-    units = [Unit(s.name, runs[s.name]._replace(config=task_config),  # the key: the noisy image it sees, σ, settings
-                  digest_of(runs[s.name].noisy, runs[s.name].clean, runs[s.name].sigma, settings),
-                  tuple(runs[s.name].noisy.shape)) for s in sources]
+    channels = speed.widest(SkipNetwork(config.input_depth, 3))
+    configs, said = {}, {}  # each image's constants with its precision and memory format resolved (dipkit.speed)
+    for s in sources:
+        configs[s.name], said[s.name] = speed.resolve(task_config, device, *runs[s.name].noisy.shape[-2:], channels)
+    speed.announce(said, device)
+    folder = start_run(config, "dip_denoise", device, resume=config.resume, also_resumable=("images", "folder"),
+                       networks=said)
+    units = [Unit(s.name, runs[s.name]._replace(config=configs[s.name]),  # the key: the noisy image it sees, σ, settings
+                  digest_of(runs[s.name].noisy, runs[s.name].clean, runs[s.name].sigma,
+                            unit_settings(configs[s.name], ("images", "folder"))),
+                  tuple(runs[s.name].noisy.shape) + (said[s.name],)) for s in sources]
     sources_of, results = {s.name: s for s in sources}, {}
 
     def keep(unit: Unit, result: DenoiseResult) -> dict:

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import dip_denoise  # noqa: E402
 import selfdeblur  # noqa: E402
-from common import write_bench  # noqa: E402  (bench/)
+from common import FLOAT32, write_bench  # noqa: E402  (bench/)
 from dipkit import blind  # noqa: E402
 from dipkit.cli import make_config  # noqa: E402
 from dipkit.device import choose_device, keep_freed_memory  # noqa: E402
@@ -77,7 +77,8 @@ def quality(method: str, outcome, data) -> float:
     return outcome.metrics["final_average"]["psnr"]
 
 
-SWITCHES = {"float32": {}, "bf16": dict(bf16=True), "tf32": {}, "compile": dict(compile=True)}
+SWITCHES = {"float32": FLOAT32, "bf16": dict(FLOAT32, precision="bf16"), "tf32": FLOAT32,
+            "compile": dict(FLOAT32, compile=True)}
 
 
 def setting(method: str, tiny: bool, device_name: str):
@@ -85,11 +86,12 @@ def setting(method: str, tiny: bool, device_name: str):
     size, or at quick sizes with `tiny`; and what it is, in words."""
     if method == "selfdeblur":
         problem = blind.synthetic_problems(("camera",), (9 if tiny else 27,), size=64 if tiny else 255)[0]
-        config = make_config(selfdeblur.Config, quick=tiny, device=device_name, progress=False, curve_every=0)
+        config = make_config(selfdeblur.Config, quick=tiny, device=device_name, progress=False, curve_every=0,
+                             **FLOAT32)
         return config, problem, f"SelfDeblur {problem.blurred.shape[-1]}², {config.channels} channels"
     size = 64 if tiny else 512
     config = make_config(dip_denoise.Config, quick=tiny, size=size, device=device_name, progress=False,
-                         backtrack_drop=float("inf"))
+                         backtrack_drop=float("inf"), **FLOAT32)
     images = [dip_denoise.load_clean(name, config) for name in ("astronaut", "coffee", "chelsea", "rocket")]
     return config, images, f"DIP {size}²"
 

@@ -57,21 +57,25 @@ def write_bench(name: str, device: Any, **content: Any) -> Path:
     return path
 
 
+FLOAT32 = dict(precision="float32", memory_format="contiguous")  # the reference every speed-up is measured against
+
+
 def speed_switches(device: Any, cpu_compile: bool = False) -> dict[str, dict[str, bool]]:
     """The speed switches every network benchmark reports, float32 (the baseline, measured first) included. On a
     CPU without bfloat16 arithmetic, bf16 autocast is emulated and very slow (on the 2-core Xeon VM six DIP
     iterations at 256² did not finish in 8 minutes, against 3 s each in float32): it is measured there only with
     BENCH_CPU_BF16=1. torch.compile on a GPU, and on a CPU where `cpu_compile` (its compilation takes minutes there:
     bench_dip.py --cpu_compile reports it apart, as a warm-up run)."""
-    switches = {"float32": {}, "channels-last": dict(channels_last=True)}
+    switches = {"float32": dict(FLOAT32), "channels-last": dict(FLOAT32, memory_format="channels_last")}
     cuda = _on_gpu(device)
     if cuda or os.environ.get("BENCH_CPU_BF16") == "1":
-        switches["bf16 autocast"] = dict(bf16=True)
+        switches["bf16 autocast"] = dict(FLOAT32, precision="bf16")
     if not cuda and cpu_compile:
-        switches["compile"] = dict(compile=True)
+        switches["compile"] = dict(FLOAT32, compile=True)
     if cuda:
-        switches.update({"compile": dict(compile=True),
-                         "bf16 + channels-last + compile": dict(bf16=True, channels_last=True, compile=True)})
+        switches.update({"compile": dict(FLOAT32, compile=True),
+                         "bf16 + channels-last + compile": dict(precision="bf16", memory_format="channels_last",
+                                                                compile=True)})
     return switches
 
 

@@ -197,6 +197,19 @@ ENTRIES: dict[str, Entry] = {
                                   "--modes", "loop", "vmap"), produces=("Results/bench/batch.json",)),
     # a batch's optimiser step: StackedAdam (foreach) against each run's torch.optim.Adam
     "bench/stacked_adam": Entry(("bench/bench_stacked_adam.py",), produces=("Results/bench/stacked_adam.json",)),
+    # every network script's step in each precision and memory format, auto's choice; ADP on one thread and two
+    "bench/speed": Entry(("bench/bench_speed.py",), produces=("Results/bench/speed.json",)),
+    # bf16 against float32 over five seeds (docs/results/speed/bf16_quality_protocol.md): where bf16 is emulated,
+    # at the quick shape; on a CPU with native bfloat16, at the paper's shape for a fifth of its schedule
+    **{f"speed/{script}_{shape}_{precision}": Entry(
+        (f"{script}.py", *arguments, "--seeds", "0", "1", "2", "3", "4", "--precision", precision),
+        TABLES + ("curve.csv",))
+       for script in ("selfdeblur", "vdip") for precision in ("float32", "bf16")
+       for shape, arguments in (("quick", ("--quick",)),
+                                ("paper", ("--images", "camera", "--kernel_sizes", "27", "--schedule_scale", "0.2")))},
+    **{f"speed/dip_256_{precision}": Entry(("dip_denoise.py", "--size", "256", "--images", "astronaut", "coffee",
+                                            "chelsea", "rocket", "--iterations", "1500", "--precision", precision))
+       for precision in ("float32", "bf16")},
 }
 
 

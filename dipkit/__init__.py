@@ -44,6 +44,8 @@ sparse       Levin's sparse deconvolution (deconvSps), the error ratio's denomin
 batch        runs of one shape stepped together, a run alone being a batch of one: stacked networks (in turn or
              vmap) with the speed switches, StackedAdam (each run's learning rates, β1, steps; foreach), each run's
              random stream and its share of the time; the constants the network scripts share
+speed        the network scripts' precision (float32, bf16) and memory format (contiguous, channels-last), `auto`
+             resolved per device and run shape from what the benchmarks measured
 blind_loop   the blind-deblurring loop's pieces, shared by selfdeblur.py and vdip.py: a run (BlindRun), its result
              (Estimate), the runs of a batch under way (BlindRuns: networks, inputs, two-rate Adam, curves, checks)
 study        a blind-deblurring study on the engine: problems x variants x seeds, scored and written; the constants

@@ -34,6 +34,7 @@ from typing import Any, Callable, ClassVar, Iterator, Literal, Sequence
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
+from . import speed
 from .device import synchronize
 from .engine import EngineConstants
 
@@ -45,11 +46,12 @@ class NetworkConstants(EngineConstants):
 
     batch: int = 1  # most runs of one shape (seeds, variants, same-size images) stepped together in one process
     batch_mode: Literal["auto", "loop", "vmap"] = "auto"  # loop: the runs in turn; vmap: grouped kernels (GPUs; not yet measured); auto: loop
-    channels_last: bool = False  # channels-last memory format for the image network's input
-    bf16: bool = False  # bfloat16 for the image network's forward and backward (fast on GPUs)
-    compile: bool = False  # torch.compile the image network (pays a compilation first)
+    precision: Literal["auto", "float32", "bf16"] = "auto"  # image network; auto: bf16 if native and large (dipkit.speed)
+    memory_format: Literal["auto", "contiguous", "channels_last"] = "auto"  # its input; auto: what measured faster
+    compile: bool = False  # torch.compile the image network (pays a compilation first; measured slower on CPUs)
 
     LIMITS: ClassVar[dict[str, str]] = dict(batch="[1, inf)")
+    BF16_MEMORY_FORMAT: ClassVar[str] = "contiguous"  # auto's memory format in bf16 (dipkit.speed)
 
 
 def vectorised(batch_mode: str) -> bool:
@@ -150,9 +152,9 @@ class StackedNetworks:
 
 def stack(networks: Sequence[torch.nn.Module], device: torch.device, constants: Any,
           switches: bool = True) -> StackedNetworks:
-    """A batch's networks stacked as `constants.batch_mode` asks, with the speed switches (`switches`: the image
-    networks; a kernel network runs as it would without them)."""
-    on = dict(bf16=constants.bf16, compile=constants.compile, channels_last=constants.channels_last) if switches else {}
+    """A batch's networks stacked as `constants.batch_mode` asks, with the speed switches of its resolved precision
+    and memory format (dipkit.speed; `switches`: the image networks; a kernel network runs in float32, contiguous)."""
+    on = speed.switches(constants) if switches else {}
     return StackedNetworks(networks, device, vectorised(constants.batch_mode), **on)
 
 

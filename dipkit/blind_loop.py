@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 import torch
 from tqdm import tqdm
 
+from . import speed
 from .batch import Clock, StackedAdam, learning_rate, run_generator, stack
 from .blind import Problem
 from .device import choose_device, seed_everything
@@ -61,9 +62,10 @@ class BlindRuns:
     """The runs of one batch under way (runs of one shape: their image and kernel sizes, networks and loop length
     are the first run's). Each run is started as it would start alone: everything seeded by its seed, its networks
     built (`networks(config, kernel_size)` -> G_x, G_k, on the CPU), then z_x and z_k drawn (latent_inputs), then
-    its random stream for the steps taken (`noise[r]`); the networks are stacked (dipkit.batch; the speed switches on G_x only) and one StackedAdam holds each run's
-    lr_image (β1 beta1_image) and lr_kernel (β1 0.9), multiplied by gamma at its milestones (SelfDeblur's and
-    VDIP's two-rate Adam with MultiStepLR). The steps run from −pretrain_iterations (the pretraining) to
+    its random stream for the steps taken (`noise[r]`); the networks are stacked (dipkit.batch; the precision and
+    memory format, dipkit.speed, on G_x only) and one StackedAdam holds each run's lr_image (β1 beta1_image) and
+    lr_kernel (β1 0.9), multiplied by gamma at its milestones (SelfDeblur's and VDIP's two-rate Adam with
+    MultiStepLR). The steps run from −pretrain_iterations (the pretraining) to
     iterations under one progress bar; every curve_every steps each run's loss is checked and its estimate scored,
     and a run whose loss or image turns non-finite fails and leaves the batch while the others go on."""
 
@@ -78,7 +80,9 @@ class BlindRuns:
         first = runs[0].config
         starts = [start(run) for run in runs]
         self.runs, self.device = runs, device
-        self.image_nets = stack([s[0] for s in starts], device, first)
+        grid = starts[0][2].shape[-2:]  # the image network's precision and memory format on its grid (dipkit.speed)
+        self.image_nets = stack([s[0] for s in starts], device,
+                                speed.resolve(first, device, *grid, speed.widest(starts[0][0]))[0])
         self.kernel_nets = stack([s[1] for s in starts], device, first, switches=False)
         self.z_x, self.z_k = torch.stack([s[2] for s in starts]), torch.stack([s[3] for s in starts])
         self.noise = [s[4] for s in starts]

@@ -25,10 +25,11 @@ from typing import Any, Callable, ClassVar, Hashable, Literal, Optional
 
 import torch
 
+from . import speed
 from .batch import NetworkConstants, vectorised
 from .blind import Problem, problems_of, with_chroma
 from .blind_loop import BlindRun, Estimate
-from .device import choose_device, keep_freed_memory, warn_if_emulated_bf16
+from .device import choose_device, keep_freed_memory
 from .engine import Unit, concurrent_units, make_runner, run_units, runs_here
 from .errors import RunError
 from .figures import save_kernel_png, save_png
@@ -76,6 +77,7 @@ class StudyConstants(NetworkConstants):
         schedule_scale="(0, inf)", kernel_sizes="[1, inf)", size="[1, inf)", noise_level="[0, 1)", data_seed="[0, inf)",
         kernel_size="[1, inf)", seeds="[0, inf)", crop="[0, inf)", max_shift="[0, inf)", wide_shift="[0, inf)",
         curve_every="[0, inf)", known_kernel_weight="(0, inf)", known_kernel_iterations="[1, inf)", known_kernel_tv="(0, inf)")
+    BF16_MEMORY_FORMAT: ClassVar[str] = "channels_last"  # measured faster in bf16 for SelfDeblur's network (dipkit.speed)
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ def named_variants(constants: Any, variants: dict[str, dict[str, Any]], alone: s
 
 # the constants every run of one batch shares: they shape its networks, its loop and its device
 BATCH_SHAPE = ("input_channels", "channels", "skip_channels", "scales", "non_local", "kernel_input", "kernel_hidden",
-               "iterations", "pretrain_iterations", "curve_every", "channels_last", "bf16", "compile", "deterministic",
+               "iterations", "pretrain_iterations", "curve_every", "precision", "memory_format", "compile", "deterministic",
                "device", "batch_mode", "progress")
 
 
@@ -185,11 +187,18 @@ def run_study(constants: StudyConstants, *, script: str, method: str, headline: 
                          vectorised(constants.batch_mode))
     runner = make_runner(constants)  # Ray connected before anything is written
     keep_freed_memory()
-    warn_if_emulated_bf16(constants.bf16, device)
     print(f"{method} on {device}: {headline}" + (f"; up to {batch} runs at a time in a batch" if batch > 1 else ""))
+    here = runs_here(constants)
+    configs, said = {}, {}  # each problem's and variant's constants, precision and memory format resolved (dipkit.speed)
+    for p in problems:
+        grid = [n + k - 1 for n, k in zip(p.blurred.shape[-2:], p.kernel_size)]  # the image network's
+        for name, config in variants.items():
+            configs[p.name, name], said[f"{p.name} {name}"] = speed.resolve(
+                config if here else dataclasses.replace(config, progress=False), device, *grid, config.channels)
+    speed.announce(said, device)
     settings = {name: unit_settings(config) for name, config in variants.items()}  # each variant's, resolved
     folder = start_run(constants, script, device, resume=constants.resume,
-                       variants=variant_settings(unit_settings(constants), settings))
+                       variants=variant_settings(unit_settings(constants), settings), networks=said)
     scoring = Scoring.of(constants)
     (folder / "estimates").mkdir(exist_ok=True)
     baseline_rows, scorers, knowns, baseline_scores = [], {}, {}, {}
@@ -197,13 +206,14 @@ def run_study(constants: StudyConstants, *, script: str, method: str, headline: 
         scorers[problem.name], knowns[problem.name], baseline_scores[problem.name] = _baselines(problem, scoring)
         baseline_rows += [dict(problem=problem.name, variant=name, seed="", **scores)
                           for name, scores in baseline_scores[problem.name].items()]
-    here = runs_here(constants)
     runs = {f"{p.name}__{variant}__seed{seed}": (p, variant, seed) for p in problems for variant in variants
             for seed in constants.seeds}
     inputs = {p.name: problem_digest(p) for p in problems}
-    units = [Unit(name, BlindRun(p, config if here else dataclasses.replace(config, progress=False), seed,
-                                 scorers[p.name]), digest_of(inputs[p.name], settings[variant], seed),  # the run's key
-                  batch_key(p, config)) for name, (p, variant, seed) in runs.items() for config in (variants[variant],)]
+    keys = {(p, v): unit_settings(config) for (p, v), config in configs.items()}
+    units = [Unit(name, BlindRun(p, config, seed, scorers[p.name]),
+                  digest_of(inputs[p.name], keys[p.name, variant], seed),  # the run's key
+                  batch_key(p, config)) for name, (p, variant, seed) in runs.items()
+             for config in (configs[p.name, variant],)]
 
     def keep(unit: Unit, estimate: Estimate) -> dict:
         record = _keep(folder, unit.name, estimate, unit.task.problem, scorers[unit.task.problem.name])

@@ -92,23 +92,26 @@ def test_selfdeblur_variants_differing_in_numbers_share_a_batch_and_keep_their_o
         assert_same_run(alone(selfdeblur, problem, config, seed), b, FLOAT32)
 
 
-@pytest.mark.parametrize("switch", ["channels_last", "bf16"])
+REFERENCE = dict(precision="float32", memory_format="contiguous")
+
+
+@pytest.mark.parametrize("switch", [dict(memory_format="channels_last"), dict(precision="bf16")])
 def test_each_speed_switch_means_the_same_alone_and_batched(switch):
     """A switch reaches the image network of a run alone and of each run of a batch alike (the runs in turn: the
     same operations as alone), and changes the run (so it did reach it); G_k runs without it either way."""
     problem = problem_in(torch.float32)
-    config = quick_selfdeblur(iterations=8, curve_every=1, channels=8, **{switch: True})
+    config = quick_selfdeblur(iterations=8, curve_every=1, channels=8, **{**REFERENCE, **switch})
     batched = selfdeblur.deblur([BlindRun(problem, config, seed, checksum) for seed in (0, 1)])
     for seed, b in zip((0, 1), batched):
         assert_same_run(alone(selfdeblur, problem, config, seed), b, FLOAT32)
-    plain = alone(selfdeblur, problem, dataclasses.replace(config, **{switch: False}), 0)
-    if switch == "bf16":  # bfloat16 moves the run; channels-last is a layout and may not
+    plain = alone(selfdeblur, problem, dataclasses.replace(config, **REFERENCE), 0)
+    if "precision" in switch:  # bfloat16 moves the run; channels-last is a layout and may not
         assert not torch.equal(plain.image, batched[0].image)
 
 
 def test_the_switches_reach_the_image_network_only():
     problem = problem_in(torch.float32)
-    runs = [BlindRun(problem, quick_selfdeblur(bf16=True, channels_last=True, channels=8), 0)]
+    runs = [BlindRun(problem, quick_selfdeblur(precision="bf16", memory_format="channels_last", channels=8), 0)]
     from dipkit.blind_loop import BlindRuns
 
     batch = BlindRuns(runs, selfdeblur.networks, torch.device("cpu"))

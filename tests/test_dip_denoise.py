@@ -183,8 +183,8 @@ def test_bf16_autocast_and_channels_last_run_and_denoise(monkeypatch):
     monkeypatch.setattr(dip_denoise, "SkipNetwork", lambda depth, channels: SkipNetwork(
         depth, channels, (16,) * 3, (16,) * 3, (4,) * 3, (False,) * 3))
     clean = synthetic_clean()
-    config = make_config(dip_denoise.Config, quick=True, iterations=40, noise_level=0.2, bf16=True,
-                         channels_last=True, progress=False, learning_rate=0.02)
+    config = make_config(dip_denoise.Config, quick=True, iterations=40, noise_level=0.2, precision="bf16",
+                         memory_format="channels_last", progress=False, learning_rate=0.02)
     result = denoise(dip_denoise.add_noise(clean, config, 1), config, clean)
     assert result.final_output.dtype == torch.float32
     assert result.metrics["final_output"]["psnr"] > result.metrics["noisy"]["psnr"]
