@@ -51,7 +51,8 @@ class NetworkConstants(EngineConstants):
     compile: bool = False  # torch.compile the image network (pays a compilation first; measured slower on CPUs)
 
     LIMITS: ClassVar[dict[str, str]] = dict(batch="[1, inf)")
-    BF16_MEMORY_FORMAT: ClassVar[str] = "contiguous"  # auto's memory format in bf16 (dipkit.speed)
+    BF16_MEMORY_FORMAT: ClassVar[str] = "contiguous"  # the memory format of bf16, measured faster (dipkit.speed)
+    AUTO_BF16: ClassVar[bool] = True  # whether auto may take bf16 (False: its quality failed the protocol)
 
 
 def vectorised(batch_mode: str) -> bool:

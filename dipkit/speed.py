@@ -8,12 +8,17 @@ channels-last) asked for, or `auto` resolved per device and per run shape from w
                     and the step is large enough to repay it: h·w·c² at least that of a 256² image through 128
                     channels (BF16_WORK), the smallest shape at which bf16 was measured faster on such a CPU; below,
                     at the quick 64² SelfDeblur shape (32 channels), it was measured slower. Everywhere else float32:
-                    a CPU without native bfloat16 emulates it, 35 to 80 times slower than float32 on the 2-core AVX2
-                    EPYC (docs/results/bench/speed_*), and a GPU's bf16 is not yet measured here.
+                    a CPU without native bfloat16 emulates it, 3 to 62 times slower than float32 on the 2-core AVX2
+                    EPYC (docs/results/bench/speed), and a GPU's bf16 is not yet measured here.
 
-The memory format under `auto`: contiguous in float32 (channels-last measured slower on the AVX2 EPYC, x0.69 at
-256², x0.94 at 512², and it moves float32's last bits); in bf16 the one the network's script measured faster
-(its constants' BF16_MEMORY_FORMAT: contiguous for DIP's network, channels-last for SelfDeblur's).
+A script whose results bf16 was measured to move beyond their run-to-run noise keeps float32 under `auto`
+(its constants' AUTO_BF16 False: SelfDeblur's and VDIP's, whose quick study moved by three standard errors in
+bf16, docs/speed.md); `--precision bf16` still runs it in bf16.
+
+The memory format under `auto`: contiguous in float32 (channels-last measured slower on the AVX2 EPYC at every paper
+shape, x0.64 to x0.81, and it moves float32's last bits); in bf16 the one the network's script measured faster
+(its constants' BF16_MEMORY_FORMAT: contiguous for DIP's network, channels-last for SelfDeblur's, also where bf16
+is asked for).
 
 A run's resolved choice is what its unit key holds (a resume on a machine where `auto` chooses otherwise computes
 it again) and what config.json records; the console says it once.
@@ -28,8 +33,6 @@ import torch
 
 from .device import BF16_CPU_FLAGS, native_bf16, warn_if_emulated_bf16
 
-PRECISIONS = ("auto", "float32", "bf16")
-MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
 BF16_WORK = 256 * 256 * 128 * 128  # h·w·c² of the smallest step measured faster in bf16 (DIP at 256², 128 channels)
 
 
@@ -60,6 +63,8 @@ def resolve(config: Any, device: torch.device, height: int, width: int, channels
     of `channels` channels on `device` (nothing else changes), and one phrase saying what runs and why."""
     precision, why = (config.precision, "asked") if config.precision != "auto" else \
         auto_precision(device, height, width, channels)
+    if config.precision == "auto" and precision == "bf16" and not type(config).AUTO_BF16:
+        precision, why = "float32", "bf16 not shown to keep this method's results"
     if config.memory_format != "auto":
         memory_format = config.memory_format
     else:

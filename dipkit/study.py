@@ -78,6 +78,7 @@ class StudyConstants(NetworkConstants):
         kernel_size="[1, inf)", seeds="[0, inf)", crop="[0, inf)", max_shift="[0, inf)", wide_shift="[0, inf)",
         curve_every="[0, inf)", known_kernel_weight="(0, inf)", known_kernel_iterations="[1, inf)", known_kernel_tv="(0, inf)")
     BF16_MEMORY_FORMAT: ClassVar[str] = "channels_last"  # measured faster in bf16 for SelfDeblur's network (dipkit.speed)
+    AUTO_BF16: ClassVar[bool] = False  # bf16 moved the quick study's mean beyond its seeds' noise (docs/speed.md)
 
 
 @dataclass(frozen=True)
