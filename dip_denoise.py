@@ -73,6 +73,7 @@ class Config(NetworkConstants):
     images: tuple[str, ...] = ("astronaut",)  # bundled image names or image paths
     folder: str = ""  # if set, every image in this folder instead of `images`
     size: Optional[int] = None  # None: bundled images 512x512, files keep their size (cut to /32); 0: all keep it; N: N x N
+    crop: int = 0  # N: each image's centre N x N at its own resolution, not resized (size is then not used)
     add_noise: bool = True  # the images are clean: add the noise and measure PSNR; --no-add_noise for noisy photos
     noise_level: float = 25 / 255  # standard deviation σ of the added Gaussian noise (clipped to [0, 1] after)
     # DIP, the paper's denoising settings
@@ -106,6 +107,7 @@ class Config(NetworkConstants):
                                            stop_patience=200)
     LIMITS: ClassVar[dict[str, str]] = dict(
         size="[0, inf)",  # and 0 or a multiple of 32 of at least 64 (checked in check_config)
+        crop="[0, inf)",  # and 0 or a multiple of 32 of at least 64 (checked in check_config)
         noise_level="[0, 1]", iterations="[1, inf)", learning_rate="(0, inf)", reg_noise_std="[0, inf)",
         ema="[0, 1)", input_depth="[1, inf)", input_scale="(0, inf)", backtrack_drop="(0, inf]",
         checkpoint_every="[1, inf)", max_restores="[0, inf)", stop_window="[2, inf)", stop_patience="[1, inf)",
@@ -118,13 +120,23 @@ def check_config(config: Config) -> list[Source]:
     exists, the same file is not given twice, and files of the same stem get names that tell them apart."""
     if config.size and (config.size < 64 or config.size % 32):
         raise RunError(f"size must be None, 0 or a multiple of 32 of at least 64 (five scales), not {config.size}")
+    if config.crop and (config.crop < 64 or config.crop % 32):
+        raise RunError(f"crop must be 0 or a multiple of 32 of at least 64 (five scales), not {config.crop}")
     return image_sources(config.images, config.folder)
 
 
 def load_clean(name: str, config: Config) -> torch.Tensor:
     """The image, centre-cropped to a square and resized to N x N, or kept at its size and centre-cropped to a
     multiple of 32 in each direction (as the original's crop_image); see `Config.size`. An existing file is the
-    user's image; anything else a bundled one (512 x 512 unless size says otherwise)."""
+    user's image; anything else a bundled one (512 x 512 unless size says otherwise). With `crop` N: the image's
+    centre N x N at its own resolution (a RunError where the image is smaller)."""
+    if config.crop:
+        image = load_image(name, channels=3)
+        (full_h, full_w), n = image.shape[-2:], config.crop
+        if full_h < n or full_w < n:
+            raise RunError(f"image '{name}' ({full_h} x {full_w}) is smaller than the crop of {n} x {n}")
+        top, left = (full_h - n) // 2, (full_w - n) // 2
+        return image[..., top : top + n, left : left + n]
     size = (0 if Path(name).expanduser().is_file() else BUNDLED_SIZE) if config.size is None else config.size
     if size:
         return load_image(name, (size, size), channels=3)

@@ -57,6 +57,10 @@ class Entry:
 
 
 ADP_FILES = TABLES + ("curve.csv",)
+HELD_OUT_IMAGES = ("brick", "grass", "gravel", "moon", "immunohistochemistry", "hubble_deep_field")
+HELD_OUT = (  # size, noise levels (/255), seeds, images, iterations
+    (64, (10, 15, 25), (0, 1), HELD_OUT_IMAGES, 4000),
+    (128, (15, 25), (0,), ("brick", "moon", "immunohistochemistry"), 2500))
 BLIND_STUDY = ("--images", "camera", "coffee", "chelsea", "--kernel_sizes", "13", "--size", "128", "--iterations",
                "2000", "--milestones", "800", "1200", "1600", "--channels", "32", "--skip_channels", "8", "--seeds",
                "0", "1", "--max_shift", "10", "--wide_shift", "0", "--workers", "2")
@@ -103,6 +107,19 @@ ENTRIES: dict[str, Entry] = {
         after=tuple(f"dip_denoise/stopping_{size}_sigma{level}_seed{seed}"
                     for size in sizes for level in (25, 50) for seed in (0, 1)))
        for suffix, sizes in (("_64", (64,)), ("", (64, 128)))},
+    # the held-out test of the stopping rules (docs/results/dip_denoise/heldout_protocol.md, committed before
+    # these runs): images no rule was developed on, centre crops at their own resolution, every curve kept
+    **{f"dip_denoise/heldout_{size}_sigma{level}_seed{seed}": Entry(
+        ("dip_denoise.py", "--quick", "--images", *images, "--crop", str(size), "--noise_level", repr(level / 255),
+         "--seed", str(seed), "--iterations", str(iterations)), TABLES + tuple(f"{i}/curve.csv" for i in images))
+       for size, levels, seeds, images, iterations in HELD_OUT for level in levels for seed in seeds},
+    "dip_denoise/heldout_study": Entry(
+        ("bench/stopping_study.py", *(f"SCRATCH/dip_denoise/dip_denoise-heldout_{size}_sigma{level}_seed{seed}"
+                                      for size, levels, seeds, _, _ in HELD_OUT for level in levels for seed in seeds),
+         "--out", "SCRATCH/heldout_study"),
+        produces=tuple(f"SCRATCH/heldout_study/{name}" for name in ("rules.csv", "runs.csv", "rules.md")),
+        after=tuple(f"dip_denoise/heldout_{size}_sigma{level}_seed{seed}"
+                    for size, levels, seeds, _, _ in HELD_OUT for level in levels for seed in seeds)),
     # selfdeblur.py and vdip.py: the reduced CPU study, merged
     "selfdeblur/cpu_study": Entry(("selfdeblur.py", *BLIND_STUDY, "--variants", "SelfDeblur")),
     "vdip/cpu_study": Entry(("vdip.py", *BLIND_STUDY, *VDIP_SCHEDULE, "--variants", "VDIP-Sparse", "VDIP-Extreme",
@@ -265,6 +282,7 @@ def run_entry(name: str, entry: Entry, levin: str, original: str, force: bool, r
     if entry.script_run:
         for file in entry.keep:
             if (run_folder / file).is_file() and (run_folder / file).stat().st_size <= SMALL:
+                (partial / file).parent.mkdir(parents=True, exist_ok=True)  # an image's curve.csv
                 shutil.copy2(run_folder / file, partial / file)
     else:
         for produced in entry.produces:

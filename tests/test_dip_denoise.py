@@ -144,6 +144,8 @@ def test_api_from_a_path_and_folder_mode(tmp_path, metrics_of):
 @pytest.mark.parametrize(
     "arguments, message",
     [(["--images", "missing.png"], "not found"), (["--size", "40"], "multiple of 32"),
+     (["--crop", "80"], "crop must be 0 or a multiple of 32"),
+     (["--images", "camera", "--crop", "544"], "is smaller than the crop of 544 x 544"),
      (["--folder", "no/such/folder"], "does not exist"), (["--max_restores", "-1"], "max_restores must be in"),
      (["--ema", "1"], "ema must be in"), (["--resume"], "resume needs the run_name"),
      (["--images", str(Path(__file__).resolve().parents[1] / "images")], "is a folder; give its images with --folder")],
@@ -319,6 +321,16 @@ def test_image_files_keep_their_size_and_bundled_images_are_512(tmp_path):
     crop = dip_denoise.load_clean(str(path), make_config(dip_denoise.Config))
     full = dip_denoise.load_image(str(path))
     assert torch.equal(crop, full[..., 2:98, 3:131])
+
+
+def test_crop_takes_the_centre_at_the_images_own_resolution(tmp_path):
+    """--crop N: the file's centre N x N pixels as they are (no resizing), whatever size says."""
+    path = tmp_path / "photo.png"
+    pixels = (torch.rand(100, 135, 3) * 255).byte()
+    Image.fromarray(pixels.numpy()).save(path)
+    crop = dip_denoise.load_clean(str(path), make_config(dip_denoise.Config, quick=True, crop=64))
+    top, left = (100 - 64) // 2, (135 - 64) // 2
+    assert torch.equal(crop[0], pixels[top : top + 64, left : left + 64].permute(2, 0, 1).float() / 255)
 
 
 def test_one_iteration_numbering_in_metrics_csv_and_figures(tiny_network, monkeypatch, tmp_path):
