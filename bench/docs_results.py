@@ -113,6 +113,8 @@ ENTRIES: dict[str, Entry] = {
         ("dip_denoise.py", "--quick", "--images", *images, "--crop", str(size), "--noise_level", repr(level / 255),
          "--seed", str(seed), "--iterations", str(iterations)), TABLES + tuple(f"{i}/curve.csv" for i in images))
        for size, levels, seeds, images, iterations in HELD_OUT for level in levels for seed in seeds},
+    "dip_denoise/sigma_estimates": Entry(("bench/sigma_estimates.py",),
+                                         produces=("Results/bench/sigma_estimates.json",)),
     "dip_denoise/heldout_study": Entry(
         ("bench/stopping_study.py", *(f"SCRATCH/dip_denoise/dip_denoise-heldout_{size}_sigma{level}_seed{seed}"
                                       for size, levels, seeds, _, _ in HELD_OUT for level in levels for seed in seeds),
