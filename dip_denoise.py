@@ -86,6 +86,7 @@ class Config(NetworkConstants):
     # backtracking
     backtrack_drop: float = 5.0  # restore the checkpoint when PSNR(output, y) falls by more than this (dB); inf: never
     checkpoint_every: int = 100  # iterations between checkpoints (and between device-to-host transfers)
+    save_every: int = 500  # iterations between the checkpoints written to disk (partial/<image>.pt; 0: none)
     max_restores: int = 10  # most checkpoint restores per image; later drops are accepted (0: no backtracking)
     # stopping rules without a clean image (dipkit/stopping.py); every rule is computed on every run
     stop_rule: Literal["es_wmv", "es_wmv_average", "es_wmv_centred", "es_emv", "es_emv_average", "es_emv_centred",
@@ -110,7 +111,7 @@ class Config(NetworkConstants):
         crop="[0, inf)",  # and 0 or a multiple of 32 of at least 64 (checked in check_config)
         noise_level="[0, 1]", iterations="[1, inf)", learning_rate="(0, inf)", reg_noise_std="[0, inf)",
         ema="[0, 1)", input_depth="[1, inf)", input_scale="(0, inf)", backtrack_drop="(0, inf]",
-        checkpoint_every="[1, inf)", max_restores="[0, inf)", stop_window="[2, inf)", stop_patience="[1, inf)",
+        checkpoint_every="[1, inf)", save_every="[0, inf)", max_restores="[0, inf)", stop_window="[2, inf)", stop_patience="[1, inf)",
         emv_alpha="(0, 1)", sigma="(0, 1]", discrepancy_tau="(0, inf)", seed="[0, inf)",
     )
 
@@ -165,6 +166,8 @@ class DIPRun(NamedTuple):
     config: Config
     clean: torch.Tensor | None = None
     sigma: float | None = None  # σ for the discrepancy principle (None: config.sigma, or estimated if allowed)
+    partial: str | None = None  # where its checkpoint goes on disk (a run cut goes on from it); None: nowhere
+    key: str = ""  # its unit's key: a checkpoint on disk of another key is not taken up
 
 
 @dataclass
@@ -218,6 +221,49 @@ class ImageRun:
     stop_early: bool  # ends when the stop rule fires (always without a clean image)
     steps_run: int = 0  # steps taken, redone ones included
     failure: str | None = None
+    partial: Path | None = None  # its checkpoint on disk (DIPRun.partial)
+    key: str = ""
+    seconds_before: float = 0.0  # the time spent before the run was cut, where it goes on from its checkpoint
+    written_at: int = 0  # the step of the checkpoint last written to disk
+
+    def write(self, config: Config, seconds: float) -> None:
+        """After a checkpoint, every save_every iterations: the checkpoint (network, Adam, average, every rule's
+        state and curve), the backtracking's count and reference, the input noise's stream and the time so far, to
+        partial/<image>.pt (replaced whole, never half written), so that a run cut later goes on from here."""
+        steps = self.state.steps
+        if not (self.partial and config.save_every) or steps - self.written_at < config.save_every \
+                or self.backtracking.saved[0]["steps"] != steps or steps >= config.iterations:
+            return
+        b = self.backtracking
+        content = dict(key=self.key, steps=steps, steps_run=self.steps_run, seconds=self.seconds_before + seconds,
+                       saved=to_cpu(b.saved), restores=b.restores, exhausted=b.exhausted, reference=b.reference,
+                       noise=self.noise.get_state())
+        self.partial.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.partial.with_name(self.partial.name + ".writing")
+        torch.save(content, temporary)
+        temporary.replace(self.partial)
+        self.written_at = steps
+
+    def go_on_from_disk(self, device: torch.device) -> bool:
+        """Take up the checkpoint on disk of this run's key, if there is one (a damaged one is ignored)."""
+        if not (self.partial and self.partial.is_file()):
+            return False
+        try:
+            content = torch.load(self.partial, weights_only=True)
+        except Exception:  # a file cut while written, or foreign: the run starts afresh
+            return False
+        if content.get("key") != self.key:
+            return False
+        saved = tuple(_to(part, device) for part in content["saved"])
+        self.state.restore(saved[0])
+        self.trackers.restore(saved[1])
+        b = self.backtracking
+        b.saved, b.restores, b.exhausted, b.reference = saved, content["restores"], content["exhausted"], \
+            content["reference"]
+        self.noise.set_state(content["noise"])
+        self.steps_run, self.seconds_before = content["steps_run"], content["seconds"]
+        self.written_at = content["steps"]
+        return True
 
     def take(self, out: torch.Tensor, ema: float) -> None:
         """After a step: the exponential average of the outputs, and everything read off them."""
@@ -247,6 +293,17 @@ class ImageRun:
         return True
 
 
+def _to(value: Any, device: torch.device) -> Any:
+    """Every tensor in nested dicts, lists and tuples moved to `device`."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to(v, device) for v in value)
+    return value
+
+
 def start(runs: list[DIPRun], config: Config, device: torch.device) -> tuple:
     """The runs' networks stacked, their Adam, their inputs z0 and each one's ImageRun, on `device`."""
     networks, z0, noise = [], [], []
@@ -271,7 +328,8 @@ def start(runs: list[DIPRun], config: Config, device: torch.device) -> tuple:
                             config.iterations)
         backtracking = Backtracking(state, trackers, config.backtrack_drop, config.max_restores)
         images.append(ImageRun(r, noisy, clean, state, trackers, backtracking, noise[r],
-                               config.stop_early or clean is None))
+                               config.stop_early or clean is None, partial=Path(run.partial) if run.partial else None,
+                               key=run.key))
     return stacked, adam, z0, images
 
 
@@ -300,6 +358,9 @@ def denoise(runs: list[DIPRun]) -> list[DenoiseResult | Failed]:
     runs = [run if run.sigma is not None else run._replace(sigma=noise_sigma(run.noisy, config)) for run in runs]
     device = choose_device(config.device)
     stacked, adam, z0, images = start(runs, config, device)
+    for image in images:  # a run cut before goes on from its last checkpoint on disk
+        if image.go_on_from_disk(device):
+            tqdm.write(f"{image.partial.stem}: going on from its checkpoint at iteration {image.state.steps}")
     active = list(images)
     bar = tqdm(total=config.iterations, disable=not config.progress, leave=False,
                desc="DIP" if n == 1 else f"DIP batch of {n}")
@@ -322,14 +383,15 @@ def denoise(runs: list[DIPRun]) -> list[DenoiseResult | Failed]:
             if image.state.steps % config.checkpoint_every and image.state.steps < config.iterations:
                 continue
             if image.goes_on(config):
+                image.write(config, clock.seconds(image.index))
                 bar.set_postfix(psnr_y=f"{image.backtracking.reference:.2f}", loss=f"{losses[i].item():.2e}")
             else:
                 active.remove(image)
                 clock.stop(image.index)
         bar.update(min((image.state.steps for image in active), default=config.iterations) - bar.n)
     bar.close()
-    return [Failed(image.failure) if image.failure else _result(image, runs[image.index], clock.stop(image.index),
-                                                                device) for image in images]
+    return [Failed(image.failure) if image.failure else _result(
+        image, runs[image.index], image.seconds_before + clock.stop(image.index), device) for image in images]
 
 
 def _result(image: ImageRun, run: DIPRun, seconds: float, device: torch.device) -> DenoiseResult:
@@ -410,16 +472,19 @@ def run(config: Config) -> dict[str, Any]:
     for s in sources:
         configs[s.name], said[s.name] = speed.resolve(task_config, device, *runs[s.name].noisy.shape[-2:], channels)
     speed.announce(said, device)
-    folder = start_run(config, "dip_denoise", device, resume=config.resume, also_resumable=("images", "folder"),
-                       networks=said)
-    units = [Unit(s.name, runs[s.name]._replace(config=configs[s.name]),  # the key: the noisy image it sees, σ, settings
-                  digest_of(runs[s.name].noisy, runs[s.name].clean, runs[s.name].sigma,
-                            unit_settings(configs[s.name], ("images", "folder"))),
-                  tuple(runs[s.name].noisy.shape) + (said[s.name],)) for s in sources]
+    placing = ("images", "folder", "save_every")  # constants that change no image's result
+    folder = start_run(config, "dip_denoise", device, resume=config.resume, also_resumable=placing, networks=said)
+    keys = {s.name: digest_of(runs[s.name].noisy, runs[s.name].clean, runs[s.name].sigma,  # the noisy image it
+                              unit_settings(configs[s.name], placing)) for s in sources}  # sees, σ, settings
+    partial = {s.name: folder / "partial" / f"{s.name}.pt" for s in sources}  # a cut run's checkpoint
+    units = [Unit(s.name, runs[s.name]._replace(config=configs[s.name], partial=str(partial[s.name]),
+                                                key=keys[s.name]),
+                  keys[s.name], tuple(runs[s.name].noisy.shape) + (said[s.name],)) for s in sources]
     sources_of, results = {s.name: s for s in sources}, {}
 
     def keep(unit: Unit, result: DenoiseResult) -> dict:
         results[unit.name] = result
+        partial[unit.name].unlink(missing_ok=True)  # done: its checkpoint is no longer needed
         run = unit.task
         return image_record(folder, unit.name, source_name(sources_of[unit.name].path), run.noisy, run.clean,
                             result, config.noise_level if config.add_noise else None,

@@ -468,3 +468,38 @@ def test_the_memory_estimate_covers_the_measured_peak_checkpoints_included(monke
     footprint = dip_denoise.training_footprint(SkipNetwork(config.input_depth, 3), config.input_depth)
     estimated = footprint.bytes(160, 160) + dip_denoise.held_per_pixel(config, 3) * 160**2
     assert measured <= estimated <= 1.6 * measured, (measured / 2**20, estimated / 2**20)
+
+
+def test_a_run_cut_goes_on_from_its_checkpoint_on_disk_and_equals_the_uncut_run(tiny_dip, tmp_path, monkeypatch,
+                                                                                capsys):
+    """Cut after the checkpoint written at iteration 30 (of 60; checkpoints every 5, written every 10), --resume
+    takes it up (network, Adam, average, every rule's state and curve, the input noise's stream) and ends where the
+    uncut run ends, to the last bit on the CPU; the finished run leaves no checkpoint behind."""
+    common = dict(iterations=60, checkpoint_every=5, save_every=10, stop_window=4, stop_patience=8)
+    uncut = dip_denoise.run(tiny_dip(tmp_path, run_name="uncut", **common))
+    original = dip_denoise.ImageRun.write
+
+    def write_then_cut(self, config, seconds):
+        original(self, config, seconds)
+        if self.written_at == 30:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(dip_denoise.ImageRun, "write", write_then_cut)
+    with pytest.raises(KeyboardInterrupt):
+        dip_denoise.run(tiny_dip(tmp_path, run_name="cut", **common))
+    partial = tmp_path / "out" / "dip_denoise" / "cut" / "partial" / "astronaut.pt"
+    assert torch.load(partial, weights_only=True)["steps"] == 30
+    monkeypatch.setattr(dip_denoise.ImageRun, "write", original)
+    capsys.readouterr()
+    resumed = dip_denoise.run(tiny_dip(tmp_path, run_name="cut", resume=True, **common))
+    assert "astronaut: going on from its checkpoint at iteration 30" in capsys.readouterr().out
+    a, b = uncut["results"]["astronaut"], resumed["results"]["astronaut"]
+    assert a.curves.keys() == b.curves.keys() and a.oracle_iteration == b.oracle_iteration
+    for key, curve in a.curves.items():  # the same values, NaN where a statistic has none yet
+        torch.testing.assert_close(torch.tensor(curve), torch.tensor(b.curves[key]), rtol=0, atol=0, equal_nan=True)
+    assert a.iterations_run == b.iterations_run and b.metrics == a.metrics
+    for name in ("final_output", "final_average", "oracle_image"):
+        assert torch.equal(getattr(a, name), getattr(b, name))
+    for rule, choice in a.choices.items():
+        assert choice.iteration == b.choices[rule].iteration and torch.equal(choice.centred, b.choices[rule].centred)
+    assert not partial.exists()
