@@ -485,6 +485,8 @@ def run(config: Config) -> dict[str, Any]:
     def keep(unit: Unit, result: DenoiseResult) -> dict:
         results[unit.name] = result
         partial[unit.name].unlink(missing_ok=True)  # done: its checkpoint is no longer needed
+        if partial[unit.name].parent.is_dir() and not any(partial[unit.name].parent.iterdir()):
+            partial[unit.name].parent.rmdir()
         run = unit.task
         return image_record(folder, unit.name, source_name(sources_of[unit.name].path), run.noisy, run.clean,
                             result, config.noise_level if config.add_noise else None,
