@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dipkit import speed
-from dipkit.backtracking import Backtracking, RunState
+from dipkit.backtracking import Backtracking, RunState, read_checkpoint, write_whole
 from dipkit.batch import Clock, NetworkConstants, StackedAdam, forward_backward, run_generator, stack, vectorised
 from dipkit.cli import RunError, parse_config, run_main
 from dipkit.device import choose_device, seed_everything, to_cpu
@@ -234,32 +234,17 @@ class ImageRun:
         if not (self.partial and config.save_every) or steps - self.written_at < config.save_every \
                 or self.backtracking.saved[0]["steps"] != steps or steps >= config.iterations:
             return
-        b = self.backtracking
-        content = dict(key=self.key, steps=steps, steps_run=self.steps_run, seconds=self.seconds_before + seconds,
-                       saved=to_cpu(b.saved), restores=b.restores, exhausted=b.exhausted, reference=b.reference,
-                       noise=self.noise.get_state())
-        self.partial.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.partial.with_name(self.partial.name + ".writing")
-        torch.save(content, temporary)
-        temporary.replace(self.partial)
+        write_whole(self.partial, self.backtracking.on_disk(
+            key=self.key, steps=steps, steps_run=self.steps_run, seconds=self.seconds_before + seconds,
+            noise=self.noise.get_state()))
         self.written_at = steps
 
     def go_on_from_disk(self, device: torch.device) -> bool:
         """Take up the checkpoint on disk of this run's key, if there is one (a damaged one is ignored)."""
-        if not (self.partial and self.partial.is_file()):
+        content = read_checkpoint(self.partial, self.key)
+        if content is None:
             return False
-        try:
-            content = torch.load(self.partial, weights_only=True)
-        except Exception:  # a file cut while written, or foreign: the run starts afresh
-            return False
-        if content.get("key") != self.key:
-            return False
-        saved = tuple(_to(part, device) for part in content["saved"])
-        self.state.restore(saved[0])
-        self.trackers.restore(saved[1])
-        b = self.backtracking
-        b.saved, b.restores, b.exhausted, b.reference = saved, content["restores"], content["exhausted"], \
-            content["reference"]
+        self.backtracking.take_up(content, self.state, self.trackers, device)
         self.noise.set_state(content["noise"])
         self.steps_run, self.seconds_before = content["steps_run"], content["seconds"]
         self.written_at = content["steps"]
@@ -291,17 +276,6 @@ class ImageRun:
             return False
         self.backtracking.save(self.state, self.trackers)
         return True
-
-
-def _to(value: Any, device: torch.device) -> Any:
-    """Every tensor in nested dicts, lists and tuples moved to `device`."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, dict):
-        return {k: _to(v, device) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to(v, device) for v in value)
-    return value
 
 
 def start(runs: list[DIPRun], config: Config, device: torch.device) -> tuple:

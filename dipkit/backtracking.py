@@ -2,16 +2,19 @@
 of one) is checkpointed on the device, its slice of the stacked networks and of Adam, its running average, its step
 count and what its trackers read off its outputs (dipkit.stopping); when the PSNR of its output against the noisy
 image drops by more than a few dB within a block, the run goes back to its checkpoint and redoes the block, so
-that the discarded iterations leave no trace."""
+that the discarded iterations leave no trace. The last checkpoint, with what a run needs besides (its input noise's
+stream, its time), can go to disk, so that a run cut halfway goes on from it (write_whole, read_checkpoint)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from .batch import StackedAdam, StackedNetworks
+from .device import to_cpu, to_device
 from .errors import RunError
 from .stopping import Trackers
 
@@ -73,3 +76,37 @@ class Backtracking:
             self.exhausted = True
         self.reference = block[-1].item()
         return 0
+
+    def on_disk(self, **besides: Any) -> dict[str, Any]:
+        """The last checkpoint and this safeguard's state (its count, whether it gave up, its reference PSNR), on
+        the CPU, with `besides` (what else the run needs to go on from it)."""
+        return dict(saved=to_cpu(self.saved), restores=self.restores, exhausted=self.exhausted,
+                    reference=self.reference, **besides)
+
+    def take_up(self, content: dict[str, Any], state: RunState, trackers: Trackers, device: torch.device) -> None:
+        """Go on from a checkpoint on_disk gave: the run's state and trackers restored from it, this safeguard's
+        state as it was."""
+        self.saved = tuple(to_device(part, device) for part in content["saved"])
+        state.restore(self.saved[0])
+        trackers.restore(self.saved[1])
+        self.restores, self.exhausted, self.reference = content["restores"], content["exhausted"], content["reference"]
+
+
+def write_whole(path: Path, content: dict[str, Any]) -> None:
+    """`content` to `path`, replaced whole: a file cut while written never takes the place of the last one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".writing")
+    torch.save(content, temporary)
+    temporary.replace(path)
+
+
+def read_checkpoint(path: Path | None, key: str) -> dict[str, Any] | None:
+    """What write_whole left at `path` for the run of `key`; None where there is none, it is damaged or foreign,
+    or it belongs to another key."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        content = torch.load(path, weights_only=True)
+    except Exception:  # a foreign or damaged file: the run starts afresh
+        return None
+    return content if isinstance(content, dict) and content.get("key") == key else None

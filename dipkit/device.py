@@ -110,16 +110,20 @@ def keep_freed_memory() -> None:
     libc.mallopt(m_trim_threshold, 512 * 1024 * 1024)
 
 
-def to_cpu(value: Any) -> Any:
-    """Every tensor in `value` (nested dicts, lists, tuples, dataclasses) moved to the CPU: what a run keeps, or sends
-    back from a worker."""
+def to_device(value: Any, device: torch.device | str) -> Any:
+    """Every tensor in `value` (nested dicts, lists, tuples, dataclasses) moved to `device`."""
     if isinstance(value, torch.Tensor):
-        return value.cpu()
+        return value.to(device)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.replace(value, **{f.name: to_cpu(getattr(value, f.name))
+        return dataclasses.replace(value, **{f.name: to_device(getattr(value, f.name), device)
                                              for f in dataclasses.fields(value) if f.init})
     if isinstance(value, dict):
-        return {k: to_cpu(v) for k, v in value.items()}
+        return {k: to_device(v, device) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(to_cpu(v) for v in value)
+        return type(value)(to_device(v, device) for v in value)
     return value
+
+
+def to_cpu(value: Any) -> Any:
+    """Every tensor in `value` moved to the CPU: what a run keeps, or sends back from a worker."""
+    return to_device(value, "cpu")

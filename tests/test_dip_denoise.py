@@ -503,3 +503,15 @@ def test_a_run_cut_goes_on_from_its_checkpoint_on_disk_and_equals_the_uncut_run(
     for rule, choice in a.choices.items():
         assert choice.iteration == b.choices[rule].iteration and torch.equal(choice.centred, b.choices[rule].centred)
     assert not partial.parent.exists()  # nothing left behind
+
+
+def test_a_checkpoint_on_disk_is_taken_up_only_whole_and_of_its_own_key(tmp_path):
+    from dipkit.backtracking import read_checkpoint, write_whole
+
+    path = tmp_path / "partial" / "a.pt"
+    assert read_checkpoint(path, "k") is None  # none yet
+    write_whole(path, dict(key="k", steps=500, saved=(dict(w=torch.ones(2)),)))
+    assert read_checkpoint(path, "k")["steps"] == 500 and read_checkpoint(path, "other") is None
+    assert not path.with_name("a.pt.writing").exists()
+    path.write_bytes(path.read_bytes()[:40])  # cut while written (by something else than write_whole)
+    assert read_checkpoint(path, "k") is None
