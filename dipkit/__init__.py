@@ -3,7 +3,7 @@
 errors       RunError, the error a user can fix (one line, exit code 2); Failed, a unit that failed while others go on
 cli          constants dataclass <-> command line, presets, ranges and choices, one-line errors with exit code 2,
              Ctrl-C as one line
-device       device choice (CUDA, MPS, CPU), seeding, deterministic kernels, tensors to the CPU
+device       device choice (CUDA, MPS, CPU), seeding, deterministic kernels, native bfloat16, tensors moved
 kernels      every kernel source: diagonal motion, Gaussian, disc, random motion (deepinv's Gaussian-process paths;
              motion_kernel, the synthetic blind benchmark's), Boracchi–Foi camera shake (camera_shake_kernels)
 blur         every forward model, each with its exact adjoint: the convolution with replicate padding, the 'valid'
@@ -54,7 +54,8 @@ report       a blind study's tables, figures and printed lines
 stopping     what a DIP run reads off its outputs on the device: curves, the stopping rules, the oracle
 dip_report   a DIP denoising run's outputs: each image's folder (denoised image, every rule's images, curves), its
              scores, table row and printed lines, metrics.json
-backtracking DIP's safeguard: a run's checkpoints on the device and the restore after a PSNR drop
+backtracking DIP's safeguard: a run's checkpoints on the device and the restore after a PSNR drop; the last
+             checkpoint on disk, so that a run cut halfway goes on from it
 compare      any runs of any script side by side, and runs made apart merged: curves, a table of final and best
              values, one merged table (python -m dipkit.compare RUN ...)
 """
