@@ -111,7 +111,8 @@ class Config(NetworkConstants):
         crop="[0, inf)",  # and 0 or a multiple of 32 of at least 64 (checked in check_config)
         noise_level="[0, 1]", iterations="[1, inf)", learning_rate="(0, inf)", reg_noise_std="[0, inf)",
         ema="[0, 1)", input_depth="[1, inf)", input_scale="(0, inf)", backtrack_drop="(0, inf]",
-        checkpoint_every="[1, inf)", save_every="[0, inf)", max_restores="[0, inf)", stop_window="[2, inf)", stop_patience="[1, inf)",
+        checkpoint_every="[1, inf)", save_every="[0, inf)", max_restores="[0, inf)", stop_window="[2, inf)",
+        stop_patience="[1, inf)",
         emv_alpha="(0, 1)", sigma="(0, 1]", discrepancy_tau="(0, inf)", seed="[0, inf)",
     )
 
@@ -136,16 +137,20 @@ def load_clean(name: str, config: Config) -> torch.Tensor:
         (full_h, full_w), n = image.shape[-2:], config.crop
         if full_h < n or full_w < n:
             raise RunError(f"image '{name}' ({full_h} x {full_w}) is smaller than the crop of {n} x {n}")
-        top, left = (full_h - n) // 2, (full_w - n) // 2
-        return image[..., top : top + n, left : left + n]
+        return centre(image, n, n)
     size = (0 if Path(name).expanduser().is_file() else BUNDLED_SIZE) if config.size is None else config.size
     if size:
         return load_image(name, (size, size), channels=3)
     image = load_image(name, channels=3)
-    (h, w), (full_h, full_w) = ((s // 32) * 32 for s in image.shape[-2:]), image.shape[-2:]
+    h, w = ((s // 32) * 32 for s in image.shape[-2:])
     if h < 64 or w < 64:
         raise RunError(f"image '{name}' is smaller than 64 x 64, the least the five-scale network takes")
-    top, left = (full_h - h) // 2, (full_w - w) // 2
+    return centre(image, h, w)
+
+
+def centre(image: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The image's centre h x w pixels."""
+    top, left = (image.shape[-2] - h) // 2, (image.shape[-1] - w) // 2
     return image[..., top : top + h, left : left + w]
 
 
