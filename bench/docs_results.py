@@ -111,7 +111,7 @@ ENTRIES: dict[str, Entry] = {
     # these runs): images no rule was developed on, centre crops at their own resolution, every curve kept
     **{f"dip_denoise/heldout_{size}_sigma{level}_seed{seed}": Entry(
         ("dip_denoise.py", "--quick", "--images", *images, "--crop", str(size), "--noise_level", repr(level / 255),
-         "--seed", str(seed), "--iterations", str(iterations)), TABLES + tuple(f"{i}/curve.csv" for i in images))
+         "--seed", str(seed), "--iterations", str(iterations), "--workers", "2"), TABLES + tuple(f"{i}/curve.csv" for i in images))
        for size, levels, seeds, images, iterations in HELD_OUT for level in levels for seed in seeds},
     "dip_denoise/sigma_estimates": Entry(("bench/sigma_estimates.py",),
                                          produces=("Results/bench/sigma_estimates.json",)),
