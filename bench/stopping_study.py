@@ -10,8 +10,10 @@ and writes to --out:
              gap to the oracle, the share of runs more than 0.5 dB below it, its mean PSNR and how often it
              fired within the budget;
   rules.md   the same as a markdown table.
-Beside the no-reference rules, two reference rows: the discrepancy principle told the true σ (what the σ estimate
-costs; read off the recorded residual curve) and the run's end (the final average: no rule at all).
+Beside the no-reference rules, reference rows: the discrepancy principle told the true σ, its own image and its
+centred average (what the σ estimate costs), and the run's end (the final average: no rule at all). Read off each
+image's recorded residual curve, also the discrepancy principle's centred average at τ = 0.8 ... 1.2 with the
+estimated and with the true σ (tau.csv, and a table in rules.md): how much the choice of τ and of σ matters.
 """
 
 from __future__ import annotations
@@ -28,10 +30,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dipkit.cli import run_main  # noqa: E402
 from dipkit.errors import RunError  # noqa: E402
 from dipkit.runs import read_csv, write_csv  # noqa: E402
-from dipkit.stopping import CANDIDATES, rule_of  # noqa: E402
+from dipkit.stopping import CANDIDATES, average_lag, rule_of  # noqa: E402
 
 TRUE_SIGMA = "discrepancy, true σ"
+TRUE_SIGMA_CENTRED = "discrepancy_centred, true σ"
 END = "end of run"
+TAUS = (0.8, 0.9, 1.0, 1.1, 1.2)
+SIGMAS = ("estimated", "true")  # the σ the τ sweep uses: the run's estimate (table.csv's sigma) or the true one
+
+
+def discrepancy_from_curve(curve: list[dict], threshold: float, lag: int) -> tuple[float, float, bool]:
+    """The discrepancy principle read off a recorded curve, as the rule does it during the run: the first iteration
+    whose residual ‖y − x̄‖²/n is at most `threshold` (τσ²); the PSNR of the average there and of the average `lag`
+    iterations later (centred), and whether it fired. Where it did not fire, both are the run's end, and a centred
+    average the run did not reach is the final one."""
+    last = curve[-1]["psnr_clean_average"]
+    hit = next((k for k, r in enumerate(curve) if isinstance(r.get("residual"), float) and r["residual"] <= threshold),
+               None)
+    if hit is None:
+        return last, last, False
+    return curve[hit]["psnr_clean_average"], (curve[hit + lag]["psnr_clean_average"] if hit + lag < len(curve)
+                                              else last), True
+
+
+def tau_key(tau: float, sigma: str) -> str:
+    return f"discrepancy_centred τ={tau:g} ({sigma} σ)"
 
 
 def study_rows(folders: list[Path]) -> list[dict]:
@@ -44,7 +67,7 @@ def study_rows(folders: list[Path]) -> list[dict]:
             continue
         config = json.loads((run / "config.json").read_text())
         constants = config["config"]
-        tau = constants.get("discrepancy_tau", 1.0)
+        tau, lag = constants.get("discrepancy_tau", 1.0), average_lag(constants.get("ema", 0.99))
         for image in read_csv(run / "table.csv"):
             if "psnr_oracle" not in image:
                 continue
@@ -57,13 +80,15 @@ def study_rows(folders: list[Path]) -> list[dict]:
                     row[f"{candidate}_fired"] = image[f"{rule_of(candidate)}_fired"] in (True, "True")
             row[END], row[f"{END}_fired"] = image["psnr_final_average"], False
             curve_file = run / str(image["image"]) / "curve.csv"
-            if curve_file.is_file():  # the discrepancy principle with the true σ, off the recorded residual
+            if curve_file.is_file():  # the discrepancy principle with the true σ and the τ sweep, off the residual
                 curve = read_csv(curve_file)
-                threshold = tau * image["sigma_true"] ** 2
-                hit = next((r for r in curve if isinstance(r.get("residual"), float) and r["residual"] <= threshold),
-                           None)
-                row[TRUE_SIGMA] = (hit or curve[-1])["psnr_clean_average"]
-                row[f"{TRUE_SIGMA}_fired"] = hit is not None
+                own, centred, fired = discrepancy_from_curve(curve, tau * image["sigma_true"] ** 2, lag)
+                row.update({TRUE_SIGMA: own, f"{TRUE_SIGMA}_fired": fired, TRUE_SIGMA_CENTRED: centred,
+                            f"{TRUE_SIGMA_CENTRED}_fired": fired})
+                for sigma in SIGMAS if isinstance(image["sigma"], float) else ("true",):
+                    level = image["sigma"] if sigma == "estimated" else image["sigma_true"]
+                    for t in TAUS:
+                        row[tau_key(t, sigma)] = discrepancy_from_curve(curve, t * level ** 2, lag)[1]
             rows.append(row)
     if not rows:
         raise RunError(f"no dip_denoise run with a clean image under {', '.join(map(str, folders))}")
@@ -83,7 +108,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     out = []
     for (size, level), members in sorted(groups.items(), key=lambda item: (
             item[0][0] == "all", item[0][0] if item[0][0] != "all" else 0, item[0][1] == "both", item[0][1])):
-        for rule in (*CANDIDATES, TRUE_SIGMA, END):
+        for rule in (*CANDIDATES, TRUE_SIGMA, TRUE_SIGMA_CENTRED, END):
             scored = [r for r in members if rule in r]
             if not scored:
                 continue
@@ -94,6 +119,45 @@ def summarise(rows: list[dict]) -> list[dict]:
                             oracle_psnr=statistics.fmean(r["oracle"] for r in scored),
                             fired=sum(r[f"{rule}_fired"] for r in scored) / len(scored)))
     return out
+
+
+def tau_sweep(rows: list[dict]) -> list[dict]:
+    """Per (size, σ) and per size over its levels: the discrepancy principle's centred average at each τ, with the
+    estimated and the true σ: mean gap to the oracle and share of runs more than 0.5 dB below it."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[(row["size"], str(round(row["sigma_true"] * 255)))].append(row)
+        groups[(row["size"], "both")].append(row)
+    out = []
+    for (size, level), members in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1] == "both",
+                                                                            item[0][1].zfill(4))):
+        for sigma in SIGMAS:
+            for t in TAUS:
+                gaps = [r["oracle"] - r[tau_key(t, sigma)] for r in members if tau_key(t, sigma) in r]
+                if gaps:
+                    out.append(dict(size=size, sigma_level=level, sigma=sigma, tau=t, runs=len(gaps),
+                                    mean_gap=statistics.fmean(gaps), worst_gap=max(gaps),
+                                    over_half_db=sum(g > 0.5 for g in gaps) / len(gaps)))
+    return out
+
+
+def tau_markdown(sweep: list[dict]) -> str:
+    """One table: a row per size, noise level and σ, the mean gap (share over 0.5 dB) at each τ."""
+    if not sweep:
+        return ""
+    out = ["The discrepancy principle's centred average at each τ (mean gap to the oracle, in dB, and the share of "
+           "runs more than 0.5 dB below it), read off the recorded residual curves:", "",
+           "| size | σ (/255) | σ used | runs | " + " | ".join(f"τ = {t:g}" for t in TAUS) + " |",
+           "|" + " --- |" * (4 + len(TAUS))]
+    cells = defaultdict(dict)
+    for r in sweep:
+        cells[(r["size"], r["sigma_level"], r["sigma"])][r["tau"]] = r
+    for (size, level, sigma), by_tau in cells.items():
+        runs = next(iter(by_tau.values()))["runs"]
+        out.append(f"| {size} | {'all' if level == 'both' else level} | {sigma} | {runs} | " + " | ".join(
+            f"{by_tau[t]['mean_gap']:.2f} ({100 * by_tau[t]['over_half_db']:.0f} %)" if t in by_tau else ""
+            for t in TAUS) + " |")
+    return "\n".join(out + [""])
 
 
 def markdown(summary: list[dict]) -> str:
@@ -137,8 +201,11 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "runs.csv", rows)
     write_csv(out / "rules.csv", summary)
-    (out / "rules.md").write_text(markdown(summary))
-    print(markdown(summary))
+    sweep = tau_sweep(rows)
+    if sweep:
+        write_csv(out / "tau.csv", sweep)
+    (out / "rules.md").write_text(markdown(summary) + "\n" + tau_markdown(sweep))
+    print(markdown(summary) + "\n" + tau_markdown(sweep))
     best = {size: min((r for r in summary if r["size"] == size and r["sigma"] == "both" and r["rule"] in CANDIDATES),
                       key=lambda r: r["mean_gap"]) for size in sorted({r["size"] for r in summary})}
     for size, r in best.items():

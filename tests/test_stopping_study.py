@@ -31,3 +31,43 @@ def test_the_gaps_and_the_share_over_half_a_decibel_follow_the_runs():
     assert "every size, 4 runs:" in table
     last = [line for line in table.splitlines() if line.startswith("| discrepancy_centred")][-1]
     assert [cell.strip() for cell in last.strip("|").split("|")][1:4] == ["0.43", "1.00", "50 %"]
+
+
+def curve_of(residuals, psnrs):
+    return [dict(iteration=k, residual=r, psnr_clean_average=p) for k, (r, p) in enumerate(zip(residuals, psnrs))]
+
+
+def test_the_discrepancy_principle_read_off_a_curve_takes_the_first_hit_and_the_average_lag_iterations_later():
+    curve = curve_of([0.5, 0.4, 0.3, 0.2, 0.1, 0.3, 0.05], [20, 21, 22, 23, 24, 25, 26])
+    assert stopping_study.discrepancy_from_curve(curve, 0.3, 2) == (22, 24, True)  # first at or below 0.3: 2
+    assert stopping_study.discrepancy_from_curve(curve, 0.3, 10) == (22, 26, True)  # centred beyond the end: the end
+    assert stopping_study.discrepancy_from_curve(curve, 0.01, 2) == (26, 26, False)  # never: the run's end
+    nan_first = curve_of(["", 0.2], [20, 21])  # an empty cell (no statistic there) is not a hit
+    assert stopping_study.discrepancy_from_curve(nan_first, 0.3, 0) == (21, 21, True)
+
+
+def test_the_rule_read_off_the_records_equals_the_rule_during_the_run(tiny_dip, tmp_path):
+    """dip_denoise's discrepancy rule (on the device, during the run) and the one read off curve.csv afterwards
+    (bench/stopping_study.py) are two codes: with σ set so that τσ² lies just above the residual at iteration 40,
+    both choose iteration 40 and the same centred average; the τ sweep at τ = 1 and the true σ is that rule."""
+    import csv
+
+    import dip_denoise
+    from dipkit.runs import read_csv
+
+    common = dict(iterations=80, ema=0.9, noise_level=0.1, images=("camera",), size=64)
+    dip_denoise.run(tiny_dip(tmp_path, **common))
+    curve = read_csv(tmp_path / "out" / "dip_denoise" / "r" / "camera" / "curve.csv")
+    residuals = [r["residual"] for r in curve]
+    target = next(k for k in range(40, 80) if residuals[k] < min(residuals[:k]))  # a new lowest residual
+    sigma = (residuals[target] * (1 + 1e-6)) ** 0.5
+    dip_denoise.run(tiny_dip(tmp_path, **common, sigma=sigma, run_name="with_sigma"))
+    folder = tmp_path / "out" / "dip_denoise" / "with_sigma"
+    table = next(csv.DictReader((folder / "table.csv").open()))
+    assert int(table["discrepancy_iteration"]) == target
+    (row,) = stopping_study.study_rows([folder])
+    own, centred, fired = stopping_study.discrepancy_from_curve(read_csv(folder / "camera" / "curve.csv"),
+                                                                sigma ** 2, 9)
+    assert fired and own == pytest.approx(float(table["psnr_discrepancy"]), abs=1e-4)
+    assert centred == pytest.approx(float(table["psnr_discrepancy_centred"]), abs=1e-4)
+    assert row[stopping_study.tau_key(1.0, "estimated")] == pytest.approx(centred)
