@@ -61,7 +61,7 @@ from dipkit.memory import batch_that_fits, check_fits, held_bytes, training_foot
 from dipkit.networks import SkipNetwork
 from dipkit.runs import start_run, unit_settings, write_csv
 from dipkit.sources import Source, digest_of, image_sources
-from dipkit.stopping import (Choice, Trackers, estimate_sigma, make_rules, rule_of,
+from dipkit.stopping import (Choice, Sure, Trackers, average_lag, estimate_sigma, make_rules, rule_of,
                              rule_summary)
 
 BUNDLED_SIZE = 512  # what size None gives a bundled image (the paper's images are 512x512)
@@ -90,7 +90,8 @@ class Config(NetworkConstants):
     max_restores: int = 10  # most checkpoint restores per image; later drops are accepted (0: no backtracking)
     # stopping rules without a clean image (dipkit/stopping.py); every rule is computed on every run
     stop_rule: Literal["es_wmv", "es_wmv_average", "es_wmv_centred", "es_emv", "es_emv_average", "es_emv_centred",
-                       "discrepancy", "discrepancy_centred", "whiteness", "whiteness_centred"] = "discrepancy_centred"
+                       "discrepancy", "discrepancy_centred", "whiteness", "whiteness_centred", "sure",
+                       "sure_centred"] = "discrepancy_centred"
     #   gives denoised.png and ends a run without a clean image (with stop_early: any run): a rule's image, the
     #   exponential average at its choice (<rule>_average) or the one centred on its choice (<rule>_centred); the
     #   default has the smallest mean gap to the oracle in the study of docs/dip_denoise.md
@@ -101,6 +102,8 @@ class Config(NetworkConstants):
     estimate_sigma: bool = True  # estimate σ when it is not given (--no-estimate_sigma: no discrepancy rule)
     discrepancy_tau: float = 1.0  # τ: the discrepancy principle stops where ‖y − x̄‖²/n ≤ τσ²
     stop_early: bool = False  # end the run when stop_rule fires (always on when there is no clean image)
+    sure: bool = False  # also the SURE rule: a twin run on y + εb beside each image (twice the cost; needs σ)
+    sure_epsilon: float = 0.1  # ε of the twin's perturbation, in units of σ (ε = sure_epsilon·σ)
     seed: int = 0  # seeds the noise, the network and its input
     quick: bool = False  # the QUICK preset: whole images resized to 64x64, 1000 iterations (CPU: minutes)
 
@@ -113,7 +116,7 @@ class Config(NetworkConstants):
         ema="[0, 1)", input_depth="[1, inf)", input_scale="(0, inf)", backtrack_drop="(0, inf]",
         checkpoint_every="[1, inf)", save_every="[0, inf)", max_restores="[0, inf)", stop_window="[2, inf)",
         stop_patience="[1, inf)",
-        emv_alpha="(0, 1)", sigma="(0, 1]", discrepancy_tau="(0, inf)", seed="[0, inf)",
+        emv_alpha="(0, 1)", sigma="(0, 1]", discrepancy_tau="(0, inf)", sure_epsilon="(0, inf)", seed="[0, inf)",
     )
 
 
@@ -124,6 +127,10 @@ def check_config(config: Config) -> list[Source]:
         raise RunError(f"size must be None, 0 or a multiple of 32 of at least 64 (five scales), not {config.size}")
     if config.crop and (config.crop < 64 or config.crop % 32):
         raise RunError(f"crop must be 0 or a multiple of 32 of at least 64 (five scales), not {config.crop}")
+    if rule_of(config.stop_rule) == "sure" and not config.sure:
+        raise RunError(f"stop_rule {config.stop_rule} needs --sure (the twin run the SURE rule reads)")
+    if config.sure and config.sigma is None and not config.estimate_sigma:
+        raise RunError("--sure needs σ: give --sigma or leave --estimate_sigma on")
     return image_sources(config.images, config.folder)
 
 
@@ -230,6 +237,8 @@ class ImageRun:
     key: str = ""
     seconds_before: float = 0.0  # the time spent before the run was cut, where it goes on from its checkpoint
     written_at: int = 0  # the step of the checkpoint last written to disk
+    twin: ImageRun | None = None  # with --sure: its twin on y + εb, stepped in lockstep (goes back and ends with it)
+    follows: bool = False  # a twin: it never goes back or ends on its own, and its checkpoint is written by its run
 
     def write(self, config: Config, seconds: float) -> None:
         """After a checkpoint, every save_every iterations: the checkpoint (network, Adam, average, every rule's
@@ -239,9 +248,10 @@ class ImageRun:
         if not (self.partial and config.save_every) or steps - self.written_at < config.save_every \
                 or self.backtracking.saved[0]["steps"] != steps or steps >= config.iterations:
             return
+        twin = self.twin and self.twin.backtracking.on_disk(noise=self.twin.noise.get_state())
         write_whole(self.partial, self.backtracking.on_disk(
             key=self.key, steps=steps, steps_run=self.steps_run, seconds=self.seconds_before + seconds,
-            noise=self.noise.get_state()))
+            noise=self.noise.get_state(), twin=twin))
         self.written_at = steps
 
     def go_on_from_disk(self, device: torch.device) -> bool:
@@ -251,6 +261,9 @@ class ImageRun:
             return False
         self.backtracking.take_up(content, self.state, self.trackers, device)
         self.noise.set_state(content["noise"])
+        if self.twin is not None:  # the twin goes on from the same step (written together)
+            self.twin.backtracking.take_up(content["twin"], self.twin.state, self.twin.trackers, device)
+            self.twin.noise.set_state(content["twin"]["noise"])
         self.steps_run, self.seconds_before = content["steps_run"], content["seconds"]
         self.written_at = content["steps"]
         return True
@@ -270,12 +283,17 @@ class ImageRun:
         this checkpoint and goes on."""
         try:
             if self.backtracking.restored(self.state, self.trackers):
+                if self.twin is not None:  # the twin goes back with it (its checkpoint is of the same step)
+                    self.twin.backtracking.go_back(self.twin.state, self.twin.trackers)
                 return True
         except RunError as error:
             self.failure = str(error)
             return False
         if self.state.steps >= config.iterations:
             return False
+        if self.follows:
+            self.backtracking.save(self.state, self.trackers)
+            return True
         if self.stop_early and self.trackers.rules[rule_of(config.stop_rule)].settled(
                 self.state.steps, config.stop_rule.endswith("_centred")):
             return False
@@ -283,8 +301,9 @@ class ImageRun:
         return True
 
 
-def start(runs: list[DIPRun], config: Config, device: torch.device) -> tuple:
-    """The runs' networks stacked, their Adam, their inputs z0 and each one's ImageRun, on `device`."""
+def start(runs: list[DIPRun], config: Config, device: torch.device, twins: int = 0) -> tuple:
+    """The runs' networks stacked, their Adam, their inputs z0 and each one's ImageRun, on `device`. With `twins`
+    k (--sure): the first k runs are the twins of the last k, which read their averages (the SURE rule)."""
     networks, z0, noise = [], [], []
     for _ in runs:  # each run draws what it draws alone: the network, then z0 from its own generator
         torch.manual_seed(config.seed)
@@ -300,16 +319,39 @@ def start(runs: list[DIPRun], config: Config, device: torch.device) -> tuple:
     images = []
     for r, run in enumerate(runs):
         noisy = run.noisy.to(device=device, dtype=torch.float32)
-        clean = None if run.clean is None else run.clean.to(device=device, dtype=torch.float32)
         state = RunState(stacked, adam, r, z0[r], noisy)
-        trackers = Trackers(state.average, make_rules(state.average, config.stop_window, config.stop_patience,
-                                                      config.emv_alpha, run.sigma, config.discrepancy_tau, config.ema),
-                            config.iterations)
+        if r < twins:  # a twin: only the PSNR against its own y; no rule, no going back on its own (NaN: it fails)
+            trackers = Trackers(state.average, [], config.iterations)
+            images.append(ImageRun(r, noisy, None, state, trackers, Backtracking(state, trackers, float("inf"), 0),
+                                   noise[r], False, follows=True))
+            continue
+        clean = None if run.clean is None else run.clean.to(device=device, dtype=torch.float32)
+        rules = make_rules(state.average, config.stop_window, config.stop_patience, config.emv_alpha, run.sigma,
+                           config.discrepancy_tau, config.ema)
+        twin = images[r - twins] if twins else None
+        if twin is not None:
+            rules.append(Sure(state.average, run.sigma, probe_of(run.noisy, config).to(device),
+                              config.sure_epsilon * run.sigma, twin.state.average, config.stop_patience,
+                              average_lag(config.ema)))
+        trackers = Trackers(state.average, rules, config.iterations)
         backtracking = Backtracking(state, trackers, config.backtrack_drop, config.max_restores)
         images.append(ImageRun(r, noisy, clean, state, trackers, backtracking, noise[r],
                                config.stop_early or clean is None, partial=Path(run.partial) if run.partial else None,
-                               key=run.key))
+                               key=run.key, twin=twin))
     return stacked, adam, z0, images
+
+
+def probe_of(noisy: torch.Tensor, config: Config) -> torch.Tensor:
+    """The SURE rule's probe b ~ N(0, I) of the image's shape, from its own generator (seed + 10000: apart from
+    the noise's seed + 1 + k)."""
+    return torch.randn(noisy.shape, generator=torch.Generator().manual_seed(config.seed + 10_000))
+
+
+def twin_of(run: DIPRun, config: Config) -> DIPRun:
+    """The SURE rule's twin of a run: the same constants on y + εb (ε = sure_epsilon·σ, not clipped: the
+    divergence is that of the run's map y ↦ x̄_t(y)); no clean image, no checkpoint of its own."""
+    epsilon = config.sure_epsilon * run.sigma
+    return DIPRun(run.noisy + epsilon * probe_of(run.noisy, config), config, None, run.sigma)
 
 
 def held_per_pixel(config: Config, channels: int) -> float:
@@ -335,20 +377,32 @@ def denoise(runs: list[DIPRun]) -> list[DenoiseResult | Failed]:
     (Failed). Iterations are counted from 0. The results' images are on the CPU."""
     config, n = runs[0].config, len(runs)  # the constants are the first run's: images of one size, one run
     runs = [run if run.sigma is not None else run._replace(sigma=noise_sigma(run.noisy, config)) for run in runs]
+    if config.sure and any(run.sigma is None for run in runs):
+        raise RunError("the SURE rule needs σ: give --sigma or leave --estimate_sigma on")
+    twins = [twin_of(run, config) for run in runs] if config.sure else []
     device = choose_device(config.device)
-    stacked, adam, z0, images = start(runs, config, device)
-    for image in images:  # a run cut before goes on from its last checkpoint on disk
+    stacked, adam, z0, images = start(twins + runs, config, device, len(twins))
+    for image in images[len(twins):]:  # a run cut before goes on from its last checkpoint on disk
         if image.go_on_from_disk(device):
             tqdm.write(f"{image.partial.stem}: going on from its checkpoint at iteration {image.state.steps}")
     active = list(images)
     bar = tqdm(total=config.iterations, disable=not config.progress, leave=False,
-               desc="DIP" if n == 1 else f"DIP batch of {n}")
+               desc=("DIP" if n == 1 else f"DIP batch of {n}") + (" with SURE twins" if twins else ""))
 
     def forward(chosen: list[int]) -> tuple[torch.Tensor]:  # f_θ(z0 + σ_r n_k), a fresh n_k for each run and step
         return (stacked(torch.stack([z0[r] + config.reg_noise_std * torch.randn(
             z0.shape[1:], generator=images[r].noise, device=device) for r in chosen]), chosen),)
 
-    clock = Clock(n, device)
+    clock = Clock(len(images), device)
+
+    def end(image: ImageRun) -> None:  # a run ends with its twin; a twin that fails fails its run
+        for member in (image, image.twin, *(other for other in images if other.twin is image)):
+            if member is not None and member in active:
+                active.remove(member)
+                clock.stop(member.index)
+                if image.follows and image.failure and member is not image:
+                    member.failure = f"its SURE twin failed: {image.failure}"
+
     while active:  # the DIP step of every active run: min_θ ‖f_θ(z0 + σ_r n_k) − y‖², Adam, then the average
         adam.zero_grad()
         stepped = [image.index for image in active]
@@ -356,21 +410,24 @@ def denoise(runs: list[DIPRun]) -> list[DenoiseResult | Failed]:
                                           lambda i, r, outputs: F.mse_loss(outputs[0][i], images[r].noisy))
         adam.step(stepped)
         with torch.no_grad():
-            for i, image in enumerate(active):
+            for i, image in enumerate(active):  # twins first: a run's SURE rule reads its twin's new average
                 image.take(out[i], config.ema)
-        for i, image in enumerate(list(active)):  # at its checkpoints: backtrack, stop, or save the checkpoint
-            if image.state.steps % config.checkpoint_every and image.state.steps < config.iterations:
-                continue
-            if image.goes_on(config):
+        loss_of = {image.index: losses[i] for i, image in enumerate(active)}
+        at_checkpoint = [image for image in active if not (
+            image.state.steps % config.checkpoint_every and image.state.steps < config.iterations)]
+        for image in sorted(at_checkpoint, key=lambda image: image.follows):  # a run before its twin: it may
+            if image in active and not image.goes_on(config):  # take the twin back before the twin saves
+                end(image)
+        for image in at_checkpoint:  # after its twin saved: the checkpoint on disk holds both
+            if image in active and not image.follows:
                 image.write(config, clock.seconds(image.index))
-                bar.set_postfix(psnr_y=f"{image.backtracking.reference:.2f}", loss=f"{losses[i].item():.2e}")
-            else:
-                active.remove(image)
-                clock.stop(image.index)
+                bar.set_postfix(psnr_y=f"{image.backtracking.reference:.2f}",
+                                loss=f"{loss_of[image.index].item():.2e}")
         bar.update(min((image.state.steps for image in active), default=config.iterations) - bar.n)
     bar.close()
-    return [Failed(image.failure) if image.failure else _result(
-        image, runs[image.index], image.seconds_before + clock.stop(image.index), device) for image in images]
+    return [Failed(image.failure) if image.failure else _result(  # a run's time includes its twin's
+        image, runs[image.index - len(twins)], image.seconds_before + clock.stop(image.index)
+        + (clock.stop(image.twin.index) if image.twin else 0.0), device) for image in images[len(twins):]]
 
 
 def _result(image: ImageRun, run: DIPRun, seconds: float, device: torch.device) -> DenoiseResult:

@@ -61,12 +61,13 @@ class Backtracking:
         block's PSNRs; a non-finite output stops the run."""
         start = self.saved[0]["steps"]
         block = trackers.curves["psnr_noisy"][start:state.steps].cpu()
+        if not len(block):  # nothing since the checkpoint (a twin its run took back)
+            return 0
         if not torch.isfinite(block).all():
             raise RunError(f"the DIP output became NaN near iteration {state.steps - 1}: try a smaller learning_rate")
         if block.min().item() < self.reference - self.drop:
             if self.restores < self.max_restores:
-                state.restore(self.saved[0])
-                trackers.restore(self.saved[1])
+                self.go_back(state, trackers)
                 self.restores += 1
                 return len(block)
             if not self.exhausted:
@@ -76,6 +77,11 @@ class Backtracking:
             self.exhausted = True
         self.reference = block[-1].item()
         return 0
+
+    def go_back(self, state: RunState, trackers: Trackers) -> None:
+        """Back to the last checkpoint: the network, Adam, the average and the trackers."""
+        state.restore(self.saved[0])
+        trackers.restore(self.saved[1])
 
     def on_disk(self, **besides: Any) -> dict[str, Any]:
         """The last checkpoint and this safeguard's state (its count, whether it gave up, its reference PSNR), on

@@ -15,6 +15,10 @@ stream:
                the averaged output x̄ falls to τσ², σ given or estimated from the noisy image (`estimate_sigma`).
   whiteness    the whiteness of the residual y − x̄: the mean over channels of the squared lag-1 correlations
                (across and down) of the centred residual, which is 0 for white noise; its minimum, frozen after P.
+  sure         Stein's unbiased estimate of the averaged output's mean squared error, by Monte Carlo (Ramani, Blu
+               and Unser, IEEE TIP 2008): ‖y − x̄‖²/n − σ² + 2σ²·div/n, the divergence of the whole run's map
+               y ↦ x̄_t(y) read off a twin run on y + εb (b ~ N(0, I), the same network, input and input noise):
+               div ≈ bᵀ(x̄'_t − x̄_t)/ε; its minimum, frozen after P. It needs σ and the twin (a second run).
 
 Every rule keeps its choice (its iteration, -1 while it has none), where it fired (-1: not) and the images at its
 choice: its own, the run's exponential average there (<rule>_average) and the exponential average centred on its
@@ -199,6 +203,26 @@ class Whiteness(Rule):
         return average
 
 
+class Sure(Rule):
+    """Monte-Carlo SURE of the run's average x̄_t as an estimate of its mean squared error against the clean image:
+    ‖y − x̄_t‖²/n − σ² + 2σ²·bᵀ(x̄'_t − x̄_t)/(εn), x̄'_t the average of a twin run on y + εb that steps in
+    lockstep (`twin_average`, updated before this rule reads it); its minimum, frozen after P."""
+
+    name, STATISTIC = "sure", "sure"
+
+    def __init__(self, image: torch.Tensor, sigma: float, probe: torch.Tensor, epsilon: float,
+                 twin_average: torch.Tensor, patience: int, lag: int = 0):
+        super().__init__(image, patience, lag)
+        self.sigma, self.probe, self.epsilon, self.twin_average = sigma, probe, epsilon, twin_average
+
+    def value(self, i, out, average, noisy):
+        divergence = (self.probe * (self.twin_average - average)).sum() / self.epsilon
+        return F.mse_loss(average, noisy) - self.sigma ** 2 + 2 * self.sigma ** 2 * divergence / average.numel()
+
+    def own_image(self, out, average):
+        return average
+
+
 class Trackers:
     """What the run reads off its outputs, kept on the device (no host synchronisation per iteration) and
     checkpointed with the network: the curves (entry k: iteration k: the PSNRs and each rule's statistic), the
@@ -271,7 +295,7 @@ def candidates(rules: list[str]) -> list[str]:
 
 
 RULE_TYPES: dict[str, type[Rule]] = {rule.name: rule for rule in (WindowVariance, ExponentialVariance, Discrepancy,
-                                                                   Whiteness)}
+                                                                   Whiteness, Sure)}
 RULES = tuple(RULE_TYPES)
 CANDIDATES = tuple(candidates(list(RULES)))
 
@@ -280,7 +304,7 @@ def rule_of(candidate: str) -> str:
     return candidate.removesuffix("_average").removesuffix("_centred")
 
 
-TITLES = dict(es_wmv="ES-WMV", es_emv="ES-EMV", discrepancy="discrepancy", whiteness="whiteness")
+TITLES = dict(es_wmv="ES-WMV", es_emv="ES-EMV", discrepancy="discrepancy", whiteness="whiteness", sure="SURE")
 TITLES.update({f"{rule}_average": f"{title}, averaged" for rule, title in list(TITLES.items())},
               **{f"{rule}_centred": f"{title}, centred average" for rule, title in list(TITLES.items())})
 

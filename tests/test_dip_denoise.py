@@ -147,6 +147,8 @@ def test_api_from_a_path_and_folder_mode(tmp_path, metrics_of):
      (["--crop", "80"], "crop must be 0 or a multiple of 32"),
      (["--images", "camera", "--crop", "544"], "is smaller than the crop of 544 x 544"),
      (["--folder", "no/such/folder"], "does not exist"), (["--max_restores", "-1"], "max_restores must be in"),
+     (["--stop_rule", "sure_centred"], "needs --sure"), (["--sure", "--sure_epsilon", "0"], "sure_epsilon must be"),
+     (["--sure", "--no-estimate_sigma"], "--sure needs σ"),
      (["--ema", "1"], "ema must be in"), (["--resume"], "resume needs the run_name"),
      (["--images", str(Path(__file__).resolve().parents[1] / "images")], "is a folder; give its images with --folder")],
 )
@@ -470,12 +472,14 @@ def test_the_memory_estimate_covers_the_measured_peak_checkpoints_included(monke
     assert measured <= estimated <= 1.6 * measured, (measured / 2**20, estimated / 2**20)
 
 
+@pytest.mark.parametrize("sure", [False, True])
 def test_a_run_cut_goes_on_from_its_checkpoint_on_disk_and_equals_the_uncut_run(tiny_dip, tmp_path, monkeypatch,
-                                                                                capsys):
+                                                                                capsys, sure):
     """Cut after the checkpoint written at iteration 30 (of 60; checkpoints every 5, written every 10), --resume
-    takes it up (network, Adam, average, every rule's state and curve, the input noise's stream) and ends where the
-    uncut run ends, to the last bit on the CPU; the finished run leaves no checkpoint behind."""
-    common = dict(iterations=60, checkpoint_every=5, save_every=10, stop_window=4, stop_patience=8)
+    takes it up (network, Adam, average, every rule's state and curve, the input noise's stream; with --sure the
+    twin's too) and ends where the uncut run ends, to the last bit on the CPU; the finished run leaves no
+    checkpoint behind."""
+    common = dict(iterations=60, checkpoint_every=5, save_every=10, stop_window=4, stop_patience=8, sure=sure)
     uncut = dip_denoise.run(tiny_dip(tmp_path, run_name="uncut", **common))
     original = dip_denoise.ImageRun.write
 
@@ -495,6 +499,7 @@ def test_a_run_cut_goes_on_from_its_checkpoint_on_disk_and_equals_the_uncut_run(
     assert "astronaut: going on from its checkpoint at iteration 30" in capsys.readouterr().out
     a, b = uncut["results"]["astronaut"], resumed["results"]["astronaut"]
     assert a.curves.keys() == b.curves.keys() and a.oracle_iteration == b.oracle_iteration
+    assert ("sure" in a.curves) == sure
     for key, curve in a.curves.items():  # the same values, NaN where a statistic has none yet
         torch.testing.assert_close(torch.tensor(curve), torch.tensor(b.curves[key]), rtol=0, atol=0, equal_nan=True)
     assert a.iterations_run == b.iterations_run and b.metrics == a.metrics
