@@ -109,6 +109,7 @@ class Config(NetworkConstants):
 
     QUICK: ClassVar[dict[str, Any]] = dict(size=64, iterations=1000, checkpoint_every=50, stop_window=50,
                                            stop_patience=200)
+    ADDED: ClassVar[dict[str, Any]] = dict(sure=False, sure_epsilon=0.1)  # runs kept before these resume across them
     LIMITS: ClassVar[dict[str, str]] = dict(
         size="[0, inf)",  # and 0 or a multiple of 32 of at least 64 (checked in check_config)
         crop="[0, inf)",  # and 0 or a multiple of 32 of at least 64 (checked in check_config)

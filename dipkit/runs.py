@@ -169,11 +169,21 @@ RESUMABLE = {"seeds", "variants", "only", "resume", "workers", "engine", "ray_ad
              "device", "quick", "batch", "keep_other_code"}
 
 
+def added_later(config: Any) -> dict[str, Any]:
+    """The constants a config class gained after runs were kept (its ADDED: each with the value at which the code
+    computes what it computed before the constant existed, JSON-plain): at that value a constant is left out of
+    units' keys, and a config.json written before it reads as having it, so that a long study resumes across it."""
+    return _plain(dict(getattr(type(config), "ADDED", {})))
+
+
 def unit_settings(config: Any, also_resumable: tuple[str, ...] = ()) -> dict[str, Any]:
     """The resolved constants a unit computes with, for its key: every constant but those that only select or
-    place units (RESUMABLE, `also_resumable`, the run's name and folder)."""
+    place units (RESUMABLE, `also_resumable`, the run's name and folder) and those added later, at the value that
+    computes what the code did before them (added_later)."""
     left_out = RESUMABLE | set(also_resumable) | {"run_name", "results_dir"}
-    return {key: value for key, value in _plain(dataclasses.asdict(config)).items() if key not in left_out}
+    added = added_later(config)
+    return {key: value for key, value in _plain(dataclasses.asdict(config)).items()
+            if key not in left_out and not (key in added and added[key] == value)}
 
 
 def start_run(config: Any, script: str, device: torch.device, resume: bool = False,
@@ -201,8 +211,10 @@ def start_run(config: Any, script: str, device: torch.device, resume: bool = Fal
             earlier = read_config(folder / "config.json")
         except RunError as error:
             raise RunError(f"cannot resume: {error}; choose another run_name") from None
+        added = added_later(config)
         changed = sorted(key for key, value in _plain(record["config"]).items()
-                         if key not in RESUMABLE | set(also_resumable) and earlier["config"].get(key) != value)
+                         if key not in RESUMABLE | set(also_resumable)
+                         and earlier["config"].get(key, added.get(key)) != value)
         if changed:
             raise RunError(f"cannot resume {folder}: its runs were made with other {', '.join(changed)}; "
                            "choose another run_name")

@@ -520,3 +520,24 @@ def test_a_checkpoint_on_disk_is_taken_up_only_whole_and_of_its_own_key(tmp_path
     assert not path.with_name("a.pt.writing").exists()
     path.write_bytes(path.read_bytes()[:40])  # cut while written (by something else than write_whole)
     assert read_checkpoint(path, "k") is None
+
+
+def test_a_run_kept_before_the_sure_constants_existed_resumes_across_them(tiny_dip, tmp_path, capsys):
+    """--sure and --sure_epsilon came after runs were kept: at their defaults they are not in the units' keys, and
+    a config.json without them resumes (its images read back, not denoised again); --sure itself is refused."""
+    from dipkit.runs import unit_settings
+
+    config = tiny_dip(tmp_path)
+    assert not {"sure", "sure_epsilon"} & set(unit_settings(config))
+    assert "sure" in unit_settings(tiny_dip(tmp_path, sure=True))
+    dip_denoise.run(config)
+    record_file = tmp_path / "out" / "dip_denoise" / "r" / "config.json"
+    record = json.loads(record_file.read_text())
+    for key in ("sure", "sure_epsilon"):  # as the code before them wrote it
+        del record["config"][key]
+    record_file.write_text(json.dumps(record))
+    capsys.readouterr()
+    dip_denoise.run(tiny_dip(tmp_path, resume=True))
+    assert "resume: 1 unit(s) kept, 0 to compute" in capsys.readouterr().out
+    with pytest.raises(dip_denoise.RunError, match="made with other sure"):
+        dip_denoise.run(tiny_dip(tmp_path, resume=True, sure=True))
