@@ -71,3 +71,19 @@ def test_the_rule_read_off_the_records_equals_the_rule_during_the_run(tiny_dip, 
     assert fired and own == pytest.approx(float(table["psnr_discrepancy"]), abs=1e-4)
     assert centred == pytest.approx(float(table["psnr_discrepancy_centred"]), abs=1e-4)
     assert row[stopping_study.tau_key(1.0, "estimated")] == pytest.approx(centred)
+
+
+def test_the_protocol_chooses_the_smallest_mean_gap_breaks_ties_by_the_share_and_leaves_later_rules_out():
+    def rows_for(rule, gaps):
+        return [dict(size=64, sigma_true=25 / 255, oracle=30.0, **{rule: 30.0 - g, f"{rule}_fired": True})
+                for g in gaps]
+
+    runs = [{**a, **b, **c} for a, b, c in zip(rows_for("whiteness_centred", [0.25, 0.25, 0.75, -0.25]),
+                                                 rows_for("discrepancy_centred", [0.25, 0.25, 0.25, 0.25]),
+                                                 rows_for("sure", [0.0, 0.0, 0.0, 0.0]))]
+    decision = stopping_study.protocol_decision(stopping_study.summarise(runs))
+    assert decision.startswith("Decision over 4 runs: discrepancy_centred, mean gap 0.25 dB, 0 % of runs")
+    assert "it passes" in decision  # 0.25 ties whiteness_centred's mean; its share 25 % loses; SURE is not chosen
+    failing = [dict(r, discrepancy_centred=29.5) for r in runs]
+    verdict = stopping_study.protocol_decision(stopping_study.summarise(failing))
+    assert "whiteness_centred" in verdict and "does not pass: 0.00 dB over the mean gap allowed, 15 points" in verdict
