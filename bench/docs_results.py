@@ -7,6 +7,8 @@ and the device) under docs/results/<entry>/, which is what the docs link to.
     python bench/docs_results.py --all                      # every entry (hours on a 2-core CPU)
     python bench/docs_results.py ADP/photos --original ~/src/Analytical-Deep-Priors   # needs that checkout
     python bench/docs_results.py selfdeblur/levin_paper_batched --levin DIR --resume  # a cut study goes on
+    python bench/docs_results.py dip_denoise/heldout_64_sigma10_seed0 --resume --keep_other_code  # across code
+                                                    # changes that leave the results alone (the quick presets agree)
 
 A script's run happens in a scratch results folder (Results/docs_results/) and its own config.json is kept; for
 a command that writes no run folder (a benchmark, a merge, dipkit.levin) this writes a config.json with the same
@@ -241,18 +243,22 @@ def resolve(text: str, levin: str, original: str) -> str:
     return text.replace("SCRATCH", str(SCRATCH)).replace(LEVIN, levin).replace(ORIGINAL, original)
 
 
-def command_of(name: str, entry: Entry, levin: str, original: str, resume: bool = False) -> list[str]:
+def command_of(name: str, entry: Entry, levin: str, original: str, resume: bool = False,
+               keep_other_code: bool = False) -> list[str]:
     words = [resolve(word, levin, original) for word in entry.command]
     if entry.script_run:
         slug = name.replace("/", "-")
         words += ["--results_dir", str(SCRATCH), "--run_name", slug, "--no-progress"] + (["--resume"] if resume else [])
+        words += ["--keep_other_code"] if resume and keep_other_code else []
     first = words[0] if words[0] == "-m" else str(ROOT / words[0])
     return [sys.executable, first, *words[1:]]
 
 
-def run_entry(name: str, entry: Entry, levin: str, original: str, force: bool, resume: bool = False) -> None:
+def run_entry(name: str, entry: Entry, levin: str, original: str, force: bool, resume: bool = False,
+              keep_other_code: bool = False) -> None:
     """Run the entry's command and keep its small files in docs/results/<name>/. With `resume`, a script's run
-    that was cut (its scratch folder exists) goes on where it stopped (the script's --resume) instead of anew."""
+    that was cut (its scratch folder exists) goes on where it stopped (the script's --resume) instead of anew;
+    with `keep_other_code` too, it keeps the units other code computed (units.json names that code)."""
     target = DOCS_RESULTS / name
     if target.exists() and not force:
         print(f"{name}: kept ({target} exists; --force runs it again)")
@@ -260,7 +266,7 @@ def run_entry(name: str, entry: Entry, levin: str, original: str, force: bool, r
     script_name = Path(entry.command[0]).stem
     run_folder = SCRATCH / script_name / name.replace("/", "-")
     resume = resume and entry.script_run and run_folder.exists()
-    command = command_of(name, entry, levin, original, resume)
+    command = command_of(name, entry, levin, original, resume, keep_other_code)
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(entry.threads)} if entry.threads else {}))
     if entry.script_run and run_folder.exists() and not resume:
         shutil.rmtree(run_folder)  # a fresh run of this entry, under the entry's own name
@@ -313,6 +319,8 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="print the entries and their commands")
     parser.add_argument("--force", action="store_true", help="run entries whose folder exists again")
     parser.add_argument("--resume", action="store_true", help="a script's run that was cut goes on where it stopped")
+    parser.add_argument("--keep_other_code", action="store_true", help="with --resume: keep the units that other code "
+                        "computed (the script's --keep_other_code; only where the change leaves the results alone)")
     parser.add_argument("--levin", default="", help="Levin's folder (SelfDeblur's layout)")
     parser.add_argument("--original", default="", help="a checkout of MohammadSadeghSalehi/Analytical-Deep-Priors")
     args = parser.parse_args()
@@ -335,7 +343,8 @@ def main() -> None:
         if missing:
             raise RunError(f"{name} merges the runs of {', '.join(missing)}: run those first")
         run_entry(name, ENTRIES[name], str(Path(args.levin).expanduser()) if args.levin else "",
-                  str(Path(args.original).expanduser()) if args.original else "", args.force, args.resume)
+                  str(Path(args.original).expanduser()) if args.original else "", args.force, args.resume,
+                  args.keep_other_code)
 
 
 if __name__ == "__main__":

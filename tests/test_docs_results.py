@@ -32,3 +32,12 @@ def test_an_entry_is_kept_and_a_cut_run_resumes(tmp_path, monkeypatch, capfd):
     out = capfd.readouterr().out
     assert "--resume" in out and "camera_k9__SelfDeblur__seed0: kept from the earlier run" in out
     assert (run / "units" / "camera_k9__SelfDeblur__seed1.pt").exists()
+
+
+def test_keep_other_code_goes_to_the_script_only_with_resume():
+    docs_results = load_docs_results()
+    entry = docs_results.Entry(("dip_denoise.py", "--quick"))
+    resumed = docs_results.command_of("dip_denoise/x", entry, "", "", resume=True, keep_other_code=True)
+    assert resumed[-2:] == ["--resume", "--keep_other_code"]
+    fresh = docs_results.command_of("dip_denoise/x", entry, "", "", resume=False, keep_other_code=True)
+    assert "--keep_other_code" not in fresh and "--resume" not in fresh
