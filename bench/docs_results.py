@@ -115,6 +115,17 @@ ENTRIES: dict[str, Entry] = {
         ("dip_denoise.py", "--quick", "--images", *images, "--crop", str(size), "--noise_level", repr(level / 255),
          "--seed", str(seed), "--iterations", str(iterations), "--workers", "2"), TABLES + tuple(f"{i}/curve.csv" for i in images))
        for size, levels, seeds, images, iterations in HELD_OUT for level in levels for seed in seeds},
+    # the SURE rule (added after the held-out protocol) on the earlier study's images: its runs with --sure (a twin
+    # run beside each image), every other rule as in dip_denoise/stopping_64_*
+    **{f"dip_denoise/sure_64_sigma{level}_seed{seed}": Entry(
+        ("dip_denoise.py", "--quick", "--images", *STOPPING_IMAGES, "--size", "64", "--noise_level", repr(level / 255),
+         "--seed", str(seed), "--workers", "2", "--sure"), TABLES + tuple(f"{i}/curve.csv" for i in STOPPING_IMAGES))
+       for level in (25, 50) for seed in (0, 1)},
+    "dip_denoise/sure_study_64": Entry(
+        ("bench/stopping_study.py", *(f"SCRATCH/dip_denoise/dip_denoise-sure_64_sigma{level}_seed{seed}"
+                                      for level in (25, 50) for seed in (0, 1)), "--out", "SCRATCH/sure_study_64"),
+        produces=tuple(f"SCRATCH/sure_study_64/{name}" for name in ("rules.csv", "runs.csv", "rules.md", "tau.csv")),
+        after=tuple(f"dip_denoise/sure_64_sigma{level}_seed{seed}" for level in (25, 50) for seed in (0, 1))),
     "dip_denoise/sigma_estimates": Entry(("bench/sigma_estimates.py",),
                                          produces=("Results/bench/sigma_estimates.json",)),
     "dip_denoise/heldout_study": Entry(

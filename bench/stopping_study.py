@@ -11,7 +11,8 @@ and writes to --out:
              fired within the budget;
   rules.md   the same as a markdown table.
 Beside the no-reference rules, reference rows: the discrepancy principle told the true σ, its own image and its
-centred average (what the σ estimate costs), and the run's end (the final average: no rule at all). Read off each
+centred average (what the σ estimate costs), SURE told the true σ where the runs have it (--sure), and the run's
+end (the final average: no rule at all). Read off each
 image's recorded residual curve, also the discrepancy principle's centred average at τ = 0.8 ... 1.2 with the
 estimated and with the true σ (tau.csv, and a table in rules.md): how much the choice of τ and of σ matters.
 """
@@ -34,9 +35,12 @@ from dipkit.stopping import CANDIDATES, average_lag, rule_of  # noqa: E402
 
 TRUE_SIGMA = "discrepancy, true σ"
 TRUE_SIGMA_CENTRED = "discrepancy_centred, true σ"
+SURE_TRUE_SIGMA = "sure, true σ"
+SURE_TRUE_SIGMA_CENTRED = "sure_centred, true σ"
 END = "end of run"
 TAUS = (0.8, 0.9, 1.0, 1.1, 1.2)
-ADDED_AFTER = ("sure", "sure_centred")  # rules added after the held-out protocol: reported beside, never chosen
+ADDED_AFTER = ("sure", "sure_centred", SURE_TRUE_SIGMA, SURE_TRUE_SIGMA_CENTRED)  # added after the held-out
+# protocol: reported beside the others, never chosen by it
 SIGMAS = ("estimated", "true")  # the σ the τ sweep uses: the run's estimate (table.csv's sigma) or the true one
 
 
@@ -54,6 +58,26 @@ def discrepancy_from_curve(curve: list[dict], threshold: float, lag: int) -> tup
                                               else last), True
 
 
+def minimum_with_patience(values: list, patience: int) -> tuple[int, bool]:
+    """A patience rule read off its recorded statistic, as the rule does it during the run: its minimum, frozen
+    once `patience` iterations (with a value) bring no new one; (its iteration, -1 if none, and whether it fired)."""
+    best, choice, wait = float("inf"), -1, 0
+    for i, value in enumerate(values):
+        if not isinstance(value, float):
+            continue
+        best, choice, wait = (value, i, 0) if value < best else (best, choice, wait + 1)
+        if wait >= patience:
+            return choice, True
+    return choice, False
+
+
+def sure_with_sigma(curve: list[dict], sigma_run: float, sigma: float) -> list:
+    """The SURE curve a run recorded with σ_run, recomputed with another σ: its divergence term is
+    (SURE − residual + σ_run²)/σ_run², so SURE(σ) = residual − σ² + σ²/σ_run²·(SURE − residual + σ_run²)."""
+    return [r["residual"] - sigma ** 2 + sigma ** 2 / sigma_run ** 2 * (r["sure"] - r["residual"] + sigma_run ** 2)
+            if isinstance(r.get("sure"), float) and isinstance(r.get("residual"), float) else None for r in curve]
+
+
 def tau_key(tau: float, sigma: str) -> str:
     return f"discrepancy_centred τ={tau:g} ({sigma} σ)"
 
@@ -69,6 +93,7 @@ def study_rows(folders: list[Path]) -> list[dict]:
         config = json.loads((run / "config.json").read_text())
         constants = config["config"]
         tau, lag = constants.get("discrepancy_tau", 1.0), average_lag(constants.get("ema", 0.99))
+        patience = constants.get("stop_patience", 1000)
         for image in read_csv(run / "table.csv"):
             if "psnr_oracle" not in image:
                 continue
@@ -86,6 +111,14 @@ def study_rows(folders: list[Path]) -> list[dict]:
                 own, centred, fired = discrepancy_from_curve(curve, tau * image["sigma_true"] ** 2, lag)
                 row.update({TRUE_SIGMA: own, f"{TRUE_SIGMA}_fired": fired, TRUE_SIGMA_CENTRED: centred,
                             f"{TRUE_SIGMA_CENTRED}_fired": fired})
+                if "sure" in curve[0] and isinstance(image["sigma"], float):  # SURE told the true σ
+                    choice, fired = minimum_with_patience(
+                        sure_with_sigma(curve, image["sigma"], image["sigma_true"]), patience)
+                    at = choice if choice >= 0 else len(curve) - 1
+                    centred = at + lag if choice >= 0 and at + lag < len(curve) else len(curve) - 1
+                    row.update({SURE_TRUE_SIGMA: curve[at]["psnr_clean_average"], f"{SURE_TRUE_SIGMA}_fired": fired,
+                                SURE_TRUE_SIGMA_CENTRED: curve[centred]["psnr_clean_average"],
+                                f"{SURE_TRUE_SIGMA_CENTRED}_fired": fired})
                 for sigma in SIGMAS if isinstance(image["sigma"], float) else ("true",):
                     level = image["sigma"] if sigma == "estimated" else image["sigma_true"]
                     for t in TAUS:
@@ -109,7 +142,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     out = []
     for (size, level), members in sorted(groups.items(), key=lambda item: (
             item[0][0] == "all", item[0][0] if item[0][0] != "all" else 0, item[0][1] == "both", item[0][1])):
-        for rule in (*CANDIDATES, TRUE_SIGMA, TRUE_SIGMA_CENTRED, END):
+        for rule in (*CANDIDATES, TRUE_SIGMA, TRUE_SIGMA_CENTRED, SURE_TRUE_SIGMA, SURE_TRUE_SIGMA_CENTRED, END):
             scored = [r for r in members if rule in r]
             if not scored:
                 continue

@@ -87,3 +87,35 @@ def test_the_protocol_chooses_the_smallest_mean_gap_breaks_ties_by_the_share_and
     failing = [dict(r, discrepancy_centred=29.5) for r in runs]
     verdict = stopping_study.protocol_decision(stopping_study.summarise(failing))
     assert "whiteness_centred" in verdict and "does not pass: 0.00 dB over the mean gap allowed, 15 points" in verdict
+
+
+def test_the_minimum_with_patience_freezes_as_the_rules_do():
+    assert stopping_study.minimum_with_patience([3.0, 2.0, "", 2.5, 2.2, 1.0], 2) == (1, True)  # fires at 4
+    assert stopping_study.minimum_with_patience([3.0, 2.0, 2.5, 1.0], 5) == (3, False)
+    assert stopping_study.minimum_with_patience(["", ""], 1) == (-1, False)
+
+
+def test_sure_read_off_the_records_equals_the_rule_during_the_run_and_rescales_with_sigma(tiny_dip, tmp_path):
+    """A --sure run's SURE choice, recomputed from curve.csv with the run's own σ, is the rule's choice during the
+    run; with another σ, the recomputed curve is residual − σ² + σ²·(divergence term), checked by hand."""
+    import csv
+
+    import dip_denoise
+    from dipkit.runs import read_csv
+
+    dip_denoise.run(tiny_dip(tmp_path, iterations=60, stop_patience=15, sure=True, noise_level=0.1,
+                             images=("camera",), size=64))
+    folder = tmp_path / "out" / "dip_denoise" / "r"
+    table = next(csv.DictReader((folder / "table.csv").open()))
+    curve = read_csv(folder / "camera" / "curve.csv")
+    sigma = float(table["sigma"])
+    own = stopping_study.sure_with_sigma(curve, sigma, sigma)
+    assert own[-1] == pytest.approx(curve[-1]["sure"], rel=1e-5)
+    choice, fired = stopping_study.minimum_with_patience(own, 15)
+    assert choice == int(table["sure_iteration"]) and fired == (table["sure_fired"] == "True")
+    r = curve[-1]
+    divergence_term = (r["sure"] - r["residual"] + sigma ** 2) / sigma ** 2
+    assert stopping_study.sure_with_sigma(curve, sigma, 0.2)[-1] == pytest.approx(
+        r["residual"] - 0.04 + 0.04 * divergence_term)
+    (row,) = stopping_study.study_rows([folder])
+    assert stopping_study.SURE_TRUE_SIGMA in row and "sure_centred" in row
