@@ -6,6 +6,7 @@ and the device) under docs/results/<entry>/, which is what the docs link to.
     python bench/docs_results.py adp_1d/paper ADP/astronaut # run these entries
     python bench/docs_results.py --all                      # every entry (hours on a 2-core CPU)
     python bench/docs_results.py ADP/photos --original ~/src/Analytical-Deep-Priors   # needs that checkout
+    python bench/docs_results.py dip_denoise/paper_f16 --dip_repo ~/src/deep-image-prior --resume   # hours: resumable
     python bench/docs_results.py selfdeblur/levin_paper_batched --levin DIR --resume  # a cut study goes on
     python bench/docs_results.py dip_denoise/heldout_64_sigma10_seed0 --resume --keep_other_code  # across code
                                                     # changes that leave the results alone (the quick presets agree)
@@ -39,6 +40,7 @@ FIGURES = ROOT / "docs" / "figures"
 SCRATCH = ROOT / "Results" / "docs_results"
 LEVIN = "LEVIN"  # stands for --levin in a command
 ORIGINAL = "ORIGINAL"  # stands for --original (a checkout of the ADP paper's repository)
+DIP_REPO = "DIP_REPO"  # stands for --dip_repo (a clone of DmitryUlyanov/deep-image-prior: its F16_GT.png)
 SMALL = 2_000_000  # bytes: larger files (long curves) are not copied
 
 TABLES = ("table.csv", "summary.csv", "metrics.json", "config.json")
@@ -126,6 +128,13 @@ ENTRIES: dict[str, Entry] = {
                                       for level in (25, 50) for seed in (0, 1)), "--out", "SCRATCH/sure_study_64"),
         produces=tuple(f"SCRATCH/sure_study_64/{name}" for name in ("rules.csv", "runs.csv", "rules.md", "tau.csv")),
         after=tuple(f"dip_denoise/sure_64_sigma{level}_seed{seed}" for level in (25, 50) for seed in (0, 1))),
+    # the paper's setting at 512x512 (3000 iterations, σ 25/255; hours on a CPU, cut and resumed): F16 from a clone
+    # of the Deep Image Prior repository (never bundled), and the bundled astronaut
+    **{f"dip_denoise/paper_{name}": Entry(
+        ("dip_denoise.py", "--images", image, "--save_every", "250"), TABLES + (f"{stem}/curve.csv",),
+        figures=((f"SCRATCH/dip_denoise/dip_denoise-paper_{name}/{stem}/curve.png", f"dip_paper_{name}_curve.png"),))
+       for name, image, stem in (("f16", f"{DIP_REPO}/data/denoising/F16_GT.png", "F16_GT"),
+                                 ("astronaut", "astronaut", "astronaut"))},
     "dip_denoise/sigma_estimates": Entry(("bench/sigma_estimates.py",),
                                          produces=("Results/bench/sigma_estimates.json",)),
     "dip_denoise/heldout_study": Entry(
@@ -245,18 +254,21 @@ ENTRIES: dict[str, Entry] = {
 }
 
 
-def resolve(text: str, levin: str, original: str) -> str:
-    """A command's placeholders: SCRATCH, the Levin folder, the original checkout."""
+def resolve(text: str, levin: str, original: str, dip_repo: str = "") -> str:
+    """A command's placeholders: SCRATCH, the Levin folder, the original checkout, the DIP repository's clone."""
     if LEVIN in text and not levin:
         raise RunError("this entry needs Levin's folder: --levin DIR")
     if ORIGINAL in text and not original:
         raise RunError("this entry needs a checkout of the ADP paper's repository: --original DIR")
-    return text.replace("SCRATCH", str(SCRATCH)).replace(LEVIN, levin).replace(ORIGINAL, original)
+    if DIP_REPO in text and not dip_repo:
+        raise RunError("this entry needs a clone of the Deep Image Prior repository: --dip_repo DIR")
+    return text.replace("SCRATCH", str(SCRATCH)).replace(LEVIN, levin).replace(ORIGINAL, original).replace(
+        DIP_REPO, dip_repo)
 
 
 def command_of(name: str, entry: Entry, levin: str, original: str, resume: bool = False,
-               keep_other_code: bool = False) -> list[str]:
-    words = [resolve(word, levin, original) for word in entry.command]
+               keep_other_code: bool = False, dip_repo: str = "") -> list[str]:
+    words = [resolve(word, levin, original, dip_repo) for word in entry.command]
     if entry.script_run:
         slug = name.replace("/", "-")
         words += ["--results_dir", str(SCRATCH), "--run_name", slug, "--no-progress"] + (["--resume"] if resume else [])
@@ -266,7 +278,7 @@ def command_of(name: str, entry: Entry, levin: str, original: str, resume: bool 
 
 
 def run_entry(name: str, entry: Entry, levin: str, original: str, force: bool, resume: bool = False,
-              keep_other_code: bool = False) -> None:
+              keep_other_code: bool = False, dip_repo: str = "") -> None:
     """Run the entry's command and keep its small files in docs/results/<name>/. With `resume`, a script's run
     that was cut (its scratch folder exists) goes on where it stopped (the script's --resume) instead of anew;
     with `keep_other_code` too, it keeps the units other code computed (units.json names that code)."""
@@ -277,14 +289,14 @@ def run_entry(name: str, entry: Entry, levin: str, original: str, force: bool, r
     script_name = Path(entry.command[0]).stem
     run_folder = SCRATCH / script_name / name.replace("/", "-")
     resume = resume and entry.script_run and run_folder.exists()
-    command = command_of(name, entry, levin, original, resume, keep_other_code)
+    command = command_of(name, entry, levin, original, resume, keep_other_code, dip_repo)
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(entry.threads)} if entry.threads else {}))
     if entry.script_run and run_folder.exists() and not resume:
         shutil.rmtree(run_folder)  # a fresh run of this entry, under the entry's own name
     print(f"{name}: {' '.join(command[1:])}" + (f" (OMP_NUM_THREADS={entry.threads})" if entry.threads else ""),
           flush=True)
     for produced in entry.produces:  # an earlier run's output is never taken for this one's
-        path = Path(resolve(produced, levin, original))
+        path = Path(resolve(produced, levin, original, dip_repo))
         path = path if path.is_absolute() else ROOT / path
         if path.parent.parent == SCRATCH / script_name or path.parent.parent == SCRATCH / "vdip":
             shutil.rmtree(path.parent, ignore_errors=True)
@@ -305,7 +317,7 @@ def run_entry(name: str, entry: Entry, levin: str, original: str, force: bool, r
                 shutil.copy2(run_folder / file, partial / file)
     else:
         for produced in entry.produces:
-            path = Path(resolve(produced, levin, original))
+            path = Path(resolve(produced, levin, original, dip_repo))
             path = path if path.is_absolute() else ROOT / path
             shutil.copy2(path, partial / path.name)
         import torch  # only for the device name in the record
@@ -318,7 +330,7 @@ def run_entry(name: str, entry: Entry, levin: str, original: str, force: bool, r
     partial.rename(target)
     for figure, name in entry.figures:  # the figures the docs show
         FIGURES.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(Path(resolve(figure, levin, original)), FIGURES / name)
+        shutil.copy2(Path(resolve(figure, levin, original, dip_repo)), FIGURES / name)
     print(f"{name}: kept in {os.path.relpath(target, ROOT)} ({seconds:.0f} s)", flush=True)
 
 
@@ -333,6 +345,7 @@ def main() -> None:
     parser.add_argument("--keep_other_code", action="store_true", help="with --resume: keep the units that other code "
                         "computed (the script's --keep_other_code; only where the change leaves the results alone)")
     parser.add_argument("--levin", default="", help="Levin's folder (SelfDeblur's layout)")
+    parser.add_argument("--dip_repo", default="", help="a clone of DmitryUlyanov/deep-image-prior (F16_GT.png)")
     parser.add_argument("--original", default="", help="a checkout of MohammadSadeghSalehi/Analytical-Deep-Priors")
     args = parser.parse_args()
     if args.list:
@@ -346,7 +359,8 @@ def main() -> None:
     names = list(ENTRIES) if args.all else args.entries
     if args.all:
         names = [n for n in names if (LEVIN not in " ".join(ENTRIES[n].command) or args.levin)
-                 and (ORIGINAL not in " ".join(ENTRIES[n].command) or args.original)]
+                 and (ORIGINAL not in " ".join(ENTRIES[n].command) or args.original)
+                 and (DIP_REPO not in " ".join(ENTRIES[n].command) or args.dip_repo)]
     if not names:
         raise RunError("name entries to run, or --all (see --list)")
     for name in names:
@@ -355,7 +369,7 @@ def main() -> None:
             raise RunError(f"{name} merges the runs of {', '.join(missing)}: run those first")
         run_entry(name, ENTRIES[name], str(Path(args.levin).expanduser()) if args.levin else "",
                   str(Path(args.original).expanduser()) if args.original else "", args.force, args.resume,
-                  args.keep_other_code)
+                  args.keep_other_code, str(Path(args.dip_repo).expanduser()) if args.dip_repo else "")
 
 
 if __name__ == "__main__":

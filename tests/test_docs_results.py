@@ -41,3 +41,16 @@ def test_keep_other_code_goes_to_the_script_only_with_resume():
     assert resumed[-2:] == ["--resume", "--keep_other_code"]
     fresh = docs_results.command_of("dip_denoise/x", entry, "", "", resume=False, keep_other_code=True)
     assert "--keep_other_code" not in fresh and "--resume" not in fresh
+
+
+def test_the_f16_entry_asks_for_the_dip_repository_and_reads_f16_from_it():
+    import pytest
+
+    from dipkit.errors import RunError
+
+    docs_results = load_docs_results()
+    entry = docs_results.ENTRIES["dip_denoise/paper_f16"]
+    with pytest.raises(RunError, match="--dip_repo DIR"):
+        docs_results.command_of("dip_denoise/paper_f16", entry, "", "")
+    command = docs_results.command_of("dip_denoise/paper_f16", entry, "", "", dip_repo="/src/dip")
+    assert "/src/dip/data/denoising/F16_GT.png" in command and "--save_every" in command
