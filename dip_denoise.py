@@ -40,6 +40,7 @@ From Python: `denoise([DIPRun(noisy, config, clean)])`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple, Optional
@@ -96,7 +97,7 @@ class Config(NetworkConstants):
     #   exponential average at its choice (<rule>_average) or the one centred on its choice (<rule>_centred); the
     #   default has the smallest mean gap to the oracle in the study of docs/dip_denoise.md
     stop_window: int = 100  # W: outputs in ES-WMV's window (and the iterations ES-EMV waits before it looks)
-    stop_patience: int = 1000  # P: ES-WMV, ES-EMV and whiteness fire after P iterations without a new minimum
+    stop_patience: int = 1000  # P: ES-WMV, ES-EMV, whiteness and SURE fire after P iterations without a new minimum
     emv_alpha: float = 0.1  # ES-EMV's weight of the new output in its moving average and variance (official: 0.1)
     sigma: Optional[float] = None  # σ of the noise for the discrepancy principle; None: estimated from each image
     estimate_sigma: bool = True  # estimate σ when it is not given (--no-estimate_sigma: no discrepancy rule)
@@ -186,7 +187,7 @@ class DIPRun(NamedTuple):
 @dataclass
 class DenoiseResult:
     stop_rule: str  # the candidate that gives `denoised` (Config.stop_rule)
-    choices: dict[str, Choice]  # every rule's choice, by rule name (es_wmv, es_emv, discrepancy, whiteness)
+    choices: dict[str, Choice]  # every rule's choice, by rule name (es_wmv, es_emv, discrepancy, whiteness, sure)
     final_output: torch.Tensor  # f_θ(z0) at the end, the official code's shown image
     final_average: torch.Tensor  # the exponential average at the end
     curves: dict[str, list[float]]  # entry k is iteration k: psnr_noisy, psnr_clean, psnr_clean_average, statistics
@@ -421,7 +422,8 @@ def denoise(runs: list[DIPRun]) -> list[DenoiseResult | Failed]:
                 end(image)
         for image in at_checkpoint:  # after its twin saved: the checkpoint on disk holds both
             if image in active and not image.follows:
-                image.write(config, clock.seconds(image.index))
+                image.write(config, clock.seconds(image.index) + (  # a run's time includes its twin's
+                    clock.seconds(image.twin.index) if image.twin else 0.0))
                 bar.set_postfix(psnr_y=f"{image.backtracking.reference:.2f}",
                                 loss=f"{loss_of[image.index].item():.2e}")
         bar.update(min((image.state.steps for image in active), default=config.iterations) - bar.n)
@@ -456,12 +458,14 @@ def _result(image: ImageRun, run: DIPRun, seconds: float, device: torch.device) 
 
 
 def noise_sigma(noisy: torch.Tensor, config: Config, name: str = "the image") -> float | None:
-    """σ for the discrepancy principle: config.sigma, or the noisy image's estimate (if allowed and not 0); a
-    RunError when the stop rule needs it and there is none."""
+    """σ for the discrepancy principle and SURE: config.sigma, or the noisy image's estimate (if allowed and not
+    0); a RunError when the stop rule or --sure needs it and there is none."""
     sigma = config.sigma if config.sigma is not None else estimate_sigma(noisy) if config.estimate_sigma else None
-    if rule_of(config.stop_rule) == "discrepancy" and not sigma:
-        raise RunError(f"stop_rule {config.stop_rule} needs σ: give --sigma" + (
-            f" (the estimate for {name} is 0)" if config.estimate_sigma else ", or leave --estimate_sigma on"))
+    sigma = sigma if sigma is None or math.isfinite(sigma) else 0.0  # a flat image's estimate is NaN: none
+    if (rule_of(config.stop_rule) in ("discrepancy", "sure") or config.sure) and not sigma:
+        raise RunError(("--sure" if config.sure else f"stop_rule {config.stop_rule}") + " needs σ: give --sigma" + (
+            f" (the estimate for {name} is 0 or undefined)" if config.estimate_sigma
+            else ", or leave --estimate_sigma on"))
     return sigma or None
 
 
@@ -483,8 +487,9 @@ def images_of(sources: list[Source], config: Config, device: torch.device) -> tu
             per_channels[c] = (training_footprint(SkipNetwork(config.input_depth, c), config.input_depth),
                                held_per_pixel(config, c))
         footprint, held = per_channels[c][0], per_channels[c][1] * h * w
-        needs.append(lambda n, f=footprint, h=h, w=w, i=held: at_once * (
-            f.bytes(h, w, n, n if vectorised(config.batch_mode) else 1) + n * i))
+        k = 2 if config.sure else 1  # with --sure each image runs with its twin: twice the networks (and, at most,
+        needs.append(lambda n, f=footprint, h=h, w=w, i=held: at_once * (  # twice what a run holds)
+            f.bytes(h, w, k * n, k * n if vectorised(config.batch_mode) else 1) + k * n * i))
         advice = "give a smaller --size (e.g. 512)" if not config.size or config.size > 512 else "use a larger device"
         check_fits(needs[-1](1), device, f"denoising {source.name} ({h}x{w})", advice)
     need = lambda n: max(one(n) for one in needs)  # noqa: E731

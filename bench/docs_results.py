@@ -141,7 +141,7 @@ ENTRIES: dict[str, Entry] = {
         ("bench/stopping_study.py", *(f"SCRATCH/dip_denoise/dip_denoise-heldout_{size}_sigma{level}_seed{seed}"
                                       for size, levels, seeds, _, _ in HELD_OUT for level in levels for seed in seeds),
          "--out", "SCRATCH/heldout_study"),
-        produces=tuple(f"SCRATCH/heldout_study/{name}" for name in ("rules.csv", "runs.csv", "rules.md")),
+        produces=tuple(f"SCRATCH/heldout_study/{name}" for name in ("rules.csv", "runs.csv", "rules.md", "tau.csv")),
         after=tuple(f"dip_denoise/heldout_{size}_sigma{level}_seed{seed}"
                     for size, levels, seeds, _, _ in HELD_OUT for level in levels for seed in seeds)),
     # selfdeblur.py and vdip.py: the reduced CPU study, merged

@@ -106,8 +106,8 @@ def study_rows(folders: list[Path]) -> list[dict]:
                     row[f"{candidate}_fired"] = image[f"{rule_of(candidate)}_fired"] in (True, "True")
             row[END], row[f"{END}_fired"] = image["psnr_final_average"], False
             curve_file = run / str(image["image"]) / "curve.csv"
-            if curve_file.is_file():  # the discrepancy principle with the true σ and the τ sweep, off the residual
-                curve = read_csv(curve_file)
+            curve = read_csv(curve_file) if curve_file.is_file() else []
+            if curve and "residual" in curve[0]:  # the discrepancy principle, true σ and τ sweep, off the residual
                 own, centred, fired = discrepancy_from_curve(curve, tau * image["sigma_true"] ** 2, lag)
                 row.update({TRUE_SIGMA: own, f"{TRUE_SIGMA}_fired": fired, TRUE_SIGMA_CENTRED: centred,
                             f"{TRUE_SIGMA_CENTRED}_fired": fired})
@@ -165,6 +165,7 @@ def protocol_decision(summary: list[dict]) -> str:
     group = "all" if any(r["size"] == "all" for r in summary) else next(iter(r["size"] for r in summary))
     pool = [r for r in summary if r["size"] == group and r["sigma"] == "both" and r["rule"] in CANDIDATES
             and r["rule"] not in ADDED_AFTER]
+    pool = [r for r in pool if r["runs"] == max(r["runs"] for r in pool)]  # scored on every run (σ or not)
     best = min(pool, key=lambda r: (r["mean_gap"], r["over_half_db"]))
     passes = best["mean_gap"] <= MEAN_GAP and best["over_half_db"] <= SHARE_OVER_HALF_DB
     verdict = "passes" if passes else (

@@ -74,7 +74,8 @@ def write_image_outputs(folder: Path, name: str, noisy: torch.Tensor, clean: tor
     panels = [dict(lines=lines, xlabel="iteration", ylabel="PSNR (dB)", marks=marks)]
     for rule, choice in result.choices.items():
         key = RULE_TYPES[rule].STATISTIC
-        panels.append(dict(lines=[(its, result.curves[key], key)], xlabel="iteration", ylabel=key, logy=True,
+        panels.append(dict(lines=[(its, result.curves[key], key)], xlabel="iteration", ylabel=key,
+                           logy=rule != "sure",  # SURE (an MSE less σ², plus a divergence term) may be negative
                            marks=[(choice.iteration, "choice")], title=f"{TITLES[rule]}: {result.summary(rule)}"))
     figures.curves(folder / "curve.png", panels, n_cols=min(len(panels), 3))
     write_csv(folder / "curve.csv", [dict(iteration=k, **{key: values[k] for key, values in result.curves.items()})

@@ -65,6 +65,8 @@ def resolve(config: Any, device: torch.device, height: int, width: int, channels
         auto_precision(device, height, width, channels)
     if config.precision == "auto" and precision == "bf16" and not type(config).AUTO_BF16:
         precision, why = "float32", "bf16 not shown to keep this method's results"
+    if config.precision == "auto" and precision == "bf16" and getattr(config, "sure", False):
+        precision, why = "float32", "the SURE twin's difference needs float32"
     if config.memory_format != "auto":
         memory_format = config.memory_format
     else:

@@ -107,3 +107,10 @@ def test_a_run_records_its_choice_and_a_resume_where_auto_chooses_otherwise_comp
     assert "resume: 0 unit(s) kept, 1 to compute (1 changed input or settings)" in said
     assert "networks in bf16, contiguous (auto: pretended native)" in said
     assert again["table"][0]["psnr_final"] != first["table"][0]["psnr_final"]  # bf16 moved it
+
+
+def test_auto_keeps_float32_for_the_sure_twin_even_where_bf16_would_be_taken(flags):
+    flags(NATIVE)
+    precision, _, said = resolved(make_config(dip_denoise.Config, sure=True), 512, 512, 128)
+    assert precision == "float32" and "SURE" in said
+    assert resolved(make_config(dip_denoise.Config, sure=True, precision="bf16"), 512, 512, 128)[0] == "bf16"

@@ -84,3 +84,23 @@ def test_the_twin_is_the_run_on_y_plus_epsilon_b_and_changes_nothing_else(tiny_n
     expected = ((noisy.double() - average) ** 2).sum() / n - sigma ** 2 + 2 * sigma ** 2 * divergence / n
     assert with_sure.curves["sure"][-1] == pytest.approx(expected.item(), rel=1e-4)
     assert with_sure.choices["sure"].iteration == min(range(60), key=lambda k: with_sure.curves["sure"][k])
+
+
+def test_the_memory_estimate_counts_each_image_with_its_twin(monkeypatch):
+    """images_of checks that one image fits before anything is written: with --sure, one image and its twin need
+    what a batch of two images needs without it."""
+    asked, batches = [], []
+    monkeypatch.setattr(dip_denoise, "check_fits", lambda need, *rest: asked.append(need))
+    monkeypatch.setattr(dip_denoise, "batch_that_fits", lambda need, *rest: batches.append(need(2)) or 2)
+    sure = make_config(dip_denoise.Config, quick=True, progress=False, sure=True)
+    dip_denoise.images_of(dip_denoise.check_config(sure), sure, torch.device("cpu"))
+    pair = make_config(dip_denoise.Config, quick=True, progress=False, batch=2)
+    dip_denoise.images_of(dip_denoise.check_config(pair), pair, torch.device("cpu"))
+    assert asked[0] == pytest.approx(batches[0]) and asked[0] > asked[1]
+
+
+def test_without_sigma_sure_is_refused_before_anything_runs():
+    config = make_config(dip_denoise.Config, quick=True, progress=False, sure=True, sigma=None)
+    noisy = torch.zeros(1, 3, 64, 64)  # a flat image: the σ estimate is 0
+    with pytest.raises(dip_denoise.RunError, match="--sure needs σ"):
+        dip_denoise.noise_sigma(noisy, config, "flat")
