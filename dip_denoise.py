@@ -43,7 +43,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, NamedTuple, Optional
+from typing import Any, Callable, ClassVar, Literal, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -174,7 +174,9 @@ def add_noise(clean: torch.Tensor, config: Config, seed: int) -> torch.Tensor:
 
 
 class DIPRun(NamedTuple):
-    """One image to denoise: the noisy image (1, C, H, W) in [0, 1], the constants, and the clean image if known."""
+    """One image to denoise: the noisy image (1, C, H, W) in [0, 1], the constants, and the clean image if known;
+    or, with `forward` (a linear forward model A, e.g. a deepinv physics' A), one image to recover from its
+    measurement y = A x + n (`noisy`), fitting ‖A f_θ(z) − y‖² over images of `image_shape`."""
 
     noisy: torch.Tensor
     config: Config
@@ -182,6 +184,8 @@ class DIPRun(NamedTuple):
     sigma: float | None = None  # σ for the discrepancy principle (None: config.sigma, or estimated if allowed)
     partial: str | None = None  # where its checkpoint goes on disk (a run cut goes on from it); None: nowhere
     key: str = ""  # its unit's key: a checkpoint on disk of another key is not taken up
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # A (None: the identity, denoising)
+    image_shape: tuple[int, ...] | None = None  # the image's shape (1, C, H, W) where A changes it (None: y's)
 
 
 @dataclass
@@ -239,6 +243,7 @@ class ImageRun:
     key: str = ""
     seconds_before: float = 0.0  # the time spent before the run was cut, where it goes on from its checkpoint
     written_at: int = 0  # the step of the checkpoint last written to disk
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # A (None: the identity, denoising)
     twin: ImageRun | None = None  # with --sure: its twin on y + εb, stepped in lockstep (goes back and ends with it)
     follows: bool = False  # a twin: it never goes back or ends on its own, and its checkpoint is written by its run
 
@@ -276,8 +281,16 @@ class ImageRun:
             self.state.average.copy_(out)
         else:
             self.state.average.mul_(ema).add_(out, alpha=1 - ema)
-        self.trackers.observe(self.state.steps, out, self.state.average, self.noisy, self.clean)
+        if self.forward is None:
+            self.trackers.observe(self.state.steps, out, self.state.average, self.noisy, self.clean)
+        else:  # the PSNR against y and the residual rules read A(output) and A(average)
+            self.trackers.observe(self.state.steps, out, self.state.average, self.noisy, self.clean,
+                                  self.forward(out), self.forward(self.state.average))
         self.state.steps, self.steps_run = self.state.steps + 1, self.steps_run + 1
+
+    def measured(self, out: torch.Tensor) -> torch.Tensor:
+        """A(output) for the loss (the output itself in denoising)."""
+        return out if self.forward is None else self.forward(out)
 
     def goes_on(self, config: Config) -> bool:
         """At a checkpoint: back to the last one if its output's PSNR against y dropped (the block is redone);
@@ -307,21 +320,22 @@ def start(runs: list[DIPRun], config: Config, device: torch.device, twins: int =
     """The runs' networks stacked, their Adam, their inputs z0 and each one's ImageRun, on `device`. With `twins`
     k (--sure): the first k runs are the twins of the last k, which read their averages (the SURE rule)."""
     networks, z0, noise = [], [], []
+    channels, *shape = runs[0].image_shape[1:] if runs[0].image_shape else runs[0].noisy.shape[1:]
     for _ in runs:  # each run draws what it draws alone: the network, then z0 from its own generator
         torch.manual_seed(config.seed)
-        networks.append(SkipNetwork(config.input_depth, runs[0].noisy.shape[1]))
+        networks.append(SkipNetwork(config.input_depth, channels))
         generator = torch.Generator().manual_seed(config.seed)
-        z0.append(torch.rand((1, config.input_depth, *runs[0].noisy.shape[-2:]), generator=generator)
-                  * config.input_scale)
+        z0.append(torch.rand((1, config.input_depth, *shape), generator=generator) * config.input_scale)
         noise.append(run_generator(device, config.seed))
-    shape = runs[0].noisy.shape[-2:]  # precision and memory format as run() resolved them (or resolved here)
+    # precision and memory format as run() resolved them (or resolved here)
     stacked = stack(networks, device, speed.resolve(config, device, *shape, speed.widest(networks[0]))[0])
     adam = StackedAdam([(stacked.parameters(), [config.learning_rate] * len(runs), [0.9] * len(runs))])
     z0 = torch.stack(z0).to(device)
     images = []
     for r, run in enumerate(runs):
         noisy = run.noisy.to(device=device, dtype=torch.float32)
-        state = RunState(stacked, adam, r, z0[r], noisy)
+        state = RunState(stacked, adam, r, z0[r], noisy if run.forward is None else noisy.new_zeros(
+            (1, channels, *shape)))
         if r < twins:  # a twin: only the PSNR against its own y; no rule, no going back on its own (NaN: it fails)
             trackers = Trackers(state.average, [], config.iterations)
             images.append(ImageRun(r, noisy, None, state, trackers, Backtracking(state, trackers, float("inf"), 0),
@@ -339,7 +353,7 @@ def start(runs: list[DIPRun], config: Config, device: torch.device, twins: int =
         backtracking = Backtracking(state, trackers, config.backtrack_drop, config.max_restores)
         images.append(ImageRun(r, noisy, clean, state, trackers, backtracking, noise[r],
                                config.stop_early or clean is None, partial=Path(run.partial) if run.partial else None,
-                               key=run.key, twin=twin))
+                               key=run.key, forward=run.forward, twin=twin))
     return stacked, adam, z0, images
 
 
@@ -381,6 +395,8 @@ def denoise(runs: list[DIPRun]) -> list[DenoiseResult | Failed]:
     runs = [run if run.sigma is not None else run._replace(sigma=noise_sigma(run.noisy, config)) for run in runs]
     if config.sure and any(run.sigma is None for run in runs):
         raise RunError("the SURE rule needs σ: give --sigma or leave --estimate_sigma on")
+    if config.sure and any(run.forward is not None for run in runs):
+        raise RunError("the SURE rule is for denoising (its divergence is that of y ↦ x̄): no forward model")
     twins = [twin_of(run, config) for run in runs] if config.sure else []
     device = choose_device(config.device)
     stacked, adam, z0, images = start(twins + runs, config, device, len(twins))
@@ -409,7 +425,8 @@ def denoise(runs: list[DIPRun]) -> list[DenoiseResult | Failed]:
         adam.zero_grad()
         stepped = [image.index for image in active]
         (out,), losses = forward_backward(stepped, stacked.vectorise, forward,
-                                          lambda i, r, outputs: F.mse_loss(outputs[0][i], images[r].noisy))
+                                          lambda i, r, outputs: F.mse_loss(images[r].measured(outputs[0][i]),
+                                                                           images[r].noisy))
         adam.step(stepped)
         with torch.no_grad():
             for i, image in enumerate(active):  # twins first: a run's SURE rule reads its twin's new average

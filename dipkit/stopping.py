@@ -58,15 +58,18 @@ class Rule:
         self.image, self.average, self.centred = image.clone(), image.clone(), image.clone()
         self.centred_for = torch.tensor(-1, device=device)  # the choice `centred` was taken for (-1: none)
 
-    def value(self, i: int, out: torch.Tensor, average: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor | None:
-        """The rule's statistic at iteration i (a 0-d tensor), or None while it has none."""
+    def value(self, i: int, out: torch.Tensor, average: torch.Tensor, noisy: torch.Tensor,
+              fit: torch.Tensor) -> torch.Tensor | None:
+        """The rule's statistic at iteration i (a 0-d tensor), or None while it has none. `fit` is the average as
+        measured, A x̄ (x̄ itself in denoising), what the residual y − A x̄ is taken of."""
         raise NotImplementedError
 
     def own_image(self, out: torch.Tensor, average: torch.Tensor) -> torch.Tensor:
         return out
 
-    def observe(self, i: int, out: torch.Tensor, average: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor | None:
-        value = self.value(i, out, average, noisy)
+    def observe(self, i: int, out: torch.Tensor, average: torch.Tensor, noisy: torch.Tensor,
+                fit: torch.Tensor | None = None) -> torch.Tensor | None:
+        value = self.value(i, out, average, noisy, average if fit is None else fit)
         if value is not None:
             self.choose(i, value, self.own_image(out, average), average)
         at = self.choice + self.lag == i  # the average centred on the choice (a later choice takes it anew)
@@ -134,7 +137,7 @@ class WindowVariance(Rule):
         self.window, self.filled = window, 0
         self.ring = torch.zeros((window, *image.shape[1:]), device=image.device)
 
-    def value(self, i, out, average, noisy):
+    def value(self, i, out, average, noisy, fit):
         self.ring[i % self.window] = out[0]
         self.filled += 1
         return window_variance(self.ring) if self.filled >= self.window else None
@@ -154,7 +157,7 @@ class ExponentialVariance(Rule):
         self.moving = image.clone()
         self.variance = torch.tensor(0.0, device=image.device)
 
-    def value(self, i, out, average, noisy):
+    def value(self, i, out, average, noisy, fit):
         if self.seen == 0:  # the notebook's initialisation at its first output
             self.moving.copy_(out)
             self.variance.zero_()
@@ -178,8 +181,8 @@ class Discrepancy(Rule):
         super().__init__(image, lag=lag)
         self.threshold = tau * sigma ** 2
 
-    def value(self, i, out, average, noisy):
-        return F.mse_loss(average, noisy)
+    def value(self, i, out, average, noisy, fit):
+        return F.mse_loss(fit, noisy)
 
     def own_image(self, out, average):
         return average
@@ -196,8 +199,8 @@ class Whiteness(Rule):
 
     name, STATISTIC = "whiteness", "whiteness"
 
-    def value(self, i, out, average, noisy):
-        return residual_correlation(noisy - average)
+    def value(self, i, out, average, noisy, fit):
+        return residual_correlation(noisy - fit)
 
     def own_image(self, out, average):
         return average
@@ -215,7 +218,7 @@ class Sure(Rule):
         super().__init__(image, patience, lag)
         self.sigma, self.probe, self.epsilon, self.twin_average = sigma, probe, epsilon, twin_average
 
-    def value(self, i, out, average, noisy):
+    def value(self, i, out, average, noisy, fit):  # denoising only: fit is the average
         divergence = (self.probe * (self.twin_average - average)).sum() / self.epsilon
         return F.mse_loss(average, noisy) - self.sigma ** 2 + 2 * self.sigma ** 2 * divergence / average.numel()
 
@@ -254,9 +257,11 @@ class Trackers:
             curve.copy_(checkpoint["curves"][key])  # NaN again from the checkpoint on
 
     def observe(self, i: int, out: torch.Tensor, average: torch.Tensor, noisy: torch.Tensor,
-                clean: torch.Tensor | None) -> None:
-        """Everything read off output i and the average after it: the PSNRs, the oracle and every rule."""
-        self.curves["psnr_noisy"][i] = psnr_on_device(out, noisy)
+                clean: torch.Tensor | None, seen: torch.Tensor | None = None, fit: torch.Tensor | None = None) -> None:
+        """Everything read off output i and the average after it: the PSNRs, the oracle and every rule. With a
+        forward model A other than the identity, `seen` = A(output) and `fit` = A(average): the PSNR against the
+        measurement y and the residual rules read those (the clean image's PSNRs and the oracle the outputs)."""
+        self.curves["psnr_noisy"][i] = psnr_on_device(out if seen is None else seen, noisy)
         if clean is not None:
             self.curves["psnr_clean"][i] = psnr_on_device(out, clean)
             self.curves["psnr_clean_average"][i] = psnr_on_device(average, clean)
@@ -265,7 +270,7 @@ class Trackers:
             self.oracle_iteration.copy_(torch.where(better, i, self.oracle_iteration))
             self.oracle_image.copy_(torch.where(better, average, self.oracle_image))
         for name, rule in self.rules.items():
-            value = rule.observe(i, out, average, noisy)
+            value = rule.observe(i, out, average, noisy, fit)
             if value is not None:
                 self.curves[rule.STATISTIC][i] = value
 

@@ -21,7 +21,7 @@ def test_the_statistic_is_the_residual_less_sigma_squared_plus_the_divergence_te
     rule = stopping.Sure(average, sigma, probe, epsilon, twin_average, patience=5)
     n = noisy.numel()
     expected = ((noisy - average) ** 2).sum() / n - sigma ** 2 + 2 * sigma ** 2 * a * (probe ** 2).sum() / n
-    assert rule.value(0, average, average, noisy).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert rule.value(0, average, average, noisy, average).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def synthetic(size=64):
