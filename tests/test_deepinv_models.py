@@ -8,7 +8,6 @@ deepinv = pytest.importorskip("deepinv")
 
 import dip_denoise  # noqa: E402
 import deepinv_models  # noqa: E402
-from dipkit.cli import make_config  # noqa: E402
 
 
 def test_dip_on_deepinv_denoising_is_dip_denoise_on_the_same_image_seed_and_sigma(tiny_dip, tmp_path):
