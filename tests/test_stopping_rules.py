@@ -149,7 +149,7 @@ def test_the_centred_average_is_the_average_a_mean_age_after_the_choice_and_foll
     noisy = torch.zeros(1, 1, 2, 2)
     values = [5, 4, 3, 4, 5, 6, 2, 3, 4, 5, 6, 7]  # minima at 2, then at 6 (patience 4: not fired before 6)
     rule = stopping.Whiteness(noisy, patience=4, lag=2)
-    rule.value = lambda i, out, average, noisy: torch.tensor(float(values[i]))
+    rule.value = lambda i, out, average, noisy, fit: torch.tensor(float(values[i]))
     averages = [torch.full((1, 1, 2, 2), float(k)) for k in range(len(values))]  # the average at k holds k
     for i, average in enumerate(averages[:8]):
         rule.observe(i, average, average, noisy)
