@@ -205,8 +205,12 @@ def tau_markdown(sweep: list[dict]) -> str:
            "| size | σ (/255) | σ used | runs | " + " | ".join(f"τ = {t:g}" for t in TAUS) + " |",
            "|" + " --- |" * (4 + len(TAUS))]
     cells = defaultdict(dict)
+    levels = defaultdict(set)
     for r in sweep:
-        cells[(r["size"], r["sigma_level"], r["sigma"])][r["tau"]] = r
+        levels[r["size"]].add(r["sigma_level"])
+    for r in sweep:  # a size's row over its levels only where it has more than one
+        if r["sigma_level"] != "both" or len(levels[r["size"]]) > 2:
+            cells[(r["size"], r["sigma_level"], r["sigma"])][r["tau"]] = r
     for (size, level, sigma), by_tau in cells.items():
         runs = next(iter(by_tau.values()))["runs"]
         out.append(f"| {size} | {'all' if level == 'both' else level} | {sigma} | {runs} | " + " | ".join(

@@ -119,3 +119,14 @@ def test_sure_read_off_the_records_equals_the_rule_during_the_run_and_rescales_w
         r["residual"] - 0.04 + 0.04 * divergence_term)
     (row,) = stopping_study.study_rows([folder])
     assert stopping_study.SURE_TRUE_SIGMA in row and "sure_centred" in row
+
+
+def test_the_tau_sweep_averages_the_gaps_of_each_tau_and_sigma():
+    rows = [dict(size=64, sigma_true=10 / 255, oracle=30.0, **{stopping_study.tau_key(1.0, "estimated"): psnr,
+                                                              stopping_study.tau_key(1.0, "true"): 30.0})
+            for psnr in (29.5, 28.5)]
+    sweep = {(r["sigma_level"], r["sigma"], r["tau"]): r for r in stopping_study.tau_sweep(rows)}
+    assert sweep["10", "estimated", 1.0]["mean_gap"] == 1.0 and sweep["10", "estimated", 1.0]["over_half_db"] == 0.5
+    assert sweep["10", "true", 1.0]["worst_gap"] == 0.0
+    table = stopping_study.tau_markdown(stopping_study.tau_sweep(rows))
+    assert "| 64 | 10 | estimated | 2 |" in table and "| 64 | all |" not in table  # one level: no row over levels
