@@ -131,8 +131,6 @@ def check_config(config: Config) -> list[Source]:
         raise RunError(f"crop must be 0 or a multiple of 32 of at least 64 (five scales), not {config.crop}")
     if rule_of(config.stop_rule) == "sure" and not config.sure:
         raise RunError(f"stop_rule {config.stop_rule} needs --sure (the twin run the SURE rule reads)")
-    if config.sure and config.sigma is None and not config.estimate_sigma:
-        raise RunError("--sure needs σ: give --sigma or leave --estimate_sigma on")
     return image_sources(config.images, config.folder)
 
 
@@ -281,11 +279,8 @@ class ImageRun:
             self.state.average.copy_(out)
         else:
             self.state.average.mul_(ema).add_(out, alpha=1 - ema)
-        if self.forward is None:
-            self.trackers.observe(self.state.steps, out, self.state.average, self.noisy, self.clean)
-        else:  # the PSNR against y and the residual rules read A(output) and A(average)
-            self.trackers.observe(self.state.steps, out, self.state.average, self.noisy, self.clean,
-                                  self.forward(out), self.forward(self.state.average))
+        seen, fit = (None, None) if self.forward is None else (self.forward(out), self.forward(self.state.average))
+        self.trackers.observe(self.state.steps, out, self.state.average, self.noisy, self.clean, seen, fit)
         self.state.steps, self.steps_run = self.state.steps + 1, self.steps_run + 1
 
     def measured(self, out: torch.Tensor) -> torch.Tensor:
@@ -393,8 +388,6 @@ def denoise(runs: list[DIPRun]) -> list[DenoiseResult | Failed]:
     (Failed). Iterations are counted from 0. The results' images are on the CPU."""
     config, n = runs[0].config, len(runs)  # the constants are the first run's: images of one size, one run
     runs = [run if run.sigma is not None else run._replace(sigma=noise_sigma(run.noisy, config)) for run in runs]
-    if config.sure and any(run.sigma is None for run in runs):
-        raise RunError("the SURE rule needs σ: give --sigma or leave --estimate_sigma on")
     if config.sure and any(run.forward is not None for run in runs):
         raise RunError("the SURE rule is for denoising (its divergence is that of y ↦ x̄): no forward model")
     twins = [twin_of(run, config) for run in runs] if config.sure else []
